@@ -1,0 +1,115 @@
+"""Lightning callbacks: preview grids, throughput, and plain progress lines for non-TTY runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+from fastst.images import save_image
+
+log = logging.getLogger(__name__)
+
+
+class PreviewImages(pl.Callback):
+    """Every ``every_n_steps`` (and at the start and end) stylize the datamodule's fixed preview set.
+
+    The grid has one row per preview image: content | stylized. It goes to TensorBoard
+    (``previews``) and to ``<dirpath>/step_XXXXXXX.png``. Rank zero only.
+    """
+
+    def __init__(self, every_n_steps: int = 500, dirpath: str | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.dirpath = Path(dirpath) if dirpath else None
+        self._last_step = -1
+
+    @rank_zero_only
+    def _render(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_step or self.every_n_steps <= 0:
+            return
+        self._last_step = step
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "preview_images"):
+            return
+        content = datamodule.preview_images()
+        if content.numel() == 0:
+            return
+        was_training = module.net.training
+        module.net.eval()
+        with torch.no_grad():
+            stylized = torch.cat([module.net(c[None].to(module.device)).float().cpu() for c in content])
+        module.net.train(was_training)
+        pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # 2N x 3 x P x P
+        grid = make_grid(pairs, nrow=2, padding=4, pad_value=1.0)  # 3 x H x W
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("previews", grid, global_step=step)
+        if self.dirpath is not None:
+            save_image(grid, self.dirpath / f"step_{step:07d}.png")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._render(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._render(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._render(trainer, pl_module)
+
+
+class TrainingMonitor(pl.Callback):
+    """Logs images/s (``perf/images_per_sec``, all ranks' images) and, when ``print_lines`` is
+    on (no TTY), prints one plain progress line every ``every_n_steps`` steps."""
+
+    def __init__(self, every_n_steps: int = 50, print_lines: bool = False) -> None:
+        self.every_n_steps = max(1, every_n_steps)
+        self.print_lines = print_lines
+        self._t0: float | None = None
+        self._start_time: float | None = None
+        self._start_step = 0
+        self._images = 0
+        self.images_per_sec: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = self._start_time = time.perf_counter()
+        self._start_step = trainer.global_step
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += int(batch["image"].shape[0]) * trainer.world_size
+        step = trainer.global_step
+        if step % self.every_n_steps:
+            return
+        now = time.perf_counter()
+        elapsed = now - (self._t0 or now)
+        if elapsed > 0:
+            self.images_per_sec = self._images / elapsed
+            pl_module.log("perf/images_per_sec", self.images_per_sec, on_step=True, rank_zero_only=True)
+        self._t0, self._images = now, 0
+        if self.print_lines and trainer.is_global_zero:
+            self._print(trainer, step, now)
+
+    def _print(self, trainer: pl.Trainer, step: int, now: float) -> None:
+        m = trainer.callback_metrics
+        parts = [f"step {step}/{trainer.max_steps}"]
+        for key in ("train/loss", "train/content", "train/style", "train/tv"):
+            if key in m:
+                parts.append(f"{key.split('/')[-1]} {float(m[key]):.4g}")
+        if self.images_per_sec:
+            parts.append(f"{self.images_per_sec:.1f} img/s")
+        done = step - self._start_step
+        if done > 0 and trainer.max_steps and trainer.max_steps > 0 and self._start_time:
+            eta = (now - self._start_time) / done * (trainer.max_steps - step)
+            parts.append(f"eta {eta / 60:.1f} min")
+        print("  ".join(parts), flush=True)

@@ -1,0 +1,270 @@
+"""Content images for training: crops, a resumable data order, bad-image skipping, previews.
+
+The data order is a pure function of ``(seed, rank, world_size, position)``: each epoch is
+a seeded permutation, each rank takes every ``world_size``-th index, and each sample's
+crop and flip come from a generator seeded by its position. Resuming at batch ``k``
+therefore replays exactly what an uninterrupted run would have seen, with any number of
+workers, without storing loader state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+
+from fastst.data.sources import DataError, FolderSource, HFSource
+from fastst.images import ImageError, pil_to_uint8
+
+log = logging.getLogger(__name__)
+
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant to spread seeds
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """A per-sample seed from the run seed and the sample's global position."""
+    return (seed * _MIX + position * 1_000_003 + 12345) % (2**63 - 1)
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Endless seeded shuffle, sharded by rank, that can start at any position.
+
+    Yields ``(index, sample_seed)``. ``start`` counts samples of this rank already consumed.
+    """
+
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, start: int = 0
+    ) -> None:
+        if size < world_size:
+            raise DataError(f"{size} content image(s) cannot feed {world_size} processes")
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size, self.start = rank, world_size, start
+        self.per_rank = size // world_size  # every rank sees the same number per epoch
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch) ^ 0x5EED)
+        return torch.randperm(self.size, generator=g)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, offset = divmod(self.start, self.per_rank)
+        while True:
+            order = self.epoch_order(epoch)[: self.per_rank * self.world_size]
+            mine = order[self.rank :: self.world_size]  # this rank's shard
+            for j in range(offset, self.per_rank):
+                position = (epoch * self.per_rank + j) * self.world_size + self.rank  # global sample number
+                yield int(mine[j]), sample_seed(self.seed, position)
+            epoch, offset = epoch + 1, 0
+
+
+class CropTransform:
+    """Resize the short side to ``resize`` and crop ``size`` x ``size`` (random or centre), optional h-flip.
+
+    Images whose short side is below ``min_size`` are refused as too small (upscaling a
+    thumbnail to the crop size teaches the net blur).
+    """
+
+    def __init__(self, size: int, resize: int | None = None, crop: str = "random", hflip: bool = False, min_size: int = 64):
+        if crop not in ("random", "center"):
+            raise ValueError(f"data.crop must be 'random' or 'center', got {crop!r}")
+        self.size, self.resize = size, resize or size
+        self.crop, self.hflip, self.min_size = crop, hflip, min_size
+        if self.resize < size:
+            raise ValueError(f"data.resize ({self.resize}) must be >= data.image_size ({size})")
+
+    def __call__(self, img: Image.Image, g: torch.Generator | None, name: str) -> torch.Tensor:
+        """PIL RGB -> 3 x size x size uint8."""
+        if min(img.size) < self.min_size:
+            raise ImageError(f"{name}: {img.width}x{img.height} is smaller than data.min_size={self.min_size}")
+        scale = self.resize / min(img.size)
+        w, h = max(self.size, round(img.width * scale)), max(self.size, round(img.height * scale))
+        img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        if self.crop == "random" and g is not None:
+            x = int(torch.randint(0, w - self.size + 1, (1,), generator=g))
+            y = int(torch.randint(0, h - self.size + 1, (1,), generator=g))
+        else:
+            x, y = (w - self.size) // 2, (h - self.size) // 2
+        img = img.crop((x, y, x + self.size, y + self.size))
+        if self.hflip and g is not None and bool(torch.rand((), generator=g) < 0.5):
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return pil_to_uint8(img)
+
+
+class ContentDataset(Dataset):
+    """Map-style dataset over a source; items are ``{"image": uint8 3xSxS}`` or ``{"error": str}``."""
+
+    def __init__(self, source: FolderSource | HFSource, transform: CropTransform) -> None:
+        self.source, self.transform = source, transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        name = self.source.name(index)
+        try:
+            g = torch.Generator().manual_seed(seed) if seed is not None else None
+            return {"image": self.transform(self.source.load(index), g, name)}
+        except ImageError as e:
+            return {"error": str(e)}
+        except Exception as e:  # never let one file kill an epoch
+            return {"error": f"{name}: {type(e).__name__}: {e}"}
+
+
+class StreamingContentDataset(IterableDataset):
+    """A streaming Hugging Face source with the same item format, split over ranks and workers."""
+
+    def __init__(self, source: HFSource, transform: CropTransform, seed: int, rank: int, world_size: int, start: int):
+        self.source, self.transform = source, transform
+        self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        shard, nshard = self.rank * nw + wid, self.world_size * nw
+        # positions are global; this worker keeps those congruent to its shard number
+        for pos, value in self.source.stream(self.seed, skip=self.start * self.world_size):
+            if pos % nshard != shard:
+                continue
+            try:
+                g = torch.Generator().manual_seed(sample_seed(self.seed, pos))
+                yield {"image": self.transform(self.source.decode(value, pos), g, f"{self.source.name_}#{pos}")}
+            except ImageError as e:
+                yield {"error": str(e)}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the good images, keep the reasons for the bad ones."""
+    good = [it["image"] for it in items if "image" in it]
+    images = torch.stack(good) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)  # B x 3 x S x S uint8
+    return {"image": images, "skipped": [it["error"] for it in items if "error" in it]}
+
+
+class ContentDataModule(pl.LightningDataModule):
+    """Content photos for training, from a folder (``data=folder``) or Hugging Face (``data=hf``)."""
+
+    def __init__(
+        self,
+        source: str = "folder",
+        root: str | None = None,
+        name: str | None = None,
+        config_name: str | None = None,
+        data_dir: str | None = None,
+        split: str = "train",
+        image_column: str = "image",
+        streaming: bool = False,
+        image_size: int = 256,
+        resize: int | None = None,
+        crop: str = "random",
+        hflip: bool = False,
+        min_size: int = 64,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        preview_count: int = 4,
+        preview_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value, low in (
+            ("image_size", image_size, 16),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("preview_count", preview_count, 0),
+            ("preview_size", preview_size, 16),
+            ("min_size", min_size, 1),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        if image_size % 4:
+            raise ValueError(f"data.image_size must be divisible by 4 (the transform net downsamples by 4), got {image_size}")
+        if source not in ("folder", "hf"):
+            raise ValueError(f"data.source must be 'folder' or 'hf', got {source!r}")
+        self.source_kind, self.root = source, root
+        self.hf_args = dict(name=name, config_name=config_name, data_dir=data_dir, split=split,
+                            image_column=image_column, streaming=streaming)
+        self.transform = CropTransform(image_size, resize, crop, hflip, min_size)
+        self.preview_transform = CropTransform(preview_size - preview_size % 4, None, "center", False, 1)
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.pin_memory, self.preview_count, self.seed = pin_memory, preview_count, seed
+        self.source: FolderSource | HFSource | None = None
+        self._preview: torch.Tensor | None = None
+
+    def _build_source(self) -> FolderSource | HFSource:
+        if self.source_kind == "folder":
+            if not self.root:
+                raise DataError("data.root is not set: pass data.root=/path/to/photos (a folder searched recursively)")
+            return FolderSource(self.root, draft_size=self.transform.resize)
+        if not self.hf_args["name"]:
+            raise DataError("data=hf needs data.name (a hub dataset, or 'imagefolder' with data.data_dir=DIR)")
+        return HFSource(**self.hf_args)  # type: ignore[arg-type]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.source is None:
+            self.source = self._build_source()
+            size = "streaming" if getattr(self.source, "streaming", False) else f"{len(self.source)} images"
+            log.info("content data: %s (%s)", getattr(self.source, "root", None) or self.hf_args["name"], size)
+
+    # The module records how many batches it consumed; resuming starts the data there.
+    def _start_batches(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        module = trainer.lightning_module if trainer is not None else None
+        return int(getattr(module, "batches_seen", 0))
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        rank, world = self._rank_world()
+        start = self._start_batches() * self.batch_size  # samples of this rank already used
+        common = dict(
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+        if isinstance(self.source, HFSource) and self.source.streaming:
+            ds = StreamingContentDataset(self.source, self.transform, self.seed, rank, world, start)
+            return DataLoader(ds, **common)  # type: ignore[arg-type]
+        assert self.source is not None
+        sampler = ResumableSampler(len(self.source), self.seed, True, rank, world, start)
+        return DataLoader(ContentDataset(self.source, self.transform), sampler=sampler, **common)  # type: ignore[arg-type]
+
+    def preview_images(self) -> torch.Tensor:
+        """A fixed set of centre-cropped content images (N x 3 x P x P, [0,1]) for image grids."""
+        if self._preview is None:
+            self.setup()
+            assert self.source is not None
+            images: list[torch.Tensor] = []
+            if isinstance(self.source, HFSource) and self.source.streaming:
+                candidates = (self._try_decode(v, p) for p, v in self.source.stream(self.seed, 0, buffer_size=1))
+            else:
+                candidates = (self._try_load(i) for i in range(len(self.source)))
+            for img in candidates:
+                if len(images) >= self.preview_count:
+                    break
+                if isinstance(img, Image.Image) and min(img.size) >= 16:
+                    images.append(self.preview_transform(img, None, "preview"))
+            self._preview = torch.stack(images).float() / 255 if images else torch.empty(0, 3, 16, 16)
+        return self._preview
+
+    def _try_decode(self, value: Any, position: int) -> Image.Image | None:
+        try:
+            return self.source.decode(value, position)  # type: ignore[union-attr]
+        except ImageError:
+            return None
+
+    def _try_load(self, i: int) -> Image.Image | None:
+        try:
+            return self.source.load(i)  # type: ignore[union-attr]
+        except ImageError:
+            return None

@@ -1,0 +1,181 @@
+"""The perceptual criterion: content, Gram style and total-variation terms on one frozen encoder.
+
+Shared by fast training (Johnson et al. 2016) and pixel optimisation (Gatys et al. 2016)
+so that both are measured with the same code. See ``functional.py`` for the normalization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastst.losses import functional as F
+from fastst.losses.vgg import VGGEncoder
+
+
+@dataclass
+class LossConfig:
+    """Everything that defines the criterion; checkpoints and exports carry it."""
+
+    network: str = "vgg19"
+    weights: str = "imagenet"  # imagenet | random | path to a VGG state dict
+    preprocessing: str | None = None  # torchvision | caffe; None = torchvision
+    pool: str = "max"
+    content_layers: dict[str, float] = field(default_factory=lambda: {"relu2_2": 1.0})
+    style_layers: dict[str, float] = field(
+        default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
+    )
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+    style_size: int | None = 512  # long side of the style image for its Gram targets; None = as is
+    style_ramp_steps: int = 0  # style weight rises linearly from 0 to style_weight over these steps
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown loss option(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"loss.{name} must be a number >= 0, got {value!r}")
+        for group in ("content_layers", "style_layers"):
+            layers = getattr(self, group)
+            if not layers and (self.content_weight if group == "content_layers" else self.style_weight) > 0:
+                raise ValueError(f"loss.{group} is empty but its weight is > 0")
+            for layer, w in layers.items():
+                if not isinstance(w, (int, float)) or w < 0:
+                    raise ValueError(f"loss.{group}.{layer} must be a weight >= 0, got {w!r}")
+        if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 16):
+            raise ValueError(f"loss.style_size must be an integer >= 16 or null, got {self.style_size!r}")
+        if not isinstance(self.style_ramp_steps, int) or self.style_ramp_steps < 0:
+            raise ValueError(f"loss.style_ramp_steps must be an integer >= 0, got {self.style_ramp_steps!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _normalized(weights: Mapping[str, float]) -> dict[str, float]:
+    # Layer weights are relative: they are scaled to sum to 1 within content and within style,
+    # so content_weight / style_weight alone set the balance whatever the number of layers.
+    total = float(sum(weights.values()))
+    return {k: float(v) / total for k, v in weights.items()} if total > 0 else dict(weights)
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted sum of content, style and TV terms, returned as named terms for logging.
+
+    ``total = content_weight * sum_l a_l Lc_l + style_weight * sum_l b_l Ls_l + tv_weight * TV``
+    where a and b are the per-layer weights normalized to sum to 1.
+    """
+
+    def __init__(self, config: LossConfig, encoder: VGGEncoder | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.content_layers = _normalized(config.content_layers)
+        self.style_layers = _normalized(config.style_layers)
+        self.encoder = encoder or VGGEncoder(
+            config.network,
+            layers=[*self.content_layers, *self.style_layers],
+            weights=config.weights,
+            preprocessing=config.preprocessing,
+            pool=config.pool,
+        )
+        missing = [n for n in [*self.content_layers, *self.style_layers] if n not in self.encoder.layers]
+        if missing:
+            raise ValueError(f"the encoder does not provide layer(s) {missing}")
+        for layer in self.style_layers:
+            # Style targets are derived from the style image, never saved: non-persistent buffers.
+            self.register_buffer(self._gram_name(layer), torch.empty(0), persistent=False)
+
+    @staticmethod
+    def _gram_name(layer: str) -> str:
+        return f"style_gram_{layer}"
+
+    def style_gram(self, layer: str) -> torch.Tensor:
+        return getattr(self, self._gram_name(layer))
+
+    @property
+    def has_style(self) -> bool:
+        return all(self.style_gram(layer).numel() > 0 for layer in self.style_layers)
+
+    @torch.no_grad()
+    def set_style(self, images: torch.Tensor | Sequence[torch.Tensor], blend: Sequence[float] | None = None) -> None:
+        """Compute the Gram targets once from one style image (1 x 3 x H x W in [0,1]) or a
+        weighted blend of several (weights normalized to sum to 1)."""
+        images = [images] if isinstance(images, torch.Tensor) else list(images)
+        blend = _normalized(dict(enumerate(blend or [1.0] * len(images))))
+        if len(blend) != len(images):
+            raise ValueError(f"{len(images)} style images but {len(blend)} blend weights")
+        device = next(iter(self.encoder.parameters())).device
+        grams: dict[str, torch.Tensor] = {}
+        for i, image in enumerate(images):
+            feats = self.encoder(image.to(device, torch.float32), layers=list(self.style_layers))
+            for layer in self.style_layers:
+                g = F.gram_matrix(feats[layer]).mean(0, keepdim=True) * blend[i]  # 1 x C x C
+                grams[layer] = grams[layer] + g if layer in grams else g
+        for layer, g in grams.items():
+            setattr(self, self._gram_name(layer), g)
+
+    @torch.no_grad()
+    def content_features(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets of the content term: one pass without autograd, stopped at the deepest content layer."""
+        return self.encoder(content, layers=list(self.content_layers))
+
+    def forward(
+        self,
+        output: torch.Tensor,
+        content: torch.Tensor | None = None,
+        content_features: Mapping[str, torch.Tensor] | None = None,
+        style_scale: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms for ``output`` (B x 3 x H x W in [0,1]).
+
+        Returns ``content``, ``content/<layer>``, ``style``, ``style/<layer>``, ``tv`` and
+        ``total`` (all fp32 scalars). Per-layer terms are unweighted relative errors;
+        ``content`` and ``style`` are their layer-weighted sums; ``total`` applies the
+        global weights, the style one multiplied by ``style_scale`` (the ramp).
+        """
+        if not self.has_style and self.style_layers:
+            raise RuntimeError("call set_style() before computing the loss")
+        if content_features is None and self.content_layers:
+            if content is None:
+                raise ValueError("pass the content image or its features")
+            content_features = self.content_features(content)
+        feats = self.encoder(output)
+        terms: dict[str, torch.Tensor] = {}
+        zero = output.new_zeros((), dtype=torch.float32)
+        content_total = zero
+        for layer, w in self.content_layers.items():
+            term = F.content_loss(feats[layer], content_features[layer])  # type: ignore[index]
+            terms[f"content/{layer}"] = term
+            content_total = content_total + w * term
+        style_total = zero
+        for layer, w in self.style_layers.items():
+            term = F.style_loss(feats[layer], self.style_gram(layer))
+            terms[f"style/{layer}"] = term
+            style_total = style_total + w * term
+        tv = F.total_variation(output)
+        c = self.config
+        terms["content"] = content_total
+        terms["style"] = style_total
+        terms["tv"] = tv
+        terms["total"] = c.content_weight * content_total + c.style_weight * style_scale * style_total + c.tv_weight * tv
+        return terms
+
+    def style_scale(self, step: int) -> float:
+        """Multiplier of the style weight at a training step (linear ramp, then 1)."""
+        ramp = self.config.style_ramp_steps
+        return 1.0 if ramp <= 0 else min(1.0, (step + 1) / ramp)

@@ -1,0 +1,162 @@
+"""LightningModule: a transform net trained against a frozen perceptual criterion (Johnson et al. 2016)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+import fastst
+from fastst.losses.perceptual import LossConfig, PerceptualLoss
+from fastst.models.transformer import TransformerConfig, TransformerNet
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StyleTransferModule(pl.LightningModule):
+    """Trains ``net`` so that ``criterion(net(x), x)`` is small for content photos ``x``.
+
+    Only the transform net is saved in checkpoints: the criterion (VGG and Gram targets)
+    is rebuilt from the loss config and the style image, which keeps checkpoints small and
+    independent of where the VGG weights came from.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        loss: dict[str, Any],
+        style: dict[str, Any],
+        style_image: torch.Tensor | None = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        nan_policy: str = "stop",
+        skipped_log_limit: int = 20,
+    ) -> None:
+        super().__init__()
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["style_image", "optimizer", "scheduler"])
+        self.net_config = TransformerConfig.from_dict(dict(net))
+        self.loss_config = LossConfig.from_dict(dict(loss))
+        self.net = TransformerNet(self.net_config)
+        self.criterion = PerceptualLoss(self.loss_config)
+        if style_image is not None:
+            self.criterion.set_style(style_image)
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        self.scheduler_factory = scheduler
+        self.nan_policy = nan_policy
+        self.skipped_log_limit = skipped_log_limit
+        self.batches_seen = 0  # batches consumed from the loader; the data order resumes from it
+        self.images_skipped = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # -- training ----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self.batches_seen += 1
+        self._report_skipped(batch.get("skipped", []))
+        images = batch["image"]
+        if images.numel() == 0:
+            return None  # every file of this batch was unusable
+        x = images.float().div_(255.0)  # uint8 B x 3 x S x S -> [0,1]
+        content = self.criterion.content_features(x)  # no autograd: targets only
+        y = self.net(x)
+        terms = self.criterion(y, content_features=content, style_scale=self.criterion.style_scale(self.global_step))
+        total = terms["total"]
+        if not torch.isfinite(total):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            bad_term = next((k for k in bad if k != "total"), "total")
+            msg = (
+                f"non-finite loss at step {self.global_step}: {bad_term}={terms[bad_term].item()} "
+                f"(all non-finite: {', '.join(bad)})"
+            )
+            if self.nan_policy == "skip":
+                log.warning("%s; skipping this batch (nan_policy=skip)", msg)
+                self.log("train/nonfinite_skipped", 1.0, on_step=True, reduce_fx="sum")
+                return None
+            raise NonFiniteLossError(msg + "; the last checkpoint is intact. Lower the learning rate, or set nan_policy=skip")
+        bs = x.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for key in ("content", "style", "tv"):
+            self.log(f"train/{key}", terms[key], prog_bar=key != "tv", batch_size=bs)
+        for key, value in terms.items():
+            if "/" in key:
+                self.log(f"train/{key}", value, batch_size=bs)
+        if self.loss_config.style_ramp_steps:
+            self.log("train/style_scale", self.criterion.style_scale(self.global_step), batch_size=bs)
+        return total
+
+    def _report_skipped(self, skipped: list[str]) -> None:
+        if not skipped:
+            return
+        for reason in skipped:
+            self.images_skipped += 1
+            if self.images_skipped <= self.skipped_log_limit and self.trainer.is_global_zero:
+                log.warning("skipped image: %s", reason)
+        if self.images_skipped > self.skipped_log_limit >= self.images_skipped - len(skipped):
+            log.warning("more images skipped; only the count is logged from now on (data/skipped_images)")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.log("data/skipped_images", float(self.images_skipped), on_step=True, reduce_fx="max")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints -------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """What a checkpoint or export says about the model, beyond its weights."""
+        return {
+            "fastst_version": fastst.__version__,
+            "net": self.net_config.to_dict(),
+            "loss": self.loss_config.to_dict(),
+            "style": dict(self.hparams.get("style", {})),
+            "image_convention": "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4",
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("criterion.")}
+        checkpoint["fastst"] = {
+            **self.metadata(),
+            "batches_seen": self.batches_seen,
+            "images_skipped": self.images_skipped,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": list(random.getstate()[1]),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The criterion is not saved; put the live one back so strict loading still checks the net.
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("criterion.")}
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
+        meta = checkpoint.get("fastst", {})
+        self.batches_seen = int(meta.get("batches_seen", 0))
+        self.images_skipped = int(meta.get("images_skipped", 0))
+        rng = meta.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "python" in rng:
+            random.setstate((3, tuple(int(v) for v in rng["python"]), None))
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def on_fit_start(self) -> None:
+        if not self.criterion.has_style:
+            raise RuntimeError("the style targets are not set: pass style_image")

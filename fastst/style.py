@@ -1,0 +1,91 @@
+"""Style images: find (or download and verify) the file a ``style/*.yaml`` config names, and load it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastst.images import ImageError, load_image, pil_to_tensor, resize_long_side
+
+log = logging.getLogger(__name__)
+
+STYLE_DIR_ENV = "FASTST_STYLE_DIR"
+
+
+class StyleImageError(FileNotFoundError):
+    """The style image is missing or unusable; the message says where we looked and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, sha256: str | None) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        if sha256 and _sha256(Path(tmp)) != sha256.lower():
+            raise StyleImageError(f"{url}: downloaded file does not match style.sha256={sha256}; not using it")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None) -> Path:
+    """The style image file: ``style.image`` as a path, else looked up in ``style_dir``,
+    else downloaded from ``style.url`` into ``style_dir`` (checked against ``style.sha256``)."""
+    name = style.get("name", "?")
+    image = style.get("image")
+    if not image:
+        raise StyleImageError(f"style={name}: style.image is not set; pass style.image=/path/to/painting.jpg")
+    direct = Path(str(image)).expanduser()
+    candidates = [direct]
+    folder = Path(str(style_dir)).expanduser() if style_dir else None
+    if folder is not None and not direct.is_absolute():
+        candidates.append(folder / direct)
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    url = style.get("url")
+    if url and folder is not None:
+        dest = folder / direct.name
+        log.info("downloading style image for style=%s from %s to %s", name, url, dest)
+        try:
+            _download(str(url), dest, style.get("sha256"))
+            return dest.resolve()
+        except (urllib.error.URLError, OSError) as e:
+            raise StyleImageError(
+                f"style={name}: {image} not found and download from {url} failed ({e}); "
+                f"put the image in {folder} or pass style.image=/path/to/image"
+            ) from None
+    looked = ", ".join(str(p.resolve()) for p in dict.fromkeys(candidates))
+    raise StyleImageError(
+        f"style={name}: style image not found (looked at {looked}). Put {direct.name} in that folder, "
+        f"point {STYLE_DIR_ENV} or paths.style_dir at the folder that has it, or pass style.image=/path/to/image"
+    )
+
+
+def load_style_image(path: str | Path, long_side: int | None) -> torch.Tensor:
+    """1 x 3 x H x W float [0,1] style image, long side resized to ``long_side`` (None keeps it)."""
+    try:
+        img = load_image(path)
+    except ImageError as e:
+        raise StyleImageError(f"style image {e}") from None
+    return pil_to_tensor(resize_long_side(img, long_side))[None]
