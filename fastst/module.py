@@ -86,7 +86,9 @@ class StyleTransferModule(pl.LightningModule):
                 log.warning("%s; skipping this batch (nan_policy=skip)", msg)
                 self.log("train/nonfinite_skipped", 1.0, on_step=True, reduce_fx="sum")
                 return None
-            raise NonFiniteLossError(msg + "; the last checkpoint is intact. Lower the learning rate, or set nan_policy=skip")
+            raise NonFiniteLossError(
+                msg + "; the last checkpoint is intact. Lower the learning rate, or set nan_policy=skip"
+            )
         bs = x.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for key in ("content", "style", "tv"):

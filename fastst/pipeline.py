@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from fastst.callbacks import TrainingMonitor
 from fastst.data.datamodule import ContentDataModule
@@ -26,6 +28,9 @@ from fastst.module import NonFiniteLossError, StyleTransferModule
 from fastst.style import StyleImageError, load_style_image, resolve_style_path
 
 log = logging.getLogger(__name__)
+# The frozen VGG is in eval mode on purpose; Lightning's warning about it is noise here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 # Errors whose message is the whole story: entry points print them in one line, no traceback.
 USER_ERRORS = (DataError, ImageError, WeightsError, StyleImageError, NonFiniteLossError, ValueError, FileNotFoundError)
@@ -93,13 +98,16 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
 
     progress = _progress(cfg)
     callbacks: list[pl.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(TrainingMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50)),
-                                     print_lines=progress == "plain"))
+    callbacks.append(
+        TrainingMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50)), print_lines=progress == "plain")
+    )
     if progress == "rich":
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    if not loggers:  # logger=none: nothing to log learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     try:
         trainer: pl.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress == "rich"
@@ -121,8 +129,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
-        log.info("done: %d steps, %d images skipped; outputs in %s", trainer.global_step, module.images_skipped,
-                 cfg.paths.output_dir)
+        log.info(
+            "done: %d steps, %d images skipped; outputs in %s",
+            trainer.global_step,
+            module.images_skipped,
+            cfg.paths.output_dir,
+        )
     return {
         "metrics": metrics,
         "global_step": trainer.global_step,

@@ -70,7 +70,9 @@ class CropTransform:
     thumbnail to the crop size teaches the net blur).
     """
 
-    def __init__(self, size: int, resize: int | None = None, crop: str = "random", hflip: bool = False, min_size: int = 64):
+    def __init__(
+        self, size: int, resize: int | None = None, crop: str = "random", hflip: bool = False, min_size: int = 64
+    ):
         if crop not in ("random", "center"):
             raise ValueError(f"data.crop must be 'random' or 'center', got {crop!r}")
         self.size, self.resize = size, resize or size
@@ -183,12 +185,20 @@ class ContentDataModule(pl.LightningDataModule):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
         if image_size % 4:
-            raise ValueError(f"data.image_size must be divisible by 4 (the transform net downsamples by 4), got {image_size}")
+            raise ValueError(
+                f"data.image_size must be divisible by 4 (the transform net downsamples by 4), got {image_size}"
+            )
         if source not in ("folder", "hf"):
             raise ValueError(f"data.source must be 'folder' or 'hf', got {source!r}")
         self.source_kind, self.root = source, root
-        self.hf_args = dict(name=name, config_name=config_name, data_dir=data_dir, split=split,
-                            image_column=image_column, streaming=streaming)
+        self.hf_args = dict(
+            name=name,
+            config_name=config_name,
+            data_dir=data_dir,
+            split=split,
+            image_column=image_column,
+            streaming=streaming,
+        )
         self.transform = CropTransform(image_size, resize, crop, hflip, min_size)
         self.preview_transform = CropTransform(preview_size - preview_size % 4, None, "center", False, 1)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers

@@ -29,13 +29,17 @@ def find_images(root: str | Path) -> list[Path]:
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise DataError(f"data.root={root}: folder not found; point data.root at a folder of photos (e.g. COCO train2014)")
+        raise DataError(
+            f"data.root={root}: folder not found; point data.root at a folder of photos (e.g. COCO train2014)"
+        )
     if not root.is_dir():
         raise DataError(f"data.root={root}: not a folder")
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        found += [
+            Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
+        ]
     found.sort()
     if not found:
         raise DataError(f"data.root={root}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
@@ -104,9 +108,7 @@ class HFSource:
         self.image_column = image_column
         self.streaming = streaming
         try:
-            ds = datasets.load_dataset(
-                name, config_name, data_dir=data_dir, split=split, streaming=streaming
-            )
+            ds = datasets.load_dataset(name, config_name, data_dir=data_dir, split=split, streaming=streaming)
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataError(

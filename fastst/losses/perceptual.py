@@ -172,7 +172,9 @@ class PerceptualLoss(nn.Module):
         terms["content"] = content_total
         terms["style"] = style_total
         terms["tv"] = tv
-        terms["total"] = c.content_weight * content_total + c.style_weight * style_scale * style_total + c.tv_weight * tv
+        terms["total"] = (
+            c.content_weight * content_total + c.style_weight * style_scale * style_total + c.tv_weight * tv
+        )
         return terms
 
     def style_scale(self, step: int) -> float:

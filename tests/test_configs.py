@@ -1,0 +1,69 @@
+"""Every option of every config group composes, and config values are checked at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from fastst.data.datamodule import ContentDataModule
+from fastst.losses.perceptual import LossConfig
+from fastst.models.transformer import TransformerConfig
+from tests.conftest import CONFIG_DIR, compose
+
+GROUPS = ["style", "data", "model", "loss", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", [g for g in GROUPS if g != "hydra"])
+def test_every_option_composes(group: str, tmp_path: Path) -> None:
+    assert options(group), f"configs/{group} is empty"
+    for option in options(group):
+        cfg = compose([f"{group}={option}", "data.root=/photos"], tmp_path)
+        OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        TransformerConfig.from_dict(OmegaConf.to_container(cfg.model.net))
+        LossConfig.from_dict(OmegaConf.to_container(cfg.loss))
+        assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_six_public_domain_styles() -> None:
+    for name in ["starry_night", "the_scream", "udnie", "composition_vii", "night_cafe", "edtaonisl"]:
+        cfg = OmegaConf.load(Path(CONFIG_DIR) / "style" / f"{name}.yaml")
+        assert cfg.name == name and cfg.image and cfg.title and cfg.artist and cfg.year
+
+
+def test_johnson2016_is_the_paper(tmp_path: Path) -> None:
+    cfg = compose(["experiment=johnson2016"], tmp_path)
+    assert cfg.loss.network == "vgg16"
+    assert list(cfg.loss.content_layers) == ["relu2_2"]
+    assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.max_steps) == (256, 4, 40000)
+    assert cfg.model.optimizer.lr == 1e-3 and cfg.loss.tv_weight > 0
+
+
+def test_style_dir_env(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FASTST_STYLE_DIR", "/my/styles")
+    assert compose([], tmp_path).paths.style_dir == "/my/styles"
+
+
+def test_unknown_key_fails(tmp_path: Path) -> None:
+    with pytest.raises(ConfigCompositionException, match="loss.stylee_weight"):
+        compose(["loss.stylee_weight=3"], tmp_path)
+    with pytest.raises(ConfigCompositionException):
+        compose(["style=no_such_style"], tmp_path)
+
+
+def test_bad_values_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="loss.style_weight must be a number >= 0"):
+        LossConfig.from_dict({"style_weight": -1})
+    with pytest.raises(ValueError, match=r"unknown loss option\(s\) \['bogus'\]"):
+        LossConfig.from_dict({"bogus": 1})
+    with pytest.raises(ValueError, match="data.image_size must be an integer >= 16"):
+        ContentDataModule(root="x", image_size=-256)
+    with pytest.raises(ValueError, match="data.crop"):
+        ContentDataModule(root="x", crop="diagonal")

@@ -1,0 +1,129 @@
+"""Training end to end on CPU: checkpoints, exact resume, bad data, clear errors, train.py itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastst.module import NonFiniteLossError
+from fastst.pipeline import train
+from tests.conftest import ROOT, compose, fast_overrides
+from tests.test_data import make_bad_corpus
+
+
+def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    result = train(compose(fast_overrides(photos_dir, style_dir, "logger=tensorboard"), out))
+    assert result["global_step"] == 4
+    ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    assert ckpts == ["last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"]
+    assert (out / "previews" / "step_0000004.png").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # checkpoints carry what export and resume need, load without pickle, and omit the VGG
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    meta = ckpt["fastst"]
+    assert meta["net"]["channels"] == 8 and meta["style"]["name"] == "starry_night"
+    assert meta["loss"]["network"] == "vgg16" and meta["fastst_version"]
+    assert meta["batches_seen"] == 4
+    assert not any(k.startswith("criterion.") for k in ckpt["state_dict"])
+    for key in ("train/loss", "train/content", "train/style", "train/tv", "train/style/relu1_1"):
+        assert key in result["metrics"], key
+
+
+def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path) -> None:
+    common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3")
+    train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
+    train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
+    resumed = train(
+        compose(
+            [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
+        )
+    )
+    assert resumed["global_step"] == 6
+    full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
+    for k in full:
+        torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
+    assert any(not torch.allclose(part[k], full[k]) for k in full)  # the last 3 steps did change weights
+    opt_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    opt_res = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert opt_full["state"][0]["step"] == opt_res["state"][0]["step"] == 6
+
+
+def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path) -> None:
+    common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null")
+    train(compose([*common, "trainer.max_steps=2"], tmp_path / "run"))
+    again = train(compose([*common, "trainer.max_steps=4", "ckpt_path=last"], tmp_path / "run"))
+    assert again["global_step"] == 4
+
+
+def test_bad_images_are_skipped_and_counted(style_dir, tmp_path) -> None:
+    cases = make_bad_corpus(tmp_path / "mixed")
+    result = train(
+        compose(
+            fast_overrides(
+                tmp_path / "mixed",
+                style_dir,
+                "data.min_size=32",
+                "data.batch_size=11",
+                "trainer.max_steps=2",
+                "callbacks.preview=null",
+            ),
+            tmp_path / "run",
+        )
+    )
+    assert result["global_step"] == 2
+    assert result["images_skipped"] == 2 * (len(cases) - sum(cases.values()))
+
+
+def test_nonfinite_loss_stops_with_step_and_term(photos_dir, style_dir, tmp_path, monkeypatch) -> None:
+    from fastst.losses import functional
+
+    monkeypatch.setattr(functional, "total_variation", lambda img: torch.tensor(float("nan")))
+    cfg = compose(fast_overrides(photos_dir, style_dir, "callbacks.preview=null"), tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match=r"step 0: tv=nan"):
+        train(cfg)
+    cfg = compose(fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "nan_policy=skip"), tmp_path / "r2")
+    train(cfg)  # skips every batch instead of stopping
+
+
+def run_train(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_train_py_end_to_end(photos_dir, style_dir, tmp_path) -> None:
+    out = tmp_path / "cli_run"
+    proc = run_train(*fast_overrides(photos_dir, style_dir), "progress=plain", f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert "step 4/4" in proc.stdout
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_train_py_missing_style_is_one_clear_line(photos_dir, tmp_path) -> None:
+    proc = run_train(*fast_overrides(photos_dir, tmp_path / "nostyles"), f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "style=starry_night" in err[0] and "FASTST_STYLE_DIR" in err[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_py_bad_data_root_and_unknown_key(style_dir, tmp_path) -> None:
+    proc = run_train(*fast_overrides(tmp_path / "nowhere", style_dir), f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2 and "data.root=" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_train(*fast_overrides(tmp_path, style_dir), "data.imagesize=3")
+    assert proc.returncode != 0
+    assert "Could not override 'data.imagesize'" in proc.stderr
