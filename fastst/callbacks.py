@@ -9,12 +9,28 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from fastst.images import save_image
 
 log = logging.getLogger(__name__)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves the final step when training ends.
+
+    Lightning's ``save_last`` skips the end-of-training save once any checkpoint was written,
+    so ``max_steps=2500`` with a checkpoint every 1000 steps would leave ``last.ckpt`` at 2000.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.global_step != self._last_global_step_saved and trainer.global_step > 0:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
 
 
 class PreviewImages(pl.Callback):

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 import fastst
+from fastst.errors import ConfigError
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from fastst.models.transformer import TransformerConfig, TransformerNet
 
@@ -44,7 +45,7 @@ class StyleTransferModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+            raise ConfigError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["style_image", "optimizer", "scheduler"])
         self.net_config = TransformerConfig.from_dict(dict(net))

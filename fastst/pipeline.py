@@ -15,13 +15,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from fastst.callbacks import TrainingMonitor
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.sources import DataError
+from fastst.errors import ConfigError
 from fastst.images import ImageError
 from fastst.losses.vgg import WeightsError
 from fastst.module import NonFiniteLossError, StyleTransferModule
@@ -33,7 +35,7 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 # Errors whose message is the whole story: entry points print them in one line, no traceback.
-USER_ERRORS = (DataError, ImageError, WeightsError, StyleImageError, NonFiniteLossError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, ImageError, WeightsError, StyleImageError, NonFiniteLossError)
 
 
 def _container(node: Any) -> Any:
@@ -46,23 +48,24 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None
         return None
     if ckpt_path != "last":
         if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+            raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
         return ckpt_path
-    folder = Path(output_dir) / "checkpoints"
-    last = folder / "last.ckpt"
-    if last.is_file():
-        return str(last)
-    found = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if found:
-        return str(found[-1])
-    log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", folder)
+    # This run's directory first (hydra.run.dir=<old run>), then the newest earlier run of the same style.
+    own = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return str(own)
+    runs = sorted(Path(output_dir).parent.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if runs:
+        log.warning("ckpt_path=last: resuming the newest run of this style, %s", runs[-1])
+        return str(runs[-1])
+    log.warning("ckpt_path=last: no last.ckpt in %s or its sibling runs; starting from scratch", output_dir)
     return None
 
 
 def _progress(cfg: DictConfig) -> str:
     mode = str(cfg.get("progress", "auto"))
     if mode not in ("auto", "rich", "plain", "none"):
-        raise ValueError(f"progress must be auto, rich, plain or none, got {mode!r}")
+        raise ConfigError(f"progress must be auto, rich, plain or none, got {mode!r}")
     if mode == "auto":
         try:
             import rich  # noqa: F401
@@ -78,7 +81,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     """Everything ``train`` needs, checked in order of cost: config and data first, networks last."""
     output_dir = Path(cfg.paths.output_dir)
     # Cheap checks first: the data and the style image, before any network is built.
-    datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))
+    datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
     style_cfg = _container(cfg.style)
     style_path = resolve_style_path(style_cfg, cfg.paths.style_dir)
@@ -112,15 +115,20 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         trainer: pl.Trainer = instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress == "rich"
         )
-    except TypeError as e:
-        raise ValueError(f"trainer config: {e}") from None
+    except InstantiationException as e:
+        # e.g. an unknown Trainer argument, or trainer=gpu on a machine without a GPU
+        reason = str(e.__cause__ or e).strip().splitlines()[-1]
+        raise ConfigError(f"trainer config ({cfg.trainer.get('accelerator')}): {reason}") from None
     return trainer, module, datamodule, ckpt_path
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a transform net for ``cfg.style``; returns the final metrics and where outputs went."""
-    if cfg.get("seed") is not None:
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.get("seed") is None:  # seed=null: a fresh seed, logged so the run can be repeated
+        with open_dict(cfg):
+            cfg.seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        log.info("seed=null: using seed=%d", cfg.seed)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
     trainer, module, datamodule, ckpt_path = build(cfg)

@@ -67,3 +67,15 @@ def test_bad_values_are_clear_errors() -> None:
         ContentDataModule(root="x", image_size=-256)
     with pytest.raises(ValueError, match="data.crop"):
         ContentDataModule(root="x", crop="diagonal")
+
+
+def test_layer_overrides_replace_the_list(tmp_path: Path) -> None:
+    cfg = compose(
+        ["loss.content_layers=[relu3_1]", "loss.style_layers=[relu1_1,relu2_1]", "loss.style_layer_weights=[2,1]"],
+        tmp_path,
+    )
+    loss = LossConfig.from_dict(OmegaConf.to_container(cfg.loss))
+    assert loss.layer_weights("content") == {"relu3_1": 1.0}
+    assert loss.layer_weights("style") == pytest.approx({"relu1_1": 2 / 3, "relu2_1": 1 / 3})
+    with pytest.raises(ValueError, match="style_layer_weights has 1 entries for 2 style layers"):
+        LossConfig.from_dict({"style_layers": ["relu1_1", "relu2_1"], "style_layer_weights": [1.0]})

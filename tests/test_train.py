@@ -42,7 +42,10 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
 def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path) -> None:
     common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3")
     train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
-    train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
+    part_run = train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
+    part_ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert part_run["global_step"] == 3 and part_ckpt["global_step"] == 3  # last.ckpt holds the final step
+    assert (tmp_path / "part" / "checkpoints" / "step_0000003.ckpt").is_file()
     resumed = train(
         compose(
             [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
@@ -67,8 +70,9 @@ def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path) ->
     assert again["global_step"] == 4
 
 
-def test_bad_images_are_skipped_and_counted(style_dir, tmp_path) -> None:
+def test_bad_images_are_skipped_and_counted(style_dir, tmp_path, caplog) -> None:
     cases = make_bad_corpus(tmp_path / "mixed")
+    caplog.set_level("WARNING", logger="fastst")
     result = train(
         compose(
             fast_overrides(
@@ -84,6 +88,44 @@ def test_bad_images_are_skipped_and_counted(style_dir, tmp_path) -> None:
     )
     assert result["global_step"] == 2
     assert result["images_skipped"] == 2 * (len(cases) - sum(cases.values()))
+    assert result["metrics"]["data/skipped_images"] == result["images_skipped"]
+    reasons = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped image:")]
+    assert any("zero.jpg" in r for r in reasons) and any("tiny.png" in r and "min_size" in r for r in reasons)
+
+
+def test_style_image_path_and_seed_null(photos_dir, tmp_path) -> None:
+    from tests.conftest import synthetic_image
+
+    painting = tmp_path / "elsewhere" / "my painting.png"
+    painting.parent.mkdir()
+    synthetic_image(99, (70, 50)).save(painting)
+    cfg = compose(
+        fast_overrides(
+            photos_dir,
+            tmp_path / "nostyles",
+            "style=custom",
+            f"style.image={painting}",
+            "style.name=mine",
+            "seed=null",
+            "trainer.max_steps=1",
+            "callbacks.preview=null",
+        ),
+        tmp_path / "run",
+    )
+    result = train(cfg)
+    meta = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["fastst"]
+    assert result["global_step"] == 1 and meta["style"]["name"] == "mine"
+    assert meta["style"]["path"] == str(painting.resolve())
+
+
+def test_trainer_errors_are_config_errors(photos_dir, style_dir, tmp_path) -> None:
+    from fastst.errors import ConfigError
+    from fastst.pipeline import build
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    with pytest.raises(ConfigError, match="trainer config"):
+        build(compose(fast_overrides(photos_dir, style_dir, "trainer.accelerator=gpu"), tmp_path / "r"))
 
 
 def test_nonfinite_loss_stops_with_step_and_term(photos_dir, style_dir, tmp_path, monkeypatch) -> None:
@@ -93,8 +135,17 @@ def test_nonfinite_loss_stops_with_step_and_term(photos_dir, style_dir, tmp_path
     cfg = compose(fast_overrides(photos_dir, style_dir, "callbacks.preview=null"), tmp_path / "run")
     with pytest.raises(NonFiniteLossError, match=r"step 0: tv=nan"):
         train(cfg)
-    cfg = compose(fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "nan_policy=skip"), tmp_path / "r2")
-    train(cfg)  # skips every batch instead of stopping
+    cfg = compose(
+        fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "nan_policy=skip", "trainer.max_steps=2"),
+        tmp_path / "r2",
+    )
+    from fastst.pipeline import build
+
+    trainer, module, datamodule, _ = build(cfg)
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    trainer.fit(module, datamodule=datamodule)  # skips every batch instead of stopping
+    assert module.batches_seen >= 2
+    assert all(torch.equal(before[k], v) for k, v in module.net.state_dict().items())  # no update from NaN
 
 
 def run_train(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:

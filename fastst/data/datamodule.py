@@ -16,9 +16,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from fastst.data.sources import DataError, FolderSource, HFSource
+from fastst.errors import ConfigError
 from fastst.images import ImageError, pil_to_uint8
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,11 @@ class CropTransform:
         self, size: int, resize: int | None = None, crop: str = "random", hflip: bool = False, min_size: int = 64
     ):
         if crop not in ("random", "center"):
-            raise ValueError(f"data.crop must be 'random' or 'center', got {crop!r}")
+            raise ConfigError(f"data.crop must be 'random' or 'center', got {crop!r}")
         self.size, self.resize = size, resize or size
         self.crop, self.hflip, self.min_size = crop, hflip, min_size
         if self.resize < size:
-            raise ValueError(f"data.resize ({self.resize}) must be >= data.image_size ({size})")
+            raise ConfigError(f"data.resize ({self.resize}) must be >= data.image_size ({size})")
 
     def __call__(self, img: Image.Image, g: torch.Generator | None, name: str) -> torch.Tensor:
         """PIL RGB -> 3 x size x size uint8."""
@@ -120,19 +121,20 @@ class ContentDataset(Dataset):
 
 
 class StreamingContentDataset(IterableDataset):
-    """A streaming Hugging Face source with the same item format, split over ranks and workers."""
+    """A streaming Hugging Face source with the same item format; rank r keeps positions p % world == r.
+
+    Runs in the main process (the loader uses no workers for it): a Hugging Face iterable
+    splits its shards over DataLoader workers by itself, which would make positions, crops
+    and the resume point depend on the shard layout. In one process they are exact.
+    """
 
     def __init__(self, source: HFSource, transform: CropTransform, seed: int, rank: int, world_size: int, start: int):
         self.source, self.transform = source, transform
         self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        shard, nshard = self.rank * nw + wid, self.world_size * nw
-        # positions are global; this worker keeps those congruent to its shard number
         for pos, value in self.source.stream(self.seed, skip=self.start * self.world_size):
-            if pos % nshard != shard:
+            if pos % self.world_size != self.rank:
                 continue
             try:
                 g = torch.Generator().manual_seed(sample_seed(self.seed, pos))
@@ -183,13 +185,13 @@ class ContentDataModule(pl.LightningDataModule):
             ("min_size", min_size, 1),
         ):
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"data.{key} must be an integer >= {low}, got {value!r}")
+                raise ConfigError(f"data.{key} must be an integer >= {low}, got {value!r}")
         if image_size % 4:
-            raise ValueError(
+            raise ConfigError(
                 f"data.image_size must be divisible by 4 (the transform net downsamples by 4), got {image_size}"
             )
         if source not in ("folder", "hf"):
-            raise ValueError(f"data.source must be 'folder' or 'hf', got {source!r}")
+            raise ConfigError(f"data.source must be 'folder' or 'hf', got {source!r}")
         self.source_kind, self.root = source, root
         self.hf_args = dict(
             name=name,
@@ -243,6 +245,9 @@ class ContentDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
         if isinstance(self.source, HFSource) and self.source.streaming:
+            if self.num_workers:
+                log.info("data.streaming=true: decoding in the main process (num_workers ignored) for exact resume")
+            common.update(num_workers=0, persistent_workers=False)
             ds = StreamingContentDataset(self.source, self.transform, self.seed, rank, world, start)
             return DataLoader(ds, **common)  # type: ignore[arg-type]
         assert self.source is not None

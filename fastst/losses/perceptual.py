@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastst.errors import ConfigError
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
 
@@ -25,10 +26,11 @@ class LossConfig:
     weights: str = "imagenet"  # imagenet | random | path to a VGG state dict
     preprocessing: str | None = None  # torchvision | caffe; None = torchvision
     pool: str = "max"
-    content_layers: dict[str, float] = field(default_factory=lambda: {"relu2_2": 1.0})
-    style_layers: dict[str, float] = field(
-        default_factory=lambda: {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0}
-    )
+    # Layer names; Hydra replaces lists on override (dicts would be merged key by key).
+    content_layers: list[str] = field(default_factory=lambda: ["relu2_2"])
+    content_layer_weights: list[float] | None = None  # same length as content_layers; None = equal
+    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    style_layer_weights: list[float] | None = None
     content_weight: float = 1.0
     style_weight: float = 1.0
     tv_weight: float = 0.0
@@ -40,8 +42,8 @@ class LossConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown loss option(s) {unknown}; known: {sorted(known)}")
-        cfg = cls(**{k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()})
+            raise ConfigError(f"unknown loss option(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()})
         cfg.validate()
         return cfg
 
@@ -49,21 +51,32 @@ class LossConfig:
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"loss.{name} must be a number >= 0, got {value!r}")
-        for group in ("content_layers", "style_layers"):
-            layers = getattr(self, group)
-            if not layers and (self.content_weight if group == "content_layers" else self.style_weight) > 0:
-                raise ValueError(f"loss.{group} is empty but its weight is > 0")
-            for layer, w in layers.items():
-                if not isinstance(w, (int, float)) or w < 0:
-                    raise ValueError(f"loss.{group}.{layer} must be a weight >= 0, got {w!r}")
+                raise ConfigError(f"loss.{name} must be a number >= 0, got {value!r}")
+        for group in ("content", "style"):
+            layers, weights = getattr(self, f"{group}_layers"), getattr(self, f"{group}_layer_weights")
+            if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+                raise ConfigError(f"loss.{group}_layers must be a list of layer names like [relu2_2], got {layers!r}")
+            if not layers and getattr(self, f"{group}_weight") > 0:
+                raise ConfigError(f"loss.{group}_layers is empty but loss.{group}_weight is > 0")
+            if weights is not None:
+                if len(weights) != len(layers):
+                    raise ConfigError(
+                        f"loss.{group}_layer_weights has {len(weights)} entries for {len(layers)} {group} layers"
+                    )
+                if not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
+                    raise ConfigError(f"loss.{group}_layer_weights must be numbers >= 0, got {weights!r}")
         if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 16):
-            raise ValueError(f"loss.style_size must be an integer >= 16 or null, got {self.style_size!r}")
+            raise ConfigError(f"loss.style_size must be an integer >= 16 or null, got {self.style_size!r}")
         if not isinstance(self.style_ramp_steps, int) or self.style_ramp_steps < 0:
-            raise ValueError(f"loss.style_ramp_steps must be an integer >= 0, got {self.style_ramp_steps!r}")
+            raise ConfigError(f"loss.style_ramp_steps must be an integer >= 0, got {self.style_ramp_steps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def layer_weights(self, group: str) -> dict[str, float]:
+        """``{layer: weight}`` for "content" or "style", weights normalized to sum to 1."""
+        layers, weights = getattr(self, f"{group}_layers"), getattr(self, f"{group}_layer_weights")
+        return _normalized(dict(zip(layers, weights or [1.0] * len(layers))))
 
 
 def _normalized(weights: Mapping[str, float]) -> dict[str, float]:
@@ -84,8 +97,8 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.content_layers = _normalized(config.content_layers)
-        self.style_layers = _normalized(config.style_layers)
+        self.content_layers = config.layer_weights("content")
+        self.style_layers = config.layer_weights("style")
         self.encoder = encoder or VGGEncoder(
             config.network,
             layers=[*self.content_layers, *self.style_layers],

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastst.errors import ConfigError
+
 BLOCKS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 CHANNELS = (64, 128, 256, 512, 512)
 PREPROCESSING = ("torchvision", "caffe")
@@ -36,7 +38,7 @@ class WeightsError(RuntimeError):
 def layer_names(arch: str) -> list[str]:
     """All layer names of ``arch`` in torchvision ``features`` order."""
     if arch not in BLOCKS:
-        raise ValueError(f"loss.network must be one of {sorted(BLOCKS)}, got {arch!r}")
+        raise ConfigError(f"loss.network must be one of {sorted(BLOCKS)}, got {arch!r}")
     names: list[str] = []
     for b, n in enumerate(BLOCKS[arch], start=1):
         for i in range(1, n + 1):
@@ -51,7 +53,7 @@ class Preprocess(nn.Module):
     def __init__(self, mode: str) -> None:
         super().__init__()
         if mode not in PREPROCESSING:
-            raise ValueError(f"loss.preprocessing must be one of {PREPROCESSING}, got {mode!r}")
+            raise ConfigError(f"loss.preprocessing must be one of {PREPROCESSING}, got {mode!r}")
         self.mode = mode
         if mode == "torchvision":
             mean, scale = TORCHVISION_MEAN, tuple(1.0 / s for s in TORCHVISION_STD)
@@ -91,12 +93,12 @@ class VGGEncoder(nn.Module):
         self.layers = list(dict.fromkeys(layers))
         unknown = [n for n in self.layers if n not in all_names]
         if unknown or not self.layers:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown {arch} layer name(s) {unknown or '(none given)'}; "
                 f"use names like {', '.join(all_names[:4])}, ... {all_names[-1]}"
             )
         if pool not in ("max", "avg"):
-            raise ValueError(f"loss.pool must be 'max' or 'avg', got {pool!r}")
+            raise ConfigError(f"loss.pool must be 'max' or 'avg', got {pool!r}")
         depth = max(all_names.index(n) for n in self.layers) + 1
         self.weights_source = str(weights)
         self.preprocess = Preprocess(preprocessing or "torchvision")

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fastst.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TransformerConfig:
@@ -31,7 +33,7 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.channels < 1 or self.num_res_blocks < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"model.channels must be >= 1 and model.num_res_blocks >= 0, "
                 f"got {self.channels} and {self.num_res_blocks}"
             )
@@ -41,7 +43,7 @@ class TransformerConfig:
             ("output", ("sigmoid", "clamp")),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +54,7 @@ class TransformerConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown transform-net option(s) {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"unknown transform-net option(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
 
