@@ -82,9 +82,11 @@ def main() -> None:
     rows: list[tuple[str, VGGEncoder]] = []
     if args.vgg16_caffe:
         rows.append(("VGG-16 ImageNet, caffe", VGGEncoder("vgg16", layers, str(args.vgg16_caffe), "caffe")))
-    rows.append(("VGG-16 random, torchvision", VGGEncoder("vgg16", layers, "random", "torchvision")))
-    rows.append(("VGG-19 random, torchvision", VGGEncoder("vgg19", layers, "random", "torchvision")))
     torch.manual_seed(0)
+    rows.append(("VGG-16 random, torchvision", VGGEncoder("vgg16", layers, "random", "torchvision")))
+    torch.manual_seed(0)
+    rows.append(("VGG-19 random, torchvision", VGGEncoder("vgg19", layers, "random", "torchvision")))
+    torch.manual_seed(0)  # the same VGG-19 as the row above, every activation 255x larger
     rows.append(("VGG-19 random, activations x255", scaled(VGGEncoder("vgg19", layers, "random"), 255.0)))
 
     print(f"median over {len(photos)} photos, {args.size} px; style {args.style.name}")
