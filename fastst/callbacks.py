@@ -129,3 +129,30 @@ class TrainingMonitor(pl.Callback):
             eta = (now - self._start_time) / done * (trainer.max_steps - step)
             parts.append(f"eta {eta / 60:.1f} min")
         print("  ".join(parts), flush=True)
+
+
+class ExportOnFitEnd(pl.Callback):
+    """After training, export ``last.ckpt`` to ``<export_dir>/<style>.safetensors`` (rank zero).
+
+    Runs in ``on_fit_end``, after every checkpoint callback's ``on_train_end`` has saved the final step.
+    """
+
+    def __init__(self, enabled: bool = True, export_dir: str = "export", onnx: bool = False) -> None:
+        self.enabled, self.export_dir, self.onnx = enabled, export_dir, onnx
+        self.written: list[Path] = []
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+        if not self.enabled or not ckpt or not Path(ckpt).is_file():
+            return
+        from fastst.export import export_checkpoint, export_onnx, load_model_file
+
+        path = export_checkpoint(ckpt, export_dir=self.export_dir)
+        self.written.append(path)
+        log.info("exported %s", path)
+        if self.onnx:
+            net, _ = load_model_file(path)
+            export_onnx(net, path.with_suffix(".onnx"))
+            self.written.append(path.with_suffix(".onnx"))
+            log.info("exported %s", path.with_suffix(".onnx"))

@@ -27,6 +27,7 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
     ckpts = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
     assert ckpts == ["last.ckpt", "step_0000002.ckpt", "step_0000004.ckpt"]
     assert (out / "previews" / "step_0000004.png").is_file()
+    assert (out / "export" / "starry_night.safetensors").is_file()  # callbacks.export at the end of training
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # checkpoints carry what export and resume need, load without pickle, and omit the VGG
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
