@@ -148,11 +148,20 @@ class ExportOnFitEnd(pl.Callback):
             return
         from fastst.export import export_checkpoint, export_onnx, load_model_file
 
-        path = export_checkpoint(ckpt, export_dir=self.export_dir)
-        self.written.append(path)
-        log.info("exported %s", path)
-        if self.onnx:
-            net, _ = load_model_file(path)
-            export_onnx(net, path.with_suffix(".onnx"))
-            self.written.append(path.with_suffix(".onnx"))
-            log.info("exported %s", path.with_suffix(".onnx"))
+        try:
+            path = export_checkpoint(ckpt, export_dir=self.export_dir)
+            self.written.append(path)
+            log.info("exported %s", path)
+            if self.onnx:
+                net, _ = load_model_file(path)
+                export_onnx(net, path.with_suffix(".onnx"))
+                self.written.append(path.with_suffix(".onnx"))
+                log.info("exported %s", path.with_suffix(".onnx"))
+        except Exception as e:  # training itself succeeded: keep its result, say how to export by hand
+            log.error(
+                "export at the end of training failed (%s: %s); the checkpoint is fine, run "
+                "python scripts/export.py %s",
+                type(e).__name__,
+                e,
+                ckpt,
+            )

@@ -172,10 +172,18 @@ def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], wh
         config = TransformerConfig.from_dict(dict(metadata["net"]))
     except (ConfigError, TypeError, KeyError) as e:
         raise ModelFileError(f"{where}: bad net config in the metadata ({_first_line(e)})") from None
-    net = TransformerNet(config)
     try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in TransformerNet(config).state_dict().items()}
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{where}: bad net config in the metadata ({_first_line(e)})") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:  # checked on the meta device first: a bogus config allocates nothing
+        raise ModelFileError(f"{where}: the weights do not match the net config; export the model again")
+    try:
+        net = TransformerNet(config)
         net.load_state_dict(dict(state), strict=True)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         detail = " ".join(str(e).split())[:300]
         raise ModelFileError(f"{where}: the weights do not match the net config ({detail})") from None
     return net.eval()
@@ -274,6 +282,8 @@ def _check_metadata(path: Path, raw: str) -> dict[str, Any]:
         )
     if not isinstance(metadata.get("net"), dict):
         raise ModelFileError(f"{path}: the metadata has no net config; export the model again")
+    if not isinstance(metadata.get("style", {}), dict):
+        metadata["style"] = {}
     return metadata
 
 
@@ -417,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``scripts/export.py``: 0 on success, 2 (with one ``error: ...`` line on stderr) on a user error."""
     args = build_parser().parse_args(argv)
+    if args.output and Path(args.output).suffix != ".safetensors":
+        print(
+            f"error: -o {args.output}: the model file must end in .safetensors (ONNX/TorchScript files "
+            f"are written next to it)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         out = export_checkpoint(args.checkpoint, args.output, args.export_dir)
         print(f"wrote {out} ({_size(out)})")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from fastst.images import _to_rgb, pil_to_tensor, resize_long_side, tensor_to_pil
@@ -311,7 +311,8 @@ class Stylizer:
         """
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = image if image.mode == "RGB" else _to_rgb(image)
+            img = ImageOps.exif_transpose(image)  # phone photos: apply the EXIF orientation, as the CLI does
+            img = img if img.mode == "RGB" else _to_rgb(img)
             img = resize_long_side(img, o["size"])
             x = pil_to_tensor(img)[None]
             return tensor_to_pil(self._stylize(x, {**o, "size": None})[0])

@@ -293,3 +293,16 @@ def test_export_script_errors(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "nope.ckpt: checkpoint not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bogus_net_config_and_output_suffix(model_file, ckpt, tmp_path, capsys) -> None:
+    from fastst.export import main
+
+    bad = rewrite_metadata(model_file, tmp_path / "bad.safetensors", net={"channels": 8.5})
+    with pytest.raises(ModelFileError, match="bad.safetensors"):
+        load_model_file(bad)
+    huge = rewrite_metadata(model_file, tmp_path / "huge.safetensors", net={"channels": 10**6})
+    with pytest.raises(ModelFileError, match="do not match the net config"):
+        load_model_file(huge)  # refused before allocating a giant net
+    assert main([str(ckpt), "-o", str(tmp_path / "x.onnx"), "--onnx"]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from fastst.export import ModelFileError, export_checkpoint, load_model_file
-from fastst.images import pil_to_tensor
+from fastst.images import pil_to_tensor, tensor_to_pil
 from fastst.inference import InferenceError, Stylizer, load_stylizer, median_filter, rgb_to_ycbcr, ycbcr_to_rgb
 from fastst.stylize_cli import main
 from tests.conftest import ROOT, synthetic_image
@@ -286,3 +286,15 @@ def test_stylize_script_runs_from_repo_root(model_path, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "p.jpg").is_file() and "wrote 1 of 1" in proc.stdout
+
+
+def test_pil_input_applies_exif_orientation(stylizer) -> None:
+    img = tensor_to_pil(photo(3, (40, 64))[0])  # stored 40 wide, 64 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif.tobytes())
+    out = stylizer(Image.open(io.BytesIO(buf.getvalue())))
+    assert out.size == (64, 40)  # as displayed (rotated), like the CLI

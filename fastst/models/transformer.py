@@ -32,6 +32,10 @@ class TransformerConfig:
     output: Literal["sigmoid", "clamp"] = "sigmoid"
 
     def __post_init__(self) -> None:
+        for name in ("channels", "num_res_blocks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"model.{name} must be an integer, got {value!r}")
         if self.channels < 1 or self.num_res_blocks < 0:
             raise ConfigError(
                 f"model.channels must be >= 1 and model.num_res_blocks >= 0, "
