@@ -3,3 +3,13 @@
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key and what is allowed."""
+
+
+def check_known_keys(cls: type, data: object, what: str) -> None:
+    """Refuse keys of ``data`` that are not fields of the dataclass ``cls``, naming them and the known ones."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)  # type: ignore[call-overload]
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s) {unknown}; known: {sorted(known)}")

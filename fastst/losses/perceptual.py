@@ -7,13 +7,13 @@ so that both are measured with the same code. See ``functional.py`` for the norm
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, check_known_keys
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
 
@@ -39,10 +39,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown loss option(s) {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "loss")
         cfg = cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()})
         cfg.validate()
         return cfg

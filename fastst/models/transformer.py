@@ -10,13 +10,13 @@ convention and the same H x W for any H, W divisible by 4.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, check_known_keys
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,7 @@ class TransformerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
         """Build from a mapping, refusing unknown keys with a message that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown transform-net option(s) {unknown}; known: {sorted(known)}")
+        check_known_keys(cls, data, "transform-net")
         return cls(**data)
 
 
