@@ -24,6 +24,19 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def _skip_kind(reason: str) -> str:
+    """A short category for a skip reason (fastst.images / CropTransform messages)."""
+    for needle, kind in (
+        ("min_size", "too small"),
+        ("decompression bomb", "too large"),
+        ("file not found", "missing"),
+        ("cannot decode", "cannot decode"),
+    ):
+        if needle in reason:
+            return kind
+    return "other"
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains ``net`` so that ``criterion(net(x), x)`` is small for content photos ``x``.
 
@@ -60,6 +73,7 @@ class StyleTransferModule(pl.LightningModule):
         self.skipped_log_limit = skipped_log_limit
         self.batches_seen = 0  # batches consumed from the loader; the data order resumes from it
         self.images_skipped = 0
+        self._pass_skipped: dict[str, int] = {}  # skip reasons (by kind) since the last pass summary
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -68,6 +82,7 @@ class StyleTransferModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.batches_seen += 1
         self._report_skipped(batch.get("skipped", []))
+        self._pass_summary()
         images = batch["image"]
         if images.numel() == 0:
             return None  # every file of this batch was unusable
@@ -106,10 +121,39 @@ class StyleTransferModule(pl.LightningModule):
             return
         for reason in skipped:
             self.images_skipped += 1
+            kind = _skip_kind(reason)
+            self._pass_skipped[kind] = self._pass_skipped.get(kind, 0) + 1
             if self.images_skipped <= self.skipped_log_limit and self.trainer.is_global_zero:
                 log.warning("skipped image: %s", reason)
         if self.images_skipped > self.skipped_log_limit >= self.images_skipped - len(skipped):
             log.warning("more images skipped; only the count is logged from now on (data/skipped_images)")
+
+    def _pass_summary(self) -> None:
+        """Log one line each time this process finishes a pass over the data: how many images were skipped, why.
+
+        The loader is endless, so a "pass" is ``len(data) // world_size`` samples of this process; the
+        batch that crosses the boundary counts for the pass it ends. Nothing for streaming data sets.
+        """
+        trainer = getattr(self, "_trainer", None)
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        per_pass = datamodule.samples_per_pass() if hasattr(datamodule, "samples_per_pass") else None
+        if not per_pass:
+            return
+        batch_size = int(datamodule.batch_size)
+        done = self.batches_seen * batch_size // per_pass
+        if done == (self.batches_seen - 1) * batch_size // per_pass:
+            return
+        kinds, self._pass_skipped = self._pass_skipped, {}
+        if trainer.is_global_zero:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) or "none"
+            log.info(
+                "data pass %d done (%d images per process): %d skipped in this pass (%s), %d in total",
+                done,
+                per_pass,
+                sum(kinds.values()),
+                why,
+                self.images_skipped,
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.log("data/skipped_images", float(self.images_skipped), on_step=True, reduce_fx="max")

@@ -21,6 +21,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
 from fastst.callbacks import TrainingMonitor
+from fastst.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    check_output_dir,
+    checkpoint_problem,
+    newest_valid_checkpoint,
+)
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.sources import DataError
 from fastst.errors import ConfigError
@@ -34,8 +41,22 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
+
+class TrainingOutOfMemoryError(RuntimeError):
+    """The accelerator ran out of memory; the message says which settings to lower."""
+
+
 # Errors whose message is the whole story: entry points print them in one line, no traceback.
-USER_ERRORS = (ConfigError, DataError, ImageError, WeightsError, StyleImageError, NonFiniteLossError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ImageError,
+    WeightsError,
+    StyleImageError,
+    NonFiniteLossError,
+    CheckpointError,
+    TrainingOutOfMemoryError,
+)
 
 
 def _container(node: Any) -> Any:
@@ -43,23 +64,69 @@ def _container(node: Any) -> Any:
 
 
 def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``ckpt_path`` as given, or for ``last`` the newest checkpoint in the run's ``checkpoints/``."""
+    """``ckpt_path`` as given (checked), or for ``last`` the newest valid checkpoint of the run.
+
+    ``last`` looks in this run's ``checkpoints/`` first (``hydra.run.dir=<old run>``), then in the
+    newest earlier run of the same style. A truncated or unreadable checkpoint is reported in one
+    log line and skipped in favour of the previous one (see ``fastst.checkpointing``).
+    """
     if not ckpt_path:
         return None
     if ckpt_path != "last":
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        problem = checkpoint_problem(ckpt_path)
+        if problem:
+            raise ConfigError(f"ckpt_path={ckpt_path}: cannot resume from it: {problem}; try ckpt_path=last")
         return ckpt_path
-    # This run's directory first (hydra.run.dir=<old run>), then the newest earlier run of the same style.
-    own = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if own.is_file():
+    own_dir = Path(output_dir) / "checkpoints"
+    own = newest_valid_checkpoint(own_dir)
+    if own is not None:
         return str(own)
-    runs = sorted(Path(output_dir).parent.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if runs:
-        log.warning("ckpt_path=last: resuming the newest run of this style, %s", runs[-1])
-        return str(runs[-1])
-    log.warning("ckpt_path=last: no last.ckpt in %s or its sibling runs; starting from scratch", output_dir)
+    # Earlier runs of this style, newest first (by their newest checkpoint file).
+    runs = []
+    for folder in Path(output_dir).parent.glob("*/checkpoints"):
+        if folder.resolve() == own_dir.resolve():
+            continue
+        mtimes = [p.stat().st_mtime for p in folder.glob("*.ckpt")]
+        if mtimes:
+            runs.append((max(mtimes), folder))
+    for _, folder in sorted(runs, reverse=True):
+        found = newest_valid_checkpoint(folder)
+        if found is not None:
+            log.warning("ckpt_path=last: resuming the newest run of this style, %s", found)
+            return str(found)
+    log.warning("ckpt_path=last: no valid checkpoint in %s or its sibling runs; starting from scratch", output_dir)
     return None
+
+
+def _checkpoints_kept(cfg: DictConfig) -> int:
+    """How many checkpoint files the run will keep at the end (for the free-space warning)."""
+    mc = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    if not mc:
+        return 0
+    top_k, every = int(mc.get("save_top_k", 1)), int(mc.get("every_n_train_steps") or 0)
+    max_steps = int(cfg.trainer.get("max_steps", -1))
+    if top_k < 0:
+        top_k = max_steps // every if every > 0 and max_steps > 0 else 1
+    return top_k + int(bool(mc.get("save_last")))
+
+
+def _checkpoint_bytes(module: StyleTransferModule) -> int:
+    """About the size of one checkpoint: the net in fp32 plus two optimizer moments (Adam), plus 1 MiB."""
+    n = sum(p.numel() for p in module.net.parameters())
+    return 3 * 4 * n + (1 << 20)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
 
 
 def _progress(cfg: DictConfig) -> str:
@@ -80,6 +147,7 @@ def _progress(cfg: DictConfig) -> str:
 def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, str | None]:
     """Everything ``train`` needs, checked in order of cost: config and data first, networks last."""
     output_dir = Path(cfg.paths.output_dir)
+    check_output_dir(output_dir)  # writable at all: before anything else
     # Cheap checks first: the data and the style image, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
@@ -98,6 +166,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
     )
+    check_output_dir(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))  # enough free space
 
     progress = _progress(cfg)
     callbacks: list[pl.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -113,7 +182,11 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     try:
         trainer: pl.Trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers or False, enable_progress_bar=progress == "rich"
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            enable_progress_bar=progress == "rich",
+            plugins=[AtomicCheckpointIO()],  # crash-safe checkpoint writes, weights-only loads
         )
     except InstantiationException as e:
         # e.g. an unknown Trainer argument, or trainer=gpu on a machine without a GPU
@@ -134,7 +207,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer, module, datamodule, ckpt_path = build(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as e:
+        if not _is_oom(e):
+            raise
+        data = cfg.data
+        raise TrainingOutOfMemoryError(
+            f"out of {'GPU' if torch.cuda.is_available() else 'accelerator'} memory at step {trainer.global_step} "
+            f"(data.batch_size={data.get('batch_size')}, data.image_size={data.get('image_size')}, "
+            f"trainer.precision={cfg.trainer.get('precision')}): lower data.batch_size or data.image_size, "
+            f"or use trainer.precision=bf16-mixed; the last checkpoint is intact ({_first_line(e)})"
+        ) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         log.info(

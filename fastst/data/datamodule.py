@@ -24,6 +24,7 @@ from fastst.images import ImageError, pil_to_uint8
 
 log = logging.getLogger(__name__)
 
+SAMPLE_CHECK = 16  # images decoded before training to catch a data set with no usable image at all
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant to spread seeds
 
 
@@ -222,6 +223,38 @@ class ContentDataModule(pl.LightningDataModule):
             self.source = self._build_source()
             size = "streaming" if getattr(self.source, "streaming", False) else f"{len(self.source)} images"
             log.info("content data: %s (%s)", getattr(self.source, "root", None) or self.hf_args["name"], size)
+            if not getattr(self.source, "streaming", False):
+                self._check_usable()
+
+    def _check_usable(self, sample: int = SAMPLE_CHECK) -> None:
+        """Decode up to ``sample`` images spread over the data set; ``DataError`` if none is usable.
+
+        A folder of nothing but broken files, or of images all smaller than ``data.min_size``,
+        would otherwise train on empty batches for ever.
+        """
+        assert self.source is not None
+        n = len(self.source)
+        k = min(sample, n)
+        indices = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+        dataset = ContentDataset(self.source, self.transform)
+        reasons = []
+        for i in indices:
+            item = dataset[(i, 0)]
+            if "image" in item:
+                return
+            reasons.append(item["error"])
+        where = f"data.root={self.root}" if self.source_kind == "folder" else f"data.name={self.hf_args['name']}"
+        raise DataError(
+            f"{where}: none of the {len(indices)} images sampled from its {n} is usable, e.g. "
+            f"{'; '.join(reasons[:2])}; point the data at a folder of photos at least data.min_size="
+            f"{self.transform.min_size} px on the short side"
+        )
+
+    def samples_per_pass(self) -> int | None:
+        """Samples one process consumes per full pass over the data (None when streaming)."""
+        if self.source is None or getattr(self.source, "streaming", False):
+            return None
+        return len(self.source) // self._rank_world()[1]
 
     # The module records how many batches it consumed; resuming starts the data there.
     def _start_batches(self) -> int:
