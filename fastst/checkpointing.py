@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from fastst.errors import first_line
+
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("state_dict", "global_step", "fastst")
@@ -39,11 +41,6 @@ WARN_FREE_BYTES = 1 << 30
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file and what to do."""
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _write_all(f: io.BufferedWriter, data: memoryview) -> None:
@@ -81,7 +78,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         previous = "the previous version of this file is intact" if path.is_file() else "earlier checkpoints are intact"
         hint = "free some disk space, then " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         raise CheckpointError(
-            f"cannot write checkpoint {path} ({e.strerror or _first_line(e)}); {previous}: "
+            f"cannot write checkpoint {path} ({e.strerror or first_line(e)}); {previous}: "
             f"{hint}resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
         ) from e
     finally:
@@ -101,7 +98,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as e:  # truncated zip, garbage, a pickled callable refused by the weights-only unpickler
-        reason = _first_line(e)
+        reason = first_line(e)
         if "Weights only load failed" in str(e) or "WeightsUnpickler" in str(e):
             reason = "it contains pickled Python objects, not only tensors; refused unread (weights_only=True)"
         raise CheckpointError(f"{path}: not a loadable checkpoint ({reason})") from None
@@ -188,7 +185,7 @@ def check_output_dir(output_dir: str | Path, checkpoint_bytes: int = 0, checkpoi
             f.flush()
     except OSError as e:
         raise ConfigError(
-            f"run directory {folder} is not writable ({e.strerror or _first_line(e)}); "
+            f"run directory {folder} is not writable ({e.strerror or first_line(e)}); "
             "choose another with hydra.run.dir=DIR or paths.log_dir=DIR"
         ) from None
     free = shutil.disk_usage(folder).free

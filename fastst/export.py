@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import fastst
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, first_line
 from fastst.models.transformer import TransformerConfig, TransformerNet, strip_compile_prefix
 
 FORMAT = "fastst-stylizer"
@@ -56,12 +56,6 @@ LOSS_FIELDS = (
 
 class ModelFileError(ValueError):
     """A checkpoint or model file that cannot be used; the one-line message names the file and what to do."""
-
-
-# -- helpers ---------------------------------------------------------------------------
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @contextlib.contextmanager
@@ -128,7 +122,7 @@ def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelFileError(
-            f"{ckpt_path}: cannot read it as a fastst training checkpoint ({_first_line(e)}); "
+            f"{ckpt_path}: cannot read it as a fastst training checkpoint ({first_line(e)}); "
             "pass a .ckpt written by train.py (only plain tensors are loaded, nothing in the file was run)"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "fastst" not in ckpt:
@@ -171,12 +165,12 @@ def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], wh
     try:
         config = TransformerConfig.from_dict(dict(metadata["net"]))
     except (ConfigError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{where}: bad net config in the metadata ({_first_line(e)})") from None
+        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
     try:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in TransformerNet(config).state_dict().items()}
     except (ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{where}: bad net config in the metadata ({_first_line(e)})") from None
+        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:  # checked on the meta device first: a bogus config allocates nothing
         raise ModelFileError(f"{where}: the weights do not match the net config; export the model again")
@@ -258,7 +252,7 @@ def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Te
         raise
     except Exception as e:  # SafetensorError (truncated, garbage), OSError, ...
         raise ModelFileError(
-            f"{path}: not a readable safetensors model file ({_first_line(e)}); "
+            f"{path}: not a readable safetensors model file ({first_line(e)}); "
             "the file is damaged or of another kind: export it again with python scripts/export.py"
         ) from None
     return state, metadata
@@ -350,7 +344,7 @@ def export_onnx(
                 exporter = name
                 break
             except Exception as e:  # try the next exporter; report all if none works
-                errors.append(f"{name}: {_first_line(e)}")
+                errors.append(f"{name}: {first_line(e)}")
         if exporter is None:
             raise ModelFileError(f"{path}: ONNX export failed ({'; '.join(errors)})")
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])

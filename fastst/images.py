@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from fastst.errors import first_line
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # Pillow warns above MAX_IMAGE_PIXELS (~89 MP) and raises above twice that; we refuse
 # anything above this many pixels (a 16k x 16k image) outright as a likely decompression bomb.
@@ -70,8 +72,7 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: too many pixels (possible decompression bomb)") from None
     except Exception as e:  # UnidentifiedImageError, truncated data, OSError, SyntaxError, ...
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"{path}: cannot decode image ({reason})") from None
+        raise ImageError(f"{path}: cannot decode image ({first_line(e)})") from None
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -30,7 +30,7 @@ from fastst.checkpointing import (
 )
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.sources import DataError
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, first_line
 from fastst.images import ImageError
 from fastst.losses.vgg import WeightsError
 from fastst.module import NonFiniteLossError, StyleTransferModule
@@ -116,11 +116,6 @@ def _checkpoint_bytes(module: StyleTransferModule) -> int:
     """About the size of one checkpoint: the net in fp32 plus two optimizer moments (Adam), plus 1 MiB."""
     n = sum(p.numel() for p in module.net.parameters())
     return 3 * 4 * n + (1 << 20)
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -217,7 +212,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"out of {'GPU' if torch.cuda.is_available() else 'accelerator'} memory at step {trainer.global_step} "
             f"(data.batch_size={data.get('batch_size')}, data.image_size={data.get('image_size')}, "
             f"trainer.precision={cfg.trainer.get('precision')}): lower data.batch_size or data.image_size, "
-            f"or use trainer.precision=bf16-mixed; the last checkpoint is intact ({_first_line(e)})"
+            f"or use trainer.precision=bf16-mixed; the last checkpoint is intact ({first_line(e, limit=200)})"
         ) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:

@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from fastst.errors import first_line
 from fastst.images import IMAGE_EXTENSIONS, ImageError, _to_rgb, load_image
 
 
@@ -110,9 +111,8 @@ class HFSource:
         try:
             ds = datasets.load_dataset(name, config_name, data_dir=data_dir, split=split, streaming=streaming)
         except Exception as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise DataError(
-                f"data.name={name} (split={split}, data_dir={data_dir}): cannot load the dataset: {first}"
+                f"data.name={name} (split={split}, data_dir={data_dir}): cannot load the dataset: {first_line(e)}"
             ) from None
         columns = ds.column_names if ds.column_names is not None else list(ds.features or {})
         if image_column not in columns:
