@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from fastst.errors import first_line
+from fastst.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,13 @@ def _fsync_dir(folder: Path) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` that never leaves a partial ``path``: temp file, fsync, ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)  # serialize first: a failure here touches no file
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             _write_all(f, buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         previous = "the previous version of this file is intact" if path.is_file() else "earlier checkpoints are intact"
         hint = "free some disk space, then " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
@@ -81,12 +78,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f"cannot write checkpoint {path} ({e.strerror or first_line(e)}); {previous}: "
             f"{hint}resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
         ) from e
-    finally:
-        if tmp.exists():
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
     _fsync_dir(path.parent)
 
 

@@ -19,9 +19,8 @@ import json
 import os
 import re
 import sys
-import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 
 import fastst
 from fastst.errors import ConfigError, first_line
+from fastst.fileio import atomic_path
 from fastst.models.transformer import TransformerConfig, TransformerNet, strip_compile_prefix
 
 FORMAT = "fastst-stylizer"
@@ -56,27 +56,6 @@ LOSS_FIELDS = (
 
 class ModelFileError(ValueError):
     """A checkpoint or model file that cannot be used; the one-line message names the file and what to do."""
-
-
-@contextlib.contextmanager
-def _atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path next to ``dest`` that replaces ``dest`` only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name, not mkstemp: the writer creates the file, so it gets the usual (umask) permissions.
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600; give the usual permissions
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _safe_name(name: str) -> str:
@@ -201,7 +180,7 @@ def export_checkpoint(
     if out_path.is_dir():
         raise ModelFileError(f"{out_path}: is a folder; pass a file name such as {out_path / 'style.safetensors'}")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with _atomic_path(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     return out_path
 
@@ -316,7 +295,7 @@ def export_onnx(
     net = _cpu_copy(net)
     example = torch.rand(2, 3, 64, 96)
     errors: list[str] = []
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         exporter = None
         batch = torch.export.Dim("batch", min=1, max=4096)
         h4, w4 = torch.export.Dim("h4", min=2, max=8192), torch.export.Dim("w4", min=2, max=8192)
@@ -379,7 +358,7 @@ def export_torchscript(
     path = Path(path)
     net = _cpu_copy(net)
     extra = {"fastst.json": json.dumps(_plain(dict(metadata or {})), sort_keys=True)}
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant channel checks; jit deprecation
             traced = torch.jit.trace(net, torch.rand(1, 3, 64, 96), check_trace=False)

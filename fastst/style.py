@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -14,6 +12,7 @@ from typing import Any
 
 import torch
 
+from fastst.fileio import atomic_path
 from fastst.images import ImageError, load_image, pil_to_tensor, resize_long_side
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,12 @@ def _sha256(path: Path) -> str:
 
 
 def _download(url: str, dest: Path, sha256: str | None) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+    with atomic_path(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
-        if sha256 and _sha256(Path(tmp)) != sha256.lower():
+        if sha256 and _sha256(tmp) != sha256.lower():
             raise StyleImageError(f"{url}: downloaded file does not match style.sha256={sha256}; not using it")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None) -> Path:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastst.export import ModelFileError
+from fastst.fileio import atomic_path
 from fastst.images import IMAGE_EXTENSIONS, ImageError, load_image
 from fastst.inference import InferenceError, Stylizer, load_stylizer
 
@@ -110,15 +110,9 @@ def check_outputs(jobs: Sequence[Job], overwrite: bool) -> None:
 def _save_atomic(image, dst: Path) -> None:
     from PIL import Image
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(dst.suffix.lower())
-    tmp = dst.parent / f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # usual permissions, unlike mkstemp
-    try:
+    with atomic_path(dst) as tmp:
         image.save(tmp, format=fmt, **SAVE_OPTIONS.get(dst.suffix.lower(), {}))
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _frame_fn(stylizer: Stylizer, size: int | None):

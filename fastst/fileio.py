@@ -1,0 +1,34 @@
+"""Crash-safe file writes shared by checkpoints, model files, images, videos and downloads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path ``.<name>.<pid>.<hex><suffix>`` next to ``dest`` that replaces ``dest`` only if the
+    block succeeds; on any error it is deleted and ``dest`` is left as it was.
+
+    The file gets the usual (umask) permissions, whatever the writer used (safetensors and mkstemp use 0600).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
