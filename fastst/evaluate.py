@@ -29,7 +29,16 @@ import torch
 import torch.nn.functional as F
 
 from fastst.errors import ConfigError
-from fastst.images import IMAGE_EXTENSIONS, ImageError, load_image, pil_to_tensor, resize_long_side, tensor_to_pil
+from fastst.fileio import walk_files
+from fastst.images import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    load_image,
+    load_image_tensor,
+    pil_to_tensor,
+    resize_long_side,
+    tensor_to_pil,
+)
 from fastst.inference import rgb_to_ycbcr
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from fastst.losses.vgg import WeightsError
@@ -123,14 +132,6 @@ def style_path_for(metadata: Mapping[str, Any], style: str | None, style_dir: st
         raise UsageError("the model file names no style image; pass --style IMAGE")
     meta_style["url"] = None  # no downloads from a comparison script
     return resolve_style_path(meta_style, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
-
-
-def _load_content(path: Path, size: int | None) -> torch.Tensor:
-    try:
-        img = load_image(path)
-    except ImageError as e:
-        raise ImageError(f"content image {e}") from None
-    return pil_to_tensor(resize_long_side(img, size))[None]
 
 
 def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
@@ -375,7 +376,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.content)
     if not folder.is_dir():
         raise UsageError(f"--content {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    files = walk_files(folder, IMAGE_EXTENSIONS)
     if args.limit:
         files = files[: args.limit]
     if not files:
@@ -384,7 +385,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     per_image, skipped = [], []
     for path in files:
         try:
-            x = _load_content(path, args.size).to(args.device)
+            x = load_image_tensor(path, args.size, what="content image").to(args.device)
         except ImageError as e:
             skipped.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -32,3 +32,17 @@ def atomic_path(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def walk_files(root: str | Path, extensions: Iterable[str], exclude: Path | None = None) -> list[Path]:
+    """Files under ``root`` whose suffix (any case) is in ``extensions``: recursive, following links,
+    hidden files and folders skipped, ``exclude`` (a resolved folder, e.g. the output) not entered; sorted."""
+    suffixes = tuple(e.lower() for e in extensions)
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
+        )
+        found += [here / f for f in filenames if f.lower().endswith(suffixes) and not f.startswith(".")]
+    return sorted(found)

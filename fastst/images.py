@@ -75,6 +75,18 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
         raise ImageError(f"{path}: cannot decode image ({first_line(e)})") from None
 
 
+def load_image_tensor(path: str | Path, long_side: int | None = None, what: str = "image") -> torch.Tensor:
+    """1 x 3 x H x W float [0,1] from a file, long side resized to ``long_side`` (None keeps the size).
+
+    ``ImageError`` messages start with ``what`` (e.g. "content image") so the user knows which input failed.
+    """
+    try:
+        img = load_image(path)
+    except ImageError as e:
+        raise ImageError(f"{what} {e}") from None
+    return pil_to_tensor(resize_long_side(img, long_side))[None]
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """8-bit RGB PIL image -> 3 x H x W float tensor in [0, 1]."""
     return pil_to_uint8(img).float().div_(255.0)

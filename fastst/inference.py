@@ -259,7 +259,7 @@ class Stylizer:
         tile_stats: str = "exact",
         tile_stats_size: int = 1024,
     ) -> None:
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.dtype = _dtype(dtype, self.device)
         self.channels_last = bool(channels_last)
         self.metadata = dict(metadata or {})
@@ -458,17 +458,23 @@ class Stylizer:
         return out / weight
 
 
-def _device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device, cpu_hint: str = "--device cpu") -> torch.device:
+    """A usable torch device from ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    ``InferenceError`` names the device and suggests ``cpu_hint`` (how the caller's user spells "use the CPU").
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise InferenceError(f"device={device!r}: not a torch device; use cpu or cuda (cuda:N)") from None
+        raise InferenceError(f"device={device!r}: not a torch device; use auto, cpu or cuda (cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceError(f"device={device}: CUDA is not available on this machine; use --device cpu")
+        raise InferenceError(f"device={device}: CUDA is not available on this machine; use {cpu_hint}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InferenceError(f"device={device}: only {torch.cuda.device_count()} CUDA device(s) here")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InferenceError(f"device={device}: MPS is not available on this machine; use --device cpu")
+        raise InferenceError(f"device={device}: MPS is not available on this machine; use {cpu_hint}")
     return dev
 
 
@@ -511,6 +517,6 @@ def load_stylizer(
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
-    dev = _device(device)  # check the device before reading a large file
+    dev = resolve_device(device)  # check the device before reading a large file
     net, metadata = load_model_file(path)
     return Stylizer(net, metadata, device=dev, dtype=dtype, channels_last=channels_last, **options)

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from fastst.errors import ConfigError, check_known_keys
-from fastst.images import ImageError, load_image, pil_to_tensor, resize_long_side, save_image
-from fastst.inference import preserve_color, rgb_to_ycbcr
+from fastst.images import load_image_tensor, save_image
+from fastst.inference import InferenceError, preserve_color, resolve_device, rgb_to_ycbcr
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 
 log = logging.getLogger(__name__)
@@ -355,23 +355,14 @@ def stylize(
 
 # -- entry point -------------------------------------------------------------------------------
 def load_content(path: str | Path, size: int | None) -> torch.Tensor:
-    try:
-        img = load_image(path)
-    except ImageError as e:
-        raise ImageError(f"content image {e}") from None
-    return pil_to_tensor(resize_long_side(img, size))[None]
+    return load_image_tensor(path, size, what="content image")
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device={name!r}: not a torch device; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: CUDA is not available on this machine; use device=cpu")
-    return dev
+        return resolve_device(name, cpu_hint="device=cpu")
+    except InferenceError as e:  # a config value here, not a command-line flag
+        raise ConfigError(str(e)) from None
 
 
 def settings_from_cfg(cfg: Mapping[str, Any]) -> OptimizeConfig:

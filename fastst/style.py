@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from fastst.fileio import atomic_path
-from fastst.images import ImageError, load_image, pil_to_tensor, resize_long_side
+from fastst.images import ImageError, load_image_tensor
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None) -
 def load_style_image(path: str | Path, long_side: int | None) -> torch.Tensor:
     """1 x 3 x H x W float [0,1] style image, long side resized to ``long_side`` (None keeps it)."""
     try:
-        img = load_image(path)
+        return load_image_tensor(path, long_side, what="style image")
     except ImageError as e:
-        raise StyleImageError(f"style image {e}") from None
-    return pil_to_tensor(resize_long_side(img, long_side))[None]
+        raise StyleImageError(str(e)) from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastst.export import ModelFileError
-from fastst.fileio import atomic_path
+from fastst.fileio import atomic_path, walk_files
 from fastst.images import IMAGE_EXTENSIONS, ImageError, load_image
 from fastst.inference import InferenceError, Stylizer, load_stylizer
 
@@ -40,21 +40,6 @@ class Job:
     @property
     def is_video(self) -> bool:
         return self.src.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _is_media(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS and not path.name.startswith(".")
-
-
-def _walk(root: Path, exclude: Path | None) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        here = Path(dirpath)
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (exclude is None or (here / d).resolve() != exclude)
-        )
-        found += [here / f for f in filenames if _is_media(Path(f))]
-    return sorted(found)
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path) -> list[Job]:
@@ -78,7 +63,7 @@ def plan_jobs(inputs: Sequence[Path], output: Path) -> list[Job]:
         jobs = []
         for src in inputs:
             if src.is_dir():
-                files = _walk(src, exclude=out_resolved)
+                files = walk_files(src, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, exclude=out_resolved)
                 if not files:
                     exts = " ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
                     raise UsageError(f"{src}: no images or videos found (searched recursively for {exts})")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as nnf
 
 from fastst.data.sources import find_images
-from fastst.images import load_image, pil_to_tensor, resize_long_side
+from fastst.images import load_image_tensor
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
 
@@ -75,9 +75,9 @@ def main() -> None:
     args = p.parse_args()
 
     torch.manual_seed(0)
-    photos = [pil_to_tensor(resize_long_side(load_image(f), args.size))[None] for f in find_images(args.photos)]
+    photos = [load_image_tensor(f, args.size) for f in find_images(args.photos)]
     photos = photos[: args.count]
-    style = pil_to_tensor(resize_long_side(load_image(args.style), 2 * args.size))[None]
+    style = load_image_tensor(args.style, 2 * args.size)
     layers = [*STYLE_LAYERS, CONTENT_LAYER]
     rows: list[tuple[str, VGGEncoder]] = []
     if args.vgg16_caffe:

@@ -7,7 +7,6 @@ for an image that cannot be used, so the caller can skip and count it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from fastst.errors import first_line
+from fastst.fileio import walk_files
 from fastst.images import IMAGE_EXTENSIONS, ImageError, _to_rgb, load_image
 
 
@@ -35,13 +35,7 @@ def find_images(root: str | Path) -> list[Path]:
         )
     if not root.is_dir():
         raise DataError(f"data.root={root}: not a folder")
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-        ]
-    found.sort()
+    found = walk_files(root, IMAGE_EXTENSIONS)
     if not found:
         raise DataError(f"data.root={root}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
     return found
