@@ -6,7 +6,8 @@
   ``.<name>.<pid>.<hex>.tmp`` file, which the next ``ckpt_path=last`` removes.
 - Checkpoints are always loaded with ``torch.load(weights_only=True)``: plain tensors and
   containers only, so a file that smuggles in a pickled callable is refused, never run.
-- ``checkpoint_problem`` / ``newest_valid_checkpoint`` decide which checkpoint a resume uses.
+- ``checkpoint_problem`` / ``newest_valid_checkpoint`` decide which checkpoint a resume uses;
+  ``check_writable`` / ``check_free_space`` vet the run directory before training.
 """
 
 from __future__ import annotations
@@ -98,20 +99,21 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     return ckpt
 
 
-def checkpoint_problem(path: str | Path) -> str | None:
-    """Why ``path`` cannot be resumed from (one line), or None when it loads and has the fastst keys."""
+def _inspect(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(checkpoint, None)`` when ``path`` loads and has the fastst keys, else ``(None, one-line reason)``."""
     try:
         ckpt = safe_load(path)
     except CheckpointError as e:
-        return str(e)
+        return None, str(e)
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        return f"{path}: not a fastst training checkpoint (missing {', '.join(missing)})"
-    return None
+        return None, f"{path}: not a fastst training checkpoint (missing {', '.join(missing)})"
+    return ckpt, None
 
 
-def _global_step(path: Path) -> int:
-    return int(safe_load(path)["global_step"])
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from (one line), or None when it loads and has the fastst keys."""
+    return _inspect(path)[1]
 
 
 def newest_valid_checkpoint(folder: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
@@ -128,11 +130,11 @@ def newest_valid_checkpoint(folder: str | Path, warn: Callable[[str], None] | No
     last = folder / "last.ckpt"
     last_step = -1
     if last.is_file():
-        problem = checkpoint_problem(last)
+        ckpt, problem = _inspect(last)  # one load gives both the verdict and the step
         if problem:
             warn(f"skipping a broken checkpoint: {problem}")
         else:
-            last_step = _global_step(last)
+            last_step = int(ckpt["global_step"])
     steps = []
     for p in folder.glob("step_*.ckpt"):
         m = _STEP_RE.search(p.name)
@@ -160,12 +162,8 @@ def remove_stale_temp_files(folder: Path) -> None:
                 pass
 
 
-def check_output_dir(output_dir: str | Path, checkpoint_bytes: int = 0, checkpoints_kept: int = 1) -> None:
-    """Refuse (``ConfigError``) a run directory that cannot be created or written, or a nearly full disk.
-
-    Fatal below ``MIN_FREE_CHECKPOINTS`` checkpoints of free space (a checkpoint plus its temporary
-    copy); a warning below what the run will keep (``checkpoints_kept``) or below 1 GiB.
-    """
+def check_writable(output_dir: str | Path) -> None:
+    """Refuse (``ConfigError``) a run directory that cannot be created or written."""
     from fastst.errors import ConfigError
 
     folder = Path(output_dir)
@@ -179,6 +177,17 @@ def check_output_dir(output_dir: str | Path, checkpoint_bytes: int = 0, checkpoi
             f"run directory {folder} is not writable ({e.strerror or first_line(e)}); "
             "choose another with hydra.run.dir=DIR or paths.log_dir=DIR"
         ) from None
+
+
+def check_free_space(output_dir: str | Path, checkpoint_bytes: int, checkpoints_kept: int = 1) -> None:
+    """Refuse (``ConfigError``) a nearly full disk for an existing run directory.
+
+    Fatal below ``MIN_FREE_CHECKPOINTS`` checkpoints of free space (a checkpoint plus its temporary
+    copy); a warning below what the run will keep (``checkpoints_kept``) or below 1 GiB.
+    """
+    from fastst.errors import ConfigError
+
+    folder = Path(output_dir)
     free = shutil.disk_usage(folder).free
     need = MIN_FREE_CHECKPOINTS * checkpoint_bytes
     if free < need:

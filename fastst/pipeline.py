@@ -24,7 +24,8 @@ from fastst.callbacks import TrainingMonitor
 from fastst.checkpointing import (
     AtomicCheckpointIO,
     CheckpointError,
-    check_output_dir,
+    check_free_space,
+    check_writable,
     checkpoint_problem,
     newest_valid_checkpoint,
 )
@@ -142,7 +143,7 @@ def _progress(cfg: DictConfig) -> str:
 def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, str | None]:
     """Everything ``train`` needs, checked in order of cost: config and data first, networks last."""
     output_dir = Path(cfg.paths.output_dir)
-    check_output_dir(output_dir)  # writable at all: before anything else
+    check_writable(output_dir)  # before anything else
     # Cheap checks first: the data and the style image, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
@@ -161,7 +162,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
     )
-    check_output_dir(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))  # enough free space
+    check_free_space(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))
 
     progress = _progress(cfg)
     callbacks: list[pl.Callback] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
