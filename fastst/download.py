@@ -103,6 +103,10 @@ class DownloadError(RuntimeError):
     """A download or extraction failed; the message is one line saying what to do."""
 
 
+class ChecksumError(DownloadError):
+    """The downloaded file does not match its expected checksum (the corrupt file was deleted)."""
+
+
 class _Retry(Exception):
     """Internal: the current attempt failed in a way worth resuming."""
 
@@ -234,7 +238,7 @@ def download(
         algo = _first_mismatch(actual, expected)
         if algo is not None:
             part.unlink(missing_ok=True)
-            raise DownloadError(
+            raise ChecksumError(
                 f"checksum mismatch for {dest.name} from {url}: expected {algo} "
                 f"{expected[algo]}, got {actual[algo]}; the corrupt download was deleted, "
                 "re-run the same command to download it again (if it keeps failing, check "

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fastst.fileio import atomic_path
+from fastst.download import ChecksumError, DownloadError, download
 from fastst.images import ImageError, load_image_tensor
 
 log = logging.getLogger(__name__)
@@ -24,21 +21,12 @@ class StyleImageError(FileNotFoundError):
     """The style image is missing or unusable; the message says where we looked and what to do."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download(url: str, dest: Path, sha256: str | None) -> None:
-    with atomic_path(dest, suffix=".part") as tmp:
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        if sha256 and _sha256(tmp) != sha256.lower():
-            raise StyleImageError(f"{url}: downloaded file does not match style.sha256={sha256}; not using it")
+    # fastst.download: streamed to a .part file, retried, checked against sha256, then renamed into place.
+    try:
+        download(url, dest, sha256=sha256, progress=False)
+    except ChecksumError:
+        raise StyleImageError(f"{url}: downloaded file does not match style.sha256={sha256}; not using it") from None
 
 
 def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None) -> Path:
@@ -63,7 +51,7 @@ def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None) -
         try:
             _download(str(url), dest, style.get("sha256"))
             return dest.resolve()
-        except (urllib.error.URLError, OSError) as e:
+        except (DownloadError, OSError) as e:
             raise StyleImageError(
                 f"style={name}: {image} not found and download from {url} failed ({e}); "
                 f"put the image in {folder} or pass style.image=/path/to/image"
