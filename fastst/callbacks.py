@@ -146,6 +146,9 @@ class ExportOnFitEnd(pl.Callback):
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
         if not self.enabled or not ckpt or not Path(ckpt).is_file():
             return
+        if getattr(pl_module, "stopped_by_signal", None):  # preempted: the model is not finished
+            log.info("not exporting: training stopped early (%s) and will resume", pl_module.stopped_by_signal)
+            return
         from fastst.export import export_checkpoint, export_onnx, load_model_file
 
         try:

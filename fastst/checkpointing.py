@@ -126,7 +126,10 @@ def newest_valid_checkpoint(folder: str | Path, warn: Callable[[str], None] | No
     warn = warn or log.warning
     if not folder.is_dir():
         return None
-    remove_stale_temp_files(folder)
+    from fastst.cluster import global_rank
+
+    if global_rank() == 0:  # other DDP ranks must not delete a file rank 0 is writing
+        remove_stale_temp_files(folder)
     last = folder / "last.ckpt"
     last_step = -1
     if last.is_file():

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+LAUNCHED = False  # set by hydra_entry: the command line can be run again (Lightning's DDP launcher does)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
@@ -30,12 +31,17 @@ def hydra_entry(config_name: str, target: str) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=_config_dir(), config_name=config_name)
     def main(cfg: DictConfig) -> None:
+        from fastst.cluster import PREEMPTED_EXIT_CODE
         from fastst.pipeline import USER_ERRORS
 
+        global LAUNCHED
+        LAUNCHED = True
         module_name, func_name = target.split(":")
         func = getattr(importlib.import_module(module_name), func_name)
         try:
-            func(cfg)
+            result = func(cfg)
+            if isinstance(result, dict) and result.get("preempted"):
+                sys.exit(PREEMPTED_EXIT_CODE)  # not finished; the same command resumes
         except USER_ERRORS as e:
             if os.environ.get("FASTST_DEBUG"):
                 raise

@@ -55,6 +55,9 @@ class StyleTransferModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         nan_policy: str = "stop",
         skipped_log_limit: int = 20,
+        channels_last: bool = False,
+        compile: bool = False,
+        joint_vgg_pass: bool = False,
     ) -> None:
         super().__init__()
         if nan_policy not in ("stop", "skip"):
@@ -71,6 +74,7 @@ class StyleTransferModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.nan_policy = nan_policy
         self.skipped_log_limit = skipped_log_limit
+        self.channels_last, self.compile_networks, self.joint_vgg_pass = channels_last, compile, joint_vgg_pass
         self.batches_seen = 0  # batches consumed from the loader; the data order resumes from it
         self.images_skipped = 0
         self._pass_skipped: dict[str, int] = {}  # skip reasons (by kind) since the last pass summary
@@ -79,25 +83,65 @@ class StyleTransferModule(pl.LightningModule):
         return self.net(x)
 
     # -- training ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.channels_last:  # NHWC convolutions: faster with oneDNN on CPUs and tensor cores on GPUs
+            self.net.to(memory_format=torch.channels_last)
+            self.criterion.encoder.to(memory_format=torch.channels_last)
+        if self.compile_networks:
+            # In place (nn.Module.compile): parameter names, checkpoints and exports stay the same.
+            self.net.compile()
+            self.criterion.encoder.compile()
+
+    def _any_process(self, *flags: bool) -> list[bool]:
+        """For each flag, whether it is true on any process: one all-reduce under DDP, nothing otherwise.
+
+        Every process must agree to skip a step: under DDP a process that skips its backward
+        pass while the others run theirs leaves them waiting in the gradient all-reduce forever.
+        """
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size <= 1:
+            return list(flags)
+        counts = trainer.strategy.reduce(torch.tensor([float(f) for f in flags], device=self.device), reduce_op="sum")
+        return [bool(c > 0) for c in counts.tolist()]
+
+    def _loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        scale = self.criterion.style_scale(self.global_step)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.joint_vgg_pass:
+            content = self.criterion.content_features(x)  # no autograd: targets only
+            return self.criterion(self.net(x), content_features=content, style_scale=scale)
+        # One VGG pass over [stylized; content]: fewer, larger kernels (can pay off on GPUs at small
+        # batches); the content half is detached, so it only serves as the target.
+        y = self.net(x)
+        feats = self.criterion.encoder(torch.cat([y, x]))
+        b = x.shape[0]
+        content = {k: feats[k][b:].detach() for k in self.criterion.content_layers}
+        return self.criterion(y, content_features=content, style_scale=scale, output_features=feats, batch=b)
+
+    # -- training ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.batches_seen += 1
         self._report_skipped(batch.get("skipped", []))
         self._pass_summary()
         images = batch["image"]
-        if images.numel() == 0:
-            return None  # every file of this batch was unusable
-        x = images.float().div_(255.0)  # uint8 B x 3 x S x S -> [0,1]
-        content = self.criterion.content_features(x)  # no autograd: targets only
-        y = self.net(x)
-        terms = self.criterion(y, content_features=content, style_scale=self.criterion.style_scale(self.global_step))
-        total = terms["total"]
-        if not torch.isfinite(total):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-            bad_term = next((k for k in bad if k != "total"), "total")
-            msg = (
-                f"non-finite loss at step {self.global_step}: {bad_term}={terms[bad_term].item()} "
-                f"(all non-finite: {', '.join(bad)})"
-            )
+        empty = images.numel() == 0  # every file of this batch was unusable
+        terms: dict[str, torch.Tensor] = {}
+        if not empty:
+            x = images.float().div_(255.0)  # uint8 B x 3 x S x S -> [0,1]
+            terms = self._loss_terms(x)
+        finite = empty or bool(torch.isfinite(terms["total"]))
+        any_empty, any_nonfinite = self._any_process(empty, not finite)
+        if any_nonfinite:
+            if finite:
+                msg = f"non-finite loss at step {self.global_step} on another process"
+            else:
+                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                bad_term = next((k for k in bad if k != "total"), "total")
+                msg = (
+                    f"non-finite loss at step {self.global_step}: {bad_term}={terms[bad_term].item()} "
+                    f"(all non-finite: {', '.join(bad)})"
+                )
             if self.nan_policy == "skip":
                 log.warning("%s; skipping this batch (nan_policy=skip)", msg)
                 self.log("train/nonfinite_skipped", 1.0, on_step=True, reduce_fx="sum")
@@ -105,7 +149,12 @@ class StyleTransferModule(pl.LightningModule):
             raise NonFiniteLossError(
                 msg + "; the last checkpoint is intact. Lower the learning rate, or set nan_policy=skip"
             )
-        bs = x.shape[0]
+        if any_empty:
+            if not empty:
+                log.warning("step %d: a batch of another process had no usable image; all skip it", self.global_step)
+            return None
+        total = terms["total"]
+        bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for key in ("content", "style", "tv"):
             self.log(f"train/{key}", terms[key], prog_bar=key != "tv", batch_size=bs)

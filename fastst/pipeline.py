@@ -29,6 +29,7 @@ from fastst.checkpointing import (
     checkpoint_problem,
     newest_valid_checkpoint,
 )
+from fastst.cluster import PreemptionCheckpoint, apply_slurm_layout, check_launch, cluster_plugins, global_rank
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.sources import DataError
 from fastst.errors import ConfigError, first_line
@@ -65,14 +66,21 @@ def _container(node: Any) -> Any:
 
 
 def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``ckpt_path`` as given (checked), or for ``last`` the newest valid checkpoint of the run.
+    """``ckpt_path`` as given (checked), or for ``auto``/``last`` the newest valid checkpoint of the run.
 
-    ``last`` looks in this run's ``checkpoints/`` first (``hydra.run.dir=<old run>``), then in the
+    ``auto`` (the default) resumes only from this run directory: a requeued cluster job, a restart
+    after a crash or a preemption, or ``hydra.run.dir=<old run>``; a fresh run directory starts
+    from scratch. ``last`` looks in this run's ``checkpoints/`` first (``hydra.run.dir=<old run>``), then in the
     newest earlier run of the same style. A truncated or unreadable checkpoint is reported in one
     log line and skipped in favour of the previous one (see ``fastst.checkpointing``).
     """
-    if not ckpt_path:
+    if not ckpt_path or str(ckpt_path).lower() in ("null", "none"):
         return None
+    if ckpt_path == "auto":
+        own = newest_valid_checkpoint(Path(output_dir) / "checkpoints")
+        if own is not None:
+            log.info("ckpt_path=auto: this run directory has checkpoints; resuming from %s", own)
+        return str(own) if own is not None else None
     if ckpt_path != "last":
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
@@ -140,10 +148,48 @@ def _progress(cfg: DictConfig) -> str:
     return mode
 
 
+def resolve_precision(precision: Any, accelerator: str | None) -> str:
+    """``auto``: bf16 mixed precision where the device computes bf16 natively, else fp32 (CPU) or fp16 (old GPUs).
+
+    On CPUs with AVX512-BF16 or AMX (oneDNN bf16), bf16-mixed about doubles the training step; on
+    other CPUs it is slower than fp32. Grams and losses stay fp32 in every mode.
+    """
+    value = str(precision)
+    if value != "auto":
+        allowed = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64")
+        if value not in allowed:
+            raise ConfigError(f"trainer.precision must be auto, 32-true, bf16-mixed or 16-mixed, got {value!r}")
+        return value
+    gpu = accelerator in ("gpu", "cuda") or (accelerator in (None, "auto") and torch.cuda.is_available())
+    if gpu:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        cpu_bf16 = False
+    return "bf16-mixed" if cpu_bf16 else "32-true"
+
+
+def _speed_options(cfg: DictConfig) -> dict[str, bool]:
+    speed = dict(_container(cfg.get("speed")) or {})
+    known = {"channels_last", "compile", "joint_vgg_pass"}
+    unknown = sorted(set(speed) - known)
+    if unknown:
+        raise ConfigError(f"unknown speed option(s) {unknown}; known: {sorted(known)}")
+    for key, value in speed.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"speed.{key} must be true or false, got {value!r}")
+    return speed
+
+
 def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, str | None]:
     """Everything ``train`` needs, checked in order of cost: config and data first, networks last."""
     output_dir = Path(cfg.paths.output_dir)
-    check_writable(output_dir)  # before anything else
+    if global_rank() == 0:  # under DDP the run directory is rank 0's; the other ranks only read it
+        check_writable(output_dir)  # before anything else
+    with open_dict(cfg):
+        cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator"))
+        apply_slurm_layout(cfg.trainer)
     # Cheap checks first: the data and the style image, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
@@ -161,6 +207,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
+        **_speed_options(cfg),
     )
     check_free_space(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))
 
@@ -182,7 +229,8 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
             callbacks=callbacks,
             logger=loggers or False,
             enable_progress_bar=progress == "rich",
-            plugins=[AtomicCheckpointIO()],  # crash-safe checkpoint writes, weights-only loads
+            # crash-safe checkpoint writes and weights-only loads; SLURM ranks without re-executing train.py
+            plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         )
     except InstantiationException as e:
         # e.g. an unknown Trainer argument, or trainer=gpu on a machine without a GPU
@@ -191,12 +239,25 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     return trainer, module, datamodule, ckpt_path
 
 
+def _hydra_mode() -> str | None:
+    """RUN or MULTIRUN when called from ``train.py`` (Hydra), None when called from Python."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    mode = HydraConfig.get().mode
+    return getattr(mode, "name", str(mode)) if mode is not None else "RUN"
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a transform net for ``cfg.style``; returns the final metrics and where outputs went."""
     if cfg.get("seed") is None:  # seed=null: a fresh seed, logged so the run can be repeated
         with open_dict(cfg):
             cfg.seed = int(torch.randint(0, 2**31 - 1, ()).item())
         log.info("seed=null: using seed=%d", cfg.seed)
+    from fastst import cli
+
+    check_launch(cfg.trainer, multirun=_hydra_mode() == "MULTIRUN", under_hydra=cli.LAUNCHED)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
@@ -216,6 +277,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"or use trainer.precision=bf16-mixed; the last checkpoint is intact ({first_line(e, limit=200)})"
         ) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    preemption = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+    if preemption is not None and preemption.stopped_at is not None:
+        what = preemption.requeue_job()
+        if trainer.is_global_zero:
+            log.warning(
+                "stopped by %s at step %d; checkpoint %s; %s",
+                preemption.received.name if preemption.received else "a signal",
+                trainer.global_step,
+                preemption.checkpoint_path,
+                what,
+            )
+        return {
+            "metrics": metrics,
+            "global_step": trainer.global_step,
+            "output_dir": str(cfg.paths.output_dir),
+            "images_skipped": module.images_skipped,
+            "last_checkpoint": str(preemption.checkpoint_path),
+            "preempted": what,
+        }
     if trainer.is_global_zero:
         log.info(
             "done: %d steps, %d images skipped; outputs in %s",

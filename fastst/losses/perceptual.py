@@ -150,6 +150,8 @@ class PerceptualLoss(nn.Module):
         content: torch.Tensor | None = None,
         content_features: Mapping[str, torch.Tensor] | None = None,
         style_scale: float = 1.0,
+        output_features: Mapping[str, torch.Tensor] | None = None,
+        batch: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms for ``output`` (B x 3 x H x W in [0,1]).
 
@@ -157,6 +159,8 @@ class PerceptualLoss(nn.Module):
         ``total`` (all fp32 scalars). Per-layer terms are unweighted relative errors;
         ``content`` and ``style`` are their layer-weighted sums; ``total`` applies the
         global weights, the style one multiplied by ``style_scale`` (the ramp).
+        ``output_features`` are the encoder's features of ``output`` when the caller already has
+        them; with ``batch`` only their first ``batch`` samples belong to ``output``.
         """
         if not self.has_style and self.style_layers:
             raise RuntimeError("call set_style() before computing the loss")
@@ -164,7 +168,9 @@ class PerceptualLoss(nn.Module):
             if content is None:
                 raise ValueError("pass the content image or its features")
             content_features = self.content_features(content)
-        feats = self.encoder(output)
+        feats = output_features if output_features is not None else self.encoder(output)
+        if batch is not None:
+            feats = {k: v[:batch] for k, v in feats.items()}
         terms: dict[str, torch.Tensor] = {}
         zero = output.new_zeros((), dtype=torch.float32)
         content_total = zero
