@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from fastst.data.sources import DataError, FolderSource, HFSource
+from fastst.data.sources import CacheSource, DataError, FolderSource, HFSource
 from fastst.errors import ConfigError
 from fastst.images import ImageError, pil_to_uint8
 
@@ -100,10 +100,41 @@ class CropTransform:
         return pil_to_uint8(img)
 
 
+class TensorCropTransform:
+    """Crop ``size`` x ``size`` (random or centre) from an already resized 3 x H x W uint8 tensor, optional h-flip.
+
+    The cache path (``data=cache``): no decoding, no resampling. Draws from the generator in the
+    same order as ``CropTransform`` (x, y, flip), so the data order semantics are the same.
+    """
+
+    def __init__(self, size: int, crop: str = "random", hflip: bool = False) -> None:
+        if crop not in ("random", "center"):
+            raise ConfigError(f"data.crop must be 'random' or 'center', got {crop!r}")
+        self.size, self.crop, self.hflip = size, crop, hflip
+
+    def __call__(self, img: torch.Tensor, g: torch.Generator | None, name: str) -> torch.Tensor:
+        """3 x H x W uint8 -> 3 x size x size uint8."""
+        h, w = img.shape[-2:]
+        if h < self.size or w < self.size:
+            raise ImageError(f"{name}: {w}x{h} is smaller than data.image_size={self.size}")
+        if self.crop == "random" and g is not None:
+            x = int(torch.randint(0, w - self.size + 1, (1,), generator=g))
+            y = int(torch.randint(0, h - self.size + 1, (1,), generator=g))
+        else:
+            x, y = (w - self.size) // 2, (h - self.size) // 2
+        img = img[:, y : y + self.size, x : x + self.size]
+        if self.hflip and g is not None and bool(torch.rand((), generator=g) < 0.5):
+            img = img.flip(-1)
+        return img.contiguous()
+
+
+Source = FolderSource | HFSource | CacheSource
+
+
 class ContentDataset(Dataset):
     """Map-style dataset over a source; items are ``{"image": uint8 3xSxS}`` or ``{"error": str}``."""
 
-    def __init__(self, source: FolderSource | HFSource, transform: CropTransform) -> None:
+    def __init__(self, source: Source, transform: CropTransform | TensorCropTransform) -> None:
         self.source, self.transform = source, transform
 
     def __len__(self) -> int:
@@ -152,7 +183,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ContentDataModule(pl.LightningDataModule):
-    """Content photos for training, from a folder (``data=folder``) or Hugging Face (``data=hf``)."""
+    """Content photos for training, from a folder (``data=folder``), Hugging Face (``data=hf``) or a
+    preprocessed cache (``data=cache``, built by ``scripts/build_cache.py``)."""
 
     def __init__(
         self,
@@ -191,8 +223,8 @@ class ContentDataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.image_size must be divisible by 4 (the transform net downsamples by 4), got {image_size}"
             )
-        if source not in ("folder", "hf"):
-            raise ConfigError(f"data.source must be 'folder' or 'hf', got {source!r}")
+        if source not in ("folder", "hf", "cache"):
+            raise ConfigError(f"data.source must be 'folder', 'hf' or 'cache', got {source!r}")
         self.source_kind, self.root = source, root
         self.hf_args = dict(
             name=name,
@@ -202,14 +234,17 @@ class ContentDataModule(pl.LightningDataModule):
             image_column=image_column,
             streaming=streaming,
         )
-        self.transform = CropTransform(image_size, resize, crop, hflip, min_size)
+        self.transform: CropTransform | TensorCropTransform = CropTransform(image_size, resize, crop, hflip, min_size)
+        self.resize = resize
         self.preview_transform = CropTransform(preview_size - preview_size % 4, None, "center", False, 1)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.preview_count, self.seed = pin_memory, preview_count, seed
-        self.source: FolderSource | HFSource | None = None
+        self.source: Source | None = None
         self._preview: torch.Tensor | None = None
 
-    def _build_source(self) -> FolderSource | HFSource:
+    def _build_source(self) -> Source:
+        if self.source_kind == "cache":
+            return self._build_cache_source()
         if self.source_kind == "folder":
             if not self.root:
                 raise DataError("data.root is not set: pass data.root=/path/to/photos (a folder searched recursively)")
@@ -218,13 +253,41 @@ class ContentDataModule(pl.LightningDataModule):
             raise DataError("data=hf needs data.name (a hub dataset, or 'imagefolder' with data.data_dir=DIR)")
         return HFSource(**self.hf_args)  # type: ignore[arg-type]
 
+    def _build_cache_source(self) -> CacheSource:
+        if not self.root:
+            raise DataError(
+                "data.root is not set: pass data.root=/path/to/cache (a folder built by scripts/build_cache.py)"
+            )
+        source = CacheSource(self.root)
+        if self.image_size > source.size:
+            raise ConfigError(
+                f"data.image_size={self.image_size} is larger than the cache at {source.root} ({source.size} px); "
+                f"lower data.image_size or rebuild the cache with scripts/build_cache.py --size {self.image_size}"
+            )
+        if self.resize is not None and self.resize != source.size:
+            raise ConfigError(
+                f"data.resize={self.resize} does not apply to a cache: its images are stored at {source.size} px; "
+                f"leave data.resize=null or rebuild the cache with scripts/build_cache.py --size {self.resize}"
+            )
+        assert isinstance(self.transform, CropTransform)
+        if source.min_size < self.transform.min_size:
+            log.warning(
+                "the cache at %s was built with --min-size %d, below data.min_size=%d: it may hold smaller photos",
+                source.root,
+                source.min_size,
+                self.transform.min_size,
+            )
+        # The cached images are already decoded and resized: crop (and flip) the uint8 tensor directly.
+        self.transform = TensorCropTransform(self.image_size, self.transform.crop, self.transform.hflip)
+        return source
+
     def setup(self, stage: str | None = None) -> None:
         if self.source is None:
             self.source = self._build_source()
             size = "streaming" if getattr(self.source, "streaming", False) else f"{len(self.source)} images"
             log.info("content data: %s (%s)", getattr(self.source, "root", None) or self.hf_args["name"], size)
-            if not getattr(self.source, "streaming", False):
-                self._check_usable()
+            if not getattr(self.source, "streaming", False) and not isinstance(self.source, CacheSource):
+                self._check_usable()  # a cache was checked when it was built
 
     def _check_usable(self, sample: int = SAMPLE_CHECK) -> None:
         """Decode up to ``sample`` images spread over the data set; ``DataError`` if none is usable.
@@ -232,7 +295,7 @@ class ContentDataModule(pl.LightningDataModule):
         A folder of nothing but broken files, or of images all smaller than ``data.min_size``,
         would otherwise train on empty batches for ever.
         """
-        assert self.source is not None
+        assert self.source is not None and isinstance(self.transform, CropTransform)
         n = len(self.source)
         k = min(sample, n)
         indices = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
@@ -243,7 +306,7 @@ class ContentDataModule(pl.LightningDataModule):
             if "image" in item:
                 return
             reasons.append(item["error"])
-        where = f"data.root={self.root}" if self.source_kind == "folder" else f"data.name={self.hf_args['name']}"
+        where = f"data.root={self.root}" if self.source_kind != "hf" else f"data.name={self.hf_args['name']}"
         raise DataError(
             f"{where}: none of the {len(indices)} images sampled from its {n} is usable, e.g. "
             f"{'; '.join(reasons[:2])}; point the data at a folder of photos at least data.min_size="
@@ -313,6 +376,9 @@ class ContentDataModule(pl.LightningDataModule):
 
     def _try_load(self, i: int) -> Image.Image | None:
         try:
-            return self.source.load(i)  # type: ignore[union-attr]
+            img = self.source.load(i)  # type: ignore[union-attr]
         except ImageError:
             return None
+        if isinstance(img, torch.Tensor):  # a cached 3 x S x S uint8 image
+            return Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB")
+        return img

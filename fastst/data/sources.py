@@ -1,16 +1,23 @@
-"""Where content images come from: a folder tree (COCO layout included) or a Hugging Face dataset.
+"""Where content images come from: a folder tree (COCO layout included), a Hugging Face dataset,
+or a preprocessed cache of uint8 shards (built by ``scripts/build_cache.py``, see ``fastst.data.cache``).
 
 A source is a random-access list of images (``len`` + ``load(i) -> PIL RGB``) or, for a
 streaming Hugging Face dataset, an iterable of PIL images. Both raise ``ImageError``
-for an image that cannot be used, so the caller can skip and count it.
+for an image that cannot be used, so the caller can skip and count it. The cache source
+returns ``3 x S x S`` uint8 tensors that are already decoded and resized.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
 from fastst.errors import first_line
@@ -138,3 +145,117 @@ class HFSource:
 
     def decode(self, value: Any, position: int) -> Image.Image:
         return _hf_to_rgb(value, f"{self.name_}#{position}")
+
+
+CACHE_FORMAT = "fastst-cache"
+CACHE_VERSION = 1
+CACHE_INDEX = "index.json"
+
+
+def cache_build_hint(root: str | Path) -> str:
+    return f"build it with: python scripts/build_cache.py PHOTOS_FOLDER {root} --size 256"
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a ``.npy`` file, reading only its header."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        if fortran:
+            raise ValueError("Fortran-ordered array")
+        return tuple(shape), dtype, f.tell()
+
+
+def check_shard(path: Path, count: int, size: int) -> str | None:
+    """Why the shard file at ``path`` is not ``count x 3 x size x size`` uint8 with all its bytes, or None."""
+    try:
+        shape, dtype, offset = read_npy_header(path)
+    except FileNotFoundError:
+        return f"{path.name} is missing"
+    except Exception as e:
+        return f"{path.name} has no valid .npy header ({type(e).__name__}: {e})"
+    if shape != (count, 3, size, size) or dtype != np.uint8:
+        return f"{path.name} holds {shape} {dtype}, expected {(count, 3, size, size)} uint8"
+    expected = offset + count * 3 * size * size
+    actual = path.stat().st_size
+    if actual != expected:
+        return f"{path.name} is {actual} bytes, expected {expected} (truncated?)"
+    return None
+
+
+class CacheSource:
+    """Images preprocessed once into memory-mapped ``N x 3 x S x S`` uint8 shards (``data=cache``).
+
+    ``load(i)`` returns a ``3 x S x S`` uint8 tensor. The shards are opened with
+    ``np.load(mmap_mode="r")`` on first access in each process (a DataLoader worker opens its
+    own maps; pickling the source never carries array data), so the page cache is shared.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        hint = cache_build_hint(self.root)
+        if not self.root.is_dir():
+            raise DataError(f"data.root={self.root}: cache folder not found; {hint}")
+        index_path = self.root / CACHE_INDEX
+        if not index_path.is_file():
+            raise DataError(
+                f"data.root={self.root}: not a complete data cache (no {CACHE_INDEX}: not built, or the build "
+                f"was interrupted); {hint} (re-running resumes)"
+            )
+        try:
+            index = json.loads(index_path.read_text())
+            if index.get("format") != CACHE_FORMAT:
+                raise ValueError(f"format is {index.get('format')!r}, not {CACHE_FORMAT!r}")
+            if index.get("version") != CACHE_VERSION:
+                raise ValueError(f"cache version {index.get('version')!r}, this code reads {CACHE_VERSION}")
+            self.size = int(index["size"])
+            self.names: list[str] = list(index["names"])
+            shards = [(str(s["file"]), int(s["count"])) for s in index["shards"]]
+        except Exception as e:
+            raise DataError(f"data.root={self.root}: unreadable cache index ({first_line(e)}); {hint}") from None
+        if sum(c for _, c in shards) != len(self.names):
+            raise DataError(
+                f"data.root={self.root}: cache index lists {len(self.names)} names for "
+                f"{sum(c for _, c in shards)} cached images; {hint}"
+            )
+        for file, count in shards:
+            problem = check_shard(self.root / file, count, self.size)
+            if problem:
+                raise DataError(f"data.root={self.root}: damaged cache: {problem}; {hint} (re-running repairs it)")
+        if not self.names:
+            raise DataError(f"data.root={self.root}: the cache holds no usable image (see 'skipped' in {index_path})")
+        self.min_size = int(index.get("min_size", 0))
+        self.files = [self.root / f for f, c in shards if c]
+        counts = [c for _, c in shards if c]
+        self.starts = [sum(counts[:k]) for k in range(len(counts))]
+        self._maps: dict[int, np.ndarray] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def name(self, i: int) -> str:
+        return f"{self.root}:{self.names[i]}"
+
+    def _shard(self, k: int) -> np.ndarray:
+        if self._pid != os.getpid():  # forked into a worker: open this process's own maps
+            self._maps, self._pid = {}, os.getpid()
+        if k not in self._maps:
+            self._maps[k] = np.load(self.files[k], mmap_mode="r")
+        return self._maps[k]
+
+    def load(self, i: int) -> torch.Tensor:
+        """The cached image ``i`` as a 3 x S x S uint8 tensor (a copy, safe to modify)."""
+        i = int(i)
+        if not 0 <= i < len(self.names):
+            raise IndexError(f"cache index {i} out of range (0..{len(self.names) - 1})")
+        k = bisect.bisect_right(self.starts, i) - 1
+        return torch.from_numpy(np.array(self._shard(k)[i - self.starts[k]]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_maps"] = {}  # memory maps are per process
+        return state
