@@ -264,6 +264,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer, module, datamodule, ckpt_path = build(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+    if trainer.world_size > 1 and trainer.is_global_zero:
+        # The learning rate is never rescaled behind the user's back: the rule is theirs (README).
+        log.info(
+            "%d processes x data.batch_size=%d = global batch %d per step; learning rate as configured (%s)",
+            trainer.world_size,
+            datamodule.batch_size,
+            trainer.world_size * datamodule.batch_size,
+            cfg.model.optimizer.get("lr"),
+        )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except Exception as e:

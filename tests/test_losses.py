@@ -55,11 +55,20 @@ def test_losses_zero_at_target_and_scale_invariant() -> None:
         torch.testing.assert_close(F.style_loss(a * y, a * a * gt), F.style_loss(y, gt), rtol=1e-3, atol=0)
 
 
-def test_gram_is_fp32_under_bf16_autocast() -> None:
-    f = torch.randn(1, 16, 8, 8) * 300  # large activations
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        g = F.gram_matrix(f.bfloat16())
-    assert g.dtype == torch.float32 and torch.isfinite(g).all()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16-mixed", "16-mixed"])
+def test_gram_and_losses_are_fp32_under_autocast(dtype) -> None:
+    """trainer.precision=bf16-mixed / 16-mixed: activations in half precision, Grams and losses in fp32.
+
+    In fp16 this Gram (products of ~1e3 activations summed over 64 positions) would overflow 65504."""
+    f = torch.randn(1, 16, 8, 8) * 300  # large activations, as VGG's deeper layers on 0..255 input
+    with torch.autocast("cpu", dtype=dtype):
+        g = F.gram_matrix(f.to(dtype))
+        style = F.style_loss(f.to(dtype) * 1.1, F.gram_matrix(f))
+        content = F.content_loss(f.to(dtype) * 1.1, f.to(dtype))
+        tv = F.total_variation(torch.rand(1, 3, 16, 16).to(dtype))
+    assert torch.bmm(f.to(dtype).flatten(2), f.to(dtype).flatten(2).transpose(1, 2)).isinf().any() or dtype != torch.float16
+    for value in (g, style, content, tv):
+        assert value.dtype == torch.float32 and torch.isfinite(value).all()
 
 
 @pytest.mark.parametrize("arch,factory", [("vgg16", vgg16), ("vgg19", vgg19)])
