@@ -305,17 +305,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "last_checkpoint": str(preemption.checkpoint_path),
             "preempted": what,
         }
+    last = os.path.join(str(cfg.paths.output_dir), "checkpoints", "last.ckpt")
+    step = trainer.global_step
+    if step == 0 and os.path.isfile(last):  # ddp_spawn: the workers trained; this process only holds the weights
+        step = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
     if trainer.is_global_zero:
-        log.info(
-            "done: %d steps, %d images skipped; outputs in %s",
-            trainer.global_step,
-            module.images_skipped,
-            cfg.paths.output_dir,
-        )
+        log.info("done: %d steps, %d images skipped; outputs in %s", step, module.images_skipped, cfg.paths.output_dir)
     return {
         "metrics": metrics,
-        "global_step": trainer.global_step,
+        "global_step": step,
         "output_dir": str(cfg.paths.output_dir),
         "images_skipped": module.images_skipped,
-        "last_checkpoint": os.path.join(str(cfg.paths.output_dir), "checkpoints", "last.ckpt"),
+        "last_checkpoint": last,
     }
