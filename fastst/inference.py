@@ -14,6 +14,13 @@ falls back to fp32 with a ``RuntimeWarning``: the CPU half-precision convolution
 unvectorized (measured ~250x slower than fp32 with torch 2.14) and fp32 is exact, so there is
 nothing to gain. On CUDA both run under ``torch.autocast`` (weights stay fp32; outputs are
 returned as fp32, or in the input tensor's dtype).
+
+``compile=True`` runs the net through ``torch.compile`` (on the CPU with Inductor's ``freezing``:
+weights are folded into the compiled graph as constants and prepacked for oneDNN). The first call
+per input shape pays the compilation (measured 10-25 s on a 2-core CPU for the default net at
+1024 px; after a second distinct shape the graph is recompiled once with dynamic sizes). Tiled
+inference keeps the eager net for its statistics passes and blended tiles (they patch the instance
+norms, which a compiled graph would not see). ``python scripts/bench.py`` measures every option.
 """
 
 from __future__ import annotations
@@ -250,6 +257,7 @@ class Stylizer:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "fp32",
         channels_last: bool = False,
+        compile: bool = False,
         size: int | None = None,
         preserve_color: bool = False,
         strength: float = 1.0,
@@ -267,6 +275,12 @@ class Stylizer:
         self.net = net.to(self.device, torch.float32).to(memory_format=memory_format).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
+        self.compile = bool(compile)
+        self._compiled: Any = None
+        if self.compile:
+            # In-place nn.Module.compile() would also compile the hooked/patched passes of tiling.
+            options = {"freezing": True} if self.device.type == "cpu" else None
+            self._compiled = torch.compile(self.net, options=options)
         self.size, self.preserve_color, self.strength, self.median = size, preserve_color, strength, median
         self.tile, self.tile_overlap = tile, tile_overlap
         self.tile_stats, self.tile_stats_size = tile_stats, tile_stats_size
@@ -274,7 +288,10 @@ class Stylizer:
 
     def __repr__(self) -> str:
         name = self.metadata.get("style", {}).get("name", "?")
-        return f"Stylizer(style={name!r}, device={self.device}, dtype={self.dtype}, channels_last={self.channels_last})"
+        return (
+            f"Stylizer(style={name!r}, device={self.device}, dtype={self.dtype}, "
+            f"channels_last={self.channels_last}, compile={self.compile})"
+        )
 
     # -- options ---------------------------------------------------------------------
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -356,12 +373,16 @@ class Stylizer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Padded B x 3 x H x W (H, W multiples of 4) -> fp32 output of the net."""
+    def _forward(self, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
+        """Padded B x 3 x H x W (H, W multiples of 4) -> fp32 output of the net.
+
+        ``compiled=False`` forces the eager net (passes that patch or hook its instance norms).
+        """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        net = self._compiled if compiled and self._compiled is not None else self.net
         with self._autocast():
-            y = self.net(x)
+            y = net(x)
         return y.float().contiguous()
 
     def norm_statistics(self, x: torch.Tensor, stats_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -379,7 +400,7 @@ class Stylizer:
 
         handles = [m.register_forward_pre_hook(record) for m in _instance_norms(self.net)]
         try:
-            self._forward(x)
+            self._forward(x, compiled=False)
         finally:
             for handle in handles:
                 handle.remove()
@@ -417,7 +438,7 @@ class Stylizer:
                         for x0, (c0, c1) in zip(xs, cols):
                             captured.clear()
                             with contextlib.suppress(_StopForward):
-                                self._forward(x[..., y0 : y0 + th, x0 : x0 + tw])
+                                self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False)
                             act = captured[0]
                             f = th // act.shape[-2]  # 1, 2 or 4: the resolution of this norm
                             region = act[..., (r0 - y0) // f : (r1 - y0) // f, (c0 - x0) // f : (c1 - x0) // f]
@@ -453,7 +474,8 @@ class Stylizer:
                 wy = _window_1d(y0, th, h, overlap, x.device)
                 for x0 in tile_starts(w, tile, overlap):
                     win = (wy[:, None] * _window_1d(x0, tw, w, overlap, x.device)[None, :])[None, None]
-                    out[..., y0 : y0 + th, x0 : x0 + tw] += self._forward(x[..., y0 : y0 + th, x0 : x0 + tw]) * win
+                    tile_out = self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False)
+                    out[..., y0 : y0 + th, x0 : x0 + tw] += tile_out * win
                     weight[..., y0 : y0 + th, x0 : x0 + tw] += win
         return out / weight
 
@@ -504,12 +526,14 @@ def load_stylizer(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "fp32",
     channels_last: bool = False,
+    compile: bool = False,
     **options: Any,
 ) -> Stylizer:
     """Load a ``.safetensors`` model file written by ``scripts/export.py`` into a :class:`Stylizer`.
 
     ``options`` set the stylizer's defaults (``size``, ``preserve_color``, ``strength``, ``median``,
-    ``tile``, ``tile_overlap``, ``tile_stats_size``). Raises ``ModelFileError`` for a bad file and
+    ``tile``, ``tile_overlap``, ``tile_stats_size``). ``compile`` wraps the net in ``torch.compile``
+    (see the module docstring). Raises ``ModelFileError`` for a bad file and
     ``InferenceError`` for a bad device, dtype or option.
     """
     from fastst.export import load_model_file  # plain torch + safetensors; no Lightning
@@ -519,4 +543,4 @@ def load_stylizer(
         raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
     dev = resolve_device(device)  # check the device before reading a large file
     net, metadata = load_model_file(path)
-    return Stylizer(net, metadata, device=dev, dtype=dtype, channels_last=channels_last, **options)
+    return Stylizer(net, metadata, device=dev, dtype=dtype, channels_last=channels_last, compile=compile, **options)

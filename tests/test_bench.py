@@ -1,0 +1,119 @@
+"""scripts/bench.py at a micro scale (tiny crops, one step, in-process), and the torch.compile inference option."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastst import bench
+from fastst.inference import Stylizer
+from fastst.models.transformer import TransformerConfig, TransformerNet
+from fastst.pipeline import resolve_precision
+from tests.conftest import synthetic_image
+
+
+def test_parse_size() -> None:
+    assert bench.parse_size("1024") == (1024, 1024)
+    assert bench.parse_size("1920x1080") == (1080, 1920)  # W x H in, (H, W) out
+    assert bench.size_label((1080, 1920)) == "1920x1080"
+
+
+def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_dir: Path, style_dir: Path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [
+        "--quick",
+        "--in-process",  # no subprocess per row: peak memory is not measured, the rest is the same path
+        "--no-compile",
+        "--device=cpu",
+        "--image-size=64",
+        "--batch-sizes=2",
+        "--infer-sizes=64,96x64",
+        "--repeats=1",
+        "--warmup=0",
+        "--model=none",  # train the tiny inference models (2 steps) through the real pipeline
+        "--model-steps=2",
+        "--model-size=64",
+        f"--data={photos_dir}",
+        f"--style={style_dir / 'starry_night.jpg'}",
+        "--vgg16-weights=random",
+        f"--cache-dir={tmp_path / 'cache'}",
+        f"--json={out}",
+    ]
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    for expected in ("Training at 64 px", "reference", "fastst small", "Inference", "fp32 eager", "ONNX Runtime"):
+        assert expected in text
+    assert "train_speedup" in text and "infer_speedup" in text
+
+    data = json.loads(out.read_text())
+    for key in ("train_speedup", "infer_speedup_1024", "infer_max_abs_diff_1024", "summary", "train", "infer"):
+        assert key in data
+    for key in ("device_name", "torch", "cpu_threads", "date"):
+        assert data["meta"][key]
+    assert data["train_speedup"] > 0
+    names = {(r["name"], r["kind"]) for r in data["train"]}
+    assert {("reference", "reference"), ("fastst", "fastst"), ("fastst small", "fastst")} <= names
+    for row in data["train"]:
+        assert "error" not in row["result"], row
+        assert row["result"]["images_per_s"] > 0
+    fastst_row = next(r for r in data["train"] if r["name"] == "fastst")
+    assert fastst_row["result"]["precision"] == resolve_precision("auto", "cpu")  # train.py's choice
+    sizes = {r["size"] for r in data["infer"]}
+    assert sizes == {"64x64", "96x64"}
+    ok = [r for r in data["infer"] if r["status"] == "ok"]
+    assert {r["model"] for r in ok} == {"johnson", "johnson_small"}
+    for row in ok:
+        assert row["seconds"] > 0
+        if row["option"] != "fp32 eager":
+            assert 0 <= row["max_abs_diff"] < 0.05, row  # on [0,1] outputs
+    # no 1024 px size in this run: the headline falls back to the largest size measured
+    assert data["summary"]["infer_size"] == "96x64"
+    assert data["infer_speedup_1024"] > 0
+
+
+@pytest.mark.slow  # torch.compile: about 10 s on 2 CPU cores
+def test_stylizer_compile_matches_eager() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig(channels=8, num_res_blocks=1)).eval()
+    compiled = Stylizer(copy.deepcopy(net), compile=True)
+    eager = Stylizer(net)
+    x = torch.rand(1, 3, 36, 44)
+    assert "compile=True" in repr(compiled)
+    torch.testing.assert_close(compiled(x), eager(x), atol=1e-4, rtol=0)
+    # tiled inference keeps the eager net for its patched passes
+    y = torch.rand(1, 3, 72, 72)
+    torch.testing.assert_close(compiled(y, tile=40, tile_overlap=16), eager(y, tile=40, tile_overlap=16))
+
+
+def test_stylize_cli_passes_compile(tmp_path: Path, monkeypatch) -> None:
+    from fastst import stylize_cli
+
+    seen = {}
+
+    def fake_load(path, **kwargs):
+        seen.update(kwargs)
+        return Stylizer(TransformerNet(TransformerConfig(channels=4, num_res_blocks=0)))
+
+    monkeypatch.setattr(stylize_cli, "load_stylizer", fake_load)
+    src = tmp_path / "in.png"
+    synthetic_image(3, (40, 32)).save(src)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"")
+    assert (
+        stylize_cli.main([str(model), str(src), "-o", str(tmp_path / "out.png"), "--compile", "--device", "cpu"]) == 0
+    )
+    assert seen["compile"] is True
+    assert (tmp_path / "out.png").is_file()
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+def test_inference_options_without_gpu(device: str) -> None:
+    names = [o.name for o in bench.inference_options(device, quick=False)]
+    assert names[0] == "fp32 eager" and "ONNX Runtime" in names and "torch.compile" in names
+    fp16 = next(o for o in bench.inference_options(device, quick=False) if o.name == "fp16 autocast")
+    assert fp16.skip  # CPU: reported as skipped, with the reason
+    assert not [o for o in bench.inference_options(device, quick=True, no_compile=True) if o.compile]
