@@ -103,18 +103,37 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
     return (text[0] if text else type(e).__name__)[:limit]
 
 
-def _load_avg() -> float | None:
-    """The 1-minute load average (other processes' load slows every row down; see ``_busy``)."""
+BUSY_FRACTION = 0.10  # other processes using more than this share of all CPUs during a measurement: flagged
+
+
+def cpu_counters() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process, wall time), or None off Linux."""
     try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
         return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return (sum(fields[:8]) - idle) / tick, own.user + own.system, time.perf_counter()
 
 
-def _busy(load: float | None) -> str:
-    """A warning when the machine was busier than the benchmark itself can make it (1.5 x the CPU count)."""
-    cpus = os.cpu_count() or 1
-    return f"busy: load {load:.1f} on {cpus} CPUs" if load is not None and load > 1.5 * cpus else ""
+def foreign_cpu(start: tuple[float, float, float] | None, end: tuple[float, float, float] | None) -> float | None:
+    """Share of all CPUs that other processes used between two :func:`cpu_counters` samples.
+
+    Another process on the benchmark's cores slows every measurement down (with 2 OMP threads on 2
+    cores, a third busy process can triple a step), so rows measured while this is high are flagged.
+    The data loader's worker processes count as "other" (a few percent when decoding JPEGs).
+    """
+    if start is None or end is None or end[2] <= start[2]:
+        return None
+    machine, own, wall = (e - s for s, e in zip(start, end))
+    return round(max(0.0, (machine - own) / (wall * (os.cpu_count() or 1))), 3)
+
+
+def _busy(fraction: float | None) -> str:
+    return f"busy: others used {fraction:.0%} of the CPUs" if fraction is not None and fraction > BUSY_FRACTION else ""
 
 
 def _cpu_name() -> str:
@@ -375,7 +394,8 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
     _sync(device)
     last = time.perf_counter()
     it = batches()
-    for _ in range(steps):
+    counters = cpu_counters() if int(spec["warmup"]) == 0 else None
+    for step in range(steps):
         x = next(it).to(device)
         optimizer.zero_grad()
         y = net(x)
@@ -391,7 +411,11 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
         times.append(now - last)
         last = now
-    return _train_result(spec, times, base_rss, {"precision": "32-true", "data": "folder (PIL, every step)"})
+        if step + 1 == int(spec["warmup"]):
+            counters = cpu_counters()
+    extra = {"precision": "32-true", "data": "folder (PIL, every step)"}
+    extra["foreign_cpu"] = foreign_cpu(counters, cpu_counters())
+    return _train_result(spec, times, base_rss, extra)
 
 
 def _train_result(spec: dict[str, Any], times: list[float], base_rss: int | None, extra: dict[str, Any]) -> dict:
@@ -450,7 +474,7 @@ def _loss_overrides(network: str, weights: str) -> list[str]:
     return out
 
 
-def make_step_timer(out: str, device: str = "cpu") -> Any:
+def make_step_timer(out: str, device: str = "cpu", warmup: int = 0) -> Any:
     """A Lightning callback timing each step as the wall time between consecutive batch ends (data
     loading included); when training ends it writes the times, the RSS at the start and the settings
     the module actually ran with to ``out`` (JSON). Built here so that importing this module does
@@ -460,6 +484,7 @@ def make_step_timer(out: str, device: str = "cpu") -> Any:
 
     class _StepTimer(pl.Callback):
         def __init__(self) -> None:
+            self.counters: tuple[float, float, float] | None = None
             self.times: list[float] = []
             self.last = 0.0
             self.base_rss: int | None = None
@@ -468,6 +493,7 @@ def make_step_timer(out: str, device: str = "cpu") -> Any:
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             self.base_rss = _rss_bytes()
+            self.counters = cpu_counters() if warmup == 0 else None
             _sync(device)
             self.last = time.perf_counter()
 
@@ -476,6 +502,8 @@ def make_step_timer(out: str, device: str = "cpu") -> Any:
             now = time.perf_counter()
             self.times.append(now - self.last)
             self.last = now
+            if len(self.times) == warmup:  # the timed steps start here
+                self.counters = cpu_counters()
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             info = {
@@ -486,6 +514,7 @@ def make_step_timer(out: str, device: str = "cpu") -> Any:
                 "compile": bool(getattr(pl_module, "compile_networks", False)),
                 "joint_vgg_pass": bool(getattr(pl_module, "joint_vgg_pass", False)),
                 "matmul": torch.get_float32_matmul_precision(),
+                "foreign_cpu": foreign_cpu(self.counters, cpu_counters()),
                 "global_step": trainer.global_step,
             }
             Path(out).write_text(json.dumps(info))
@@ -538,13 +567,14 @@ def run_fastst(spec: dict[str, Any]) -> dict[str, Any]:
                     "_target_": "fastst.bench.make_step_timer",
                     "out": str(out),
                     "device": spec["device"],
+                    "warmup": int(spec["warmup"]),
                 }
             }
             cfg.trainer.enable_checkpointing = False
             cfg.trainer.enable_model_summary = False
         train(cfg)
         info = json.loads(out.read_text())
-    extra = {k: info[k] for k in ("precision", "channels_last", "compile", "joint_vgg_pass", "matmul")}
+    extra = {k: info[k] for k in ("precision", "channels_last", "compile", "joint_vgg_pass", "matmul", "foreign_cpu")}
     extra["data"] = spec["data"]
     return _train_result(spec, info["times"], info["base_rss"], extra)
 
@@ -827,7 +857,6 @@ def _run_train_row(
     _progress(f"{label} ...")
     started = time.perf_counter()
     result = run_worker(spec, args)
-    result["load_avg"] = _load_avg()
     ips = result.get("images_per_s")
     took = time.perf_counter() - started
     _progress(f"{label}: " + (f"{ips:.3g} img/s ({took:.0f} s)" if ips else f"FAILED {result.get('error')}"))
@@ -1037,6 +1066,7 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
                         runner = None
                 runners.append((model_name, option, runner, row))
         refs: dict[tuple[str, int], Any] = {}
+        counters = cpu_counters()
         for r in range(args.repeats):
             i = r % len(xs)
             for model_name, option, runner, row in runners:
@@ -1059,9 +1089,9 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
                     row["diffs"].append(float(d.max()))
                     row["mean_diffs"].append(float(d.mean()))
         _progress(f"inference {size_label(hw)}: {len([x for x in runners if x[2]])} runs x {args.repeats} rounds done")
-        load = _load_avg()
+        others = foreign_cpu(counters, cpu_counters())
         for _, _, _, row in runners:
-            rows.append({**_finish_infer_row(row), "load_avg": load})
+            rows.append({**_finish_infer_row(row), "foreign_cpu": others})
     # ratios against the default net's fp32 eager at the same size
     base = {r["size"]: r["seconds"] for r in rows if r["model"] == "johnson" and r["option"] == "fp32 eager"}
     for r in rows:
@@ -1155,7 +1185,7 @@ def render(result: dict[str, Any]) -> str:
         rows = []
         for r in train:
             res = r["result"]
-            note = f"FAILED: {res['error'][:100]}" if "error" in res else _busy(res.get("load_avg"))
+            note = f"FAILED: {res['error'][:100]}" if "error" in res else _busy(res.get("foreign_cpu"))
             rows.append(
                 [r["network"], str(r["batch_size"]), r["name"], r["config"], _fmt(res.get("images_per_s"))]
                 + [_fmt(res.get("speedup"), ".2f"), _fmt(res.get("step_s")), _fmt(res.get("first_step_s"))]
@@ -1183,7 +1213,7 @@ def render(result: dict[str, Any]) -> str:
             rows.append(
                 [r["size"], r["model"], r["option"], _fmt(r.get("seconds")), _fmt(r.get("fps"), ".2f")]
                 + [_fmt(r.get("speedup"), ".2f"), _fmt(r.get("max_abs_diff"), ".2g", none=ref)]
-                + [_fmt(r.get("compile_s"), ".1f"), _busy(r.get("load_avg"))]
+                + [_fmt(r.get("compile_s"), ".1f"), _busy(r.get("foreign_cpu"))]
             )
         right = [False, False, False, True, True, True, True, True, False]
         parts += ["", "Inference (one image, batch 1)", format_table(headers, rows, right)]
@@ -1205,8 +1235,8 @@ def render(result: dict[str, Any]) -> str:
         "compile/setup s: one-time cost (torch.compile: first call minus a steady call; ONNX Runtime: export "
         "+ session + first call).",
         "1st step s: the first training step, with data loader start-up and, for compile rows, the compilation.",
-        "busy: other processes kept the 1-minute load average above 1.5 x the CPU count during that row; "
-        "its time is inflated (re-run on a quiet machine).",
+        f"busy: other processes used more than {BUSY_FRACTION:.0%} of all CPUs during that row's timed steps "
+        "(/proc/stat minus this process): its time is inflated; re-run on a quiet machine.",
         "compile times: "
         + (
             "Inductor cache kept in CACHE_DIR/inductor (--compile-cache keep): after a first run they are cache hits."

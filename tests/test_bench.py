@@ -61,6 +61,7 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
         assert "error" not in row["result"], row
         assert row["result"]["images_per_s"] > 0
     fastst_row = next(r for r in data["train"] if r["name"] == "fastst")
+    assert "foreign_cpu" in fastst_row["result"]  # share of the CPUs other processes used while timing
     assert fastst_row["result"]["precision"] == resolve_precision("auto", "cpu")  # train.py's choice
     sizes = {r["size"] for r in data["infer"]}
     assert sizes == {"64x64", "96x64"}
