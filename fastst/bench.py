@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastst.errors import first_line
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 SHARED = ROOT.parent / "shared"
@@ -99,8 +101,7 @@ def _sync(device: str) -> None:
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = f"{type(e).__name__}: {e}".strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:limit]
+    return f"{type(e).__name__}: {first_line(e)}"[:limit]
 
 
 BUSY_FRACTION = 0.10  # other processes using more than this share of all CPUs during a measurement: flagged
@@ -522,13 +523,12 @@ def make_step_timer(out: str, device: str = "cpu", warmup: int = 0) -> Any:
     return _StepTimer()
 
 
-def fastst_overrides(spec: dict[str, Any]) -> list[str]:
-    """train.py command-line overrides for a fastst training row."""
-    device = spec["device"]
-    out = [
-        "trainer=gpu" if device.startswith("cuda") else "trainer=cpu",
+def _common_overrides(spec: dict[str, Any], max_steps: int) -> list[str]:
+    """The train.py overrides every benchmark training run shares: device, quiet, seeded, from scratch."""
+    return [
+        "trainer=gpu" if spec["device"].startswith("cuda") else "trainer=cpu",
         "trainer.precision=auto",  # what the device does best (fastst.pipeline.resolve_precision)
-        f"trainer.max_steps={int(spec['warmup']) + int(spec['steps'])}",
+        f"trainer.max_steps={max_steps}",
         "logger=none",
         "progress=none",
         "seed=0",
@@ -536,13 +536,20 @@ def fastst_overrides(spec: dict[str, Any]) -> list[str]:
         f"model={spec['model']}",
         f"style.image={_q(spec['style'])}",
         f"data.image_size={int(spec['image_size'])}",
-        f"data.batch_size={int(spec['batch_size'])}",
         f"data.num_workers={int(spec['num_workers'])}",
+        *_loss_overrides(spec["network"], spec["weights"]),
+    ]
+
+
+def fastst_overrides(spec: dict[str, Any]) -> list[str]:
+    """train.py command-line overrides for a fastst training row."""
+    out = [
+        *_common_overrides(spec, int(spec["warmup"]) + int(spec["steps"])),
+        f"data.batch_size={int(spec['batch_size'])}",
         f"speed.channels_last={str(bool(spec['channels_last'])).lower()}",
         f"speed.compile={str(bool(spec['compile'])).lower()}",
         f"speed.joint_vgg_pass={str(bool(spec['joint_vgg_pass'])).lower()}",
         f"float32_matmul_precision={spec.get('matmul', 'high')}",
-        *_loss_overrides(spec["network"], spec["weights"]),
     ]
     if spec["data"] == "cache":
         out += ["data=cache", f"data.root={_q(spec['cache_root'])}"]
@@ -588,22 +595,11 @@ def run_model_training(spec: dict[str, Any]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="fastst_bench_model_") as tmp:
         overrides = [
-            "trainer=gpu" if spec["device"].startswith("cuda") else "trainer=cpu",
-            "trainer.precision=auto",
-            f"trainer.max_steps={int(spec['steps'])}",
-            "logger=none",
-            "progress=none",
-            "seed=0",
-            "ckpt_path=null",
-            f"model={spec['model']}",
-            f"style.image={_q(spec['style'])}",
+            *_common_overrides(spec, int(spec["steps"])),
             f"data.root={_q(spec['data_root'])}",
-            f"data.image_size={int(spec['image_size'])}",
             "data.batch_size=4",
-            f"data.num_workers={int(spec['num_workers'])}",
             f"loss.style_size={2 * int(spec['image_size'])}",
             "data.min_size=16",
-            *_loss_overrides(spec["network"], spec["weights"]),
         ]
         cfg = compose_train_config(overrides, Path(tmp) / "run")
         with open_dict(cfg):
