@@ -142,8 +142,10 @@ class PreemptionCheckpoint(pl.Callback):
         self.received: signal.Signals | None = None
         self.stopped_at: int | None = None  # global step of the preemption checkpoint
         self.checkpoint_path: Path | None = None
-        self._previous: dict[signal.Signals, Any] = {}  # to restore at teardown
-        self._chained: dict[signal.Signals, Any] = {}  # to call after the checkpoint (kept after teardown)
+        # The handlers installed before ours: put back at teardown, and called after the checkpoint
+        # (kept after teardown for that). ``_installed`` says whether ours are in place.
+        self._previous: dict[signal.Signals, Any] = {}
+        self._installed = False
 
     # -- signals -----------------------------------------------------------------------
     def _handler(self, signum: int, frame: Any) -> None:
@@ -154,18 +156,21 @@ class PreemptionCheckpoint(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        if self._installed:
+            return
         for sig in self.signals:
-            if sig not in self._previous:
-                self._previous[sig] = signal.getsignal(sig)
-                self._chained.setdefault(sig, self._previous[sig])
-                signal.signal(sig, self._handler)
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handler)
+        self._installed = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        if not self._installed:
+            return
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
+        self._installed = False
 
     # -- the checkpoint ----------------------------------------------------------------
     def _any_process_signalled(self, trainer: pl.Trainer) -> bool:
@@ -237,7 +242,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def _previous_handler(self, sig: signal.Signals | None) -> Callable[..., Any] | None:
         """The handler that was installed for ``sig`` before training (submitit's), if any."""
-        previous = self._chained.get(sig) if sig is not None else None
+        previous = self._previous.get(sig) if sig is not None else None
         if not callable(previous) or previous == self._handler:
             return None
         return previous
