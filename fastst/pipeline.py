@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from fastst.allocator import keep_freed_memory
 from fastst.callbacks import TrainingMonitor
 from fastst.checkpointing import (
     AtomicCheckpointIO,
@@ -148,6 +149,11 @@ def _progress(cfg: DictConfig) -> str:
     return mode
 
 
+def _on_gpu(accelerator: str | None) -> bool:
+    """Whether the Trainer's ``accelerator`` trains on a GPU here."""
+    return accelerator in ("gpu", "cuda") or (accelerator in (None, "auto") and torch.cuda.is_available())
+
+
 def resolve_precision(precision: Any, accelerator: str | None) -> str:
     """``auto``: bf16 mixed precision where the device computes bf16 natively, else fp32 (CPU) or fp16 (old GPUs).
 
@@ -160,8 +166,7 @@ def resolve_precision(precision: Any, accelerator: str | None) -> str:
         if value not in allowed:
             raise ConfigError(f"trainer.precision must be auto, 32-true, bf16-mixed or 16-mixed, got {value!r}")
         return value
-    gpu = accelerator in ("gpu", "cuda") or (accelerator in (None, "auto") and torch.cuda.is_available())
-    if gpu:
+    if _on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
     try:
         cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -170,9 +175,29 @@ def resolve_precision(precision: Any, accelerator: str | None) -> str:
     return "bf16-mixed" if cpu_bf16 else "32-true"
 
 
+def resolve_matmul_precision(value: Any, accelerator: str | None, precision: str) -> str:
+    """``float32_matmul_precision``; ``auto``: ``medium`` when training in bf16-mixed on a CPU, else ``high``.
+
+    On a CPU, ``medium`` lets oneDNN pick faster kernels for the fp32 matmuls left outside autocast
+    (the Gram matrices): about -7% per fastst step on a 2-core AVX512-BF16 CPU (docs/benchmarks.md),
+    with the Gram of bf16 features within 1.3e-6 (relative) of ``highest`` and the same gradient
+    (``tests/test_speed.py``). On GPUs ``high`` is TF32, exact for the bf16 features of bf16-mixed training.
+    """
+    value = str(value)
+    if value == "auto":
+        return "medium" if not _on_gpu(accelerator) and precision.startswith("bf16") else "high"
+    if value not in ("highest", "high", "medium"):
+        raise ConfigError(f"float32_matmul_precision must be auto, highest, high or medium, got {value!r}")
+    return value
+
+
+SPEED_OPTIONS = ("channels_last", "compile", "joint_vgg_pass", "keep_freed_memory")
+
+
 def _speed_options(cfg: DictConfig) -> dict[str, bool]:
+    """``cfg.speed``, checked: every key known, every value a bool."""
     speed = dict(_container(cfg.get("speed")) or {})
-    known = {"channels_last", "compile", "joint_vgg_pass"}
+    known = set(SPEED_OPTIONS)
     unknown = sorted(set(speed) - known)
     if unknown:
         raise ConfigError(f"unknown speed option(s) {unknown}; known: {sorted(known)}")
@@ -189,6 +214,11 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         check_writable(output_dir)  # before anything else
     with open_dict(cfg):
         cfg.trainer.precision = resolve_precision(cfg.trainer.get("precision", "auto"), cfg.trainer.get("accelerator"))
+        if cfg.get("float32_matmul_precision"):
+            cfg.float32_matmul_precision = resolve_matmul_precision(
+                cfg.float32_matmul_precision, cfg.trainer.get("accelerator"), cfg.trainer.precision
+            )
+            torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
         apply_slurm_layout(cfg.trainer)
     # Cheap checks first: the data and the style image, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
@@ -207,7 +237,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
-        **_speed_options(cfg),
+        **{k: v for k, v in _speed_options(cfg).items() if k != "keep_freed_memory"},  # that one is process-wide
     )
     check_free_space(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))
 
@@ -259,8 +289,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     check_launch(cfg.trainer, multirun=_hydra_mode() == "MULTIRUN", under_hydra=cli.LAUNCHED)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("float32_matmul_precision"):
-        torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
+    if _speed_options(cfg).get("keep_freed_memory"):
+        keep_freed_memory()  # before the first step's allocations (fastst.allocator)
     trainer, module, datamodule, ckpt_path = build(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)

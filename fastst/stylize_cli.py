@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastst.allocator import keep_freed_memory
 from fastst.export import ModelFileError
 from fastst.fileio import atomic_path, walk_files
 from fastst.images import IMAGE_EXTENSIONS, ImageError, load_image
@@ -149,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the net: faster per image, but the first image of each size compiles (10-30 s)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="video frames per batch")
+    p.add_argument(
+        "--no-keep-freed-memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="leave glibc's allocator as it is (default: keep freed memory for the next image, about 2x faster "
+        "on the CPU at 1080p, resident memory stays at its peak; fastst/allocator.py)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -169,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.keep_freed_memory:
+        keep_freed_memory()  # every image/frame allocates the same big activations again
     stylizer = load_stylizer(
         args.model,
         device=args.device,
