@@ -42,10 +42,12 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fastst.allocator import active as allocator_active
+from fastst.allocator import keep_freed_memory
 from fastst.errors import first_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,6 +346,8 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
     from fastst.models.transformer import TransformerConfig, TransformerNet
 
     device = spec["device"]
+    if spec.get("keep_freed_memory"):  # the comparison row: the textbook loop with fastst's allocator setting
+        keep_freed_memory()
     torch.manual_seed(0)
     loss = spec["loss"]
     size, batch = int(spec["image_size"]), int(spec["batch_size"])
@@ -414,7 +418,7 @@ def run_reference(spec: dict[str, Any]) -> dict[str, Any]:
         last = now
         if step + 1 == int(spec["warmup"]):
             counters = cpu_counters()
-    extra = {"precision": "32-true", "data": "folder (PIL, every step)"}
+    extra = {"precision": "32-true", "data": "folder (PIL, every step)", "keep_freed_memory": allocator_active()}
     extra["foreign_cpu"] = foreign_cpu(counters, cpu_counters())
     return _train_result(spec, times, base_rss, extra)
 
@@ -515,6 +519,7 @@ def make_step_timer(out: str, device: str = "cpu", warmup: int = 0) -> Any:
                 "compile": bool(getattr(pl_module, "compile_networks", False)),
                 "joint_vgg_pass": bool(getattr(pl_module, "joint_vgg_pass", False)),
                 "matmul": torch.get_float32_matmul_precision(),
+                "keep_freed_memory": allocator_active(),
                 "foreign_cpu": foreign_cpu(self.counters, cpu_counters()),
                 "global_step": trainer.global_step,
             }
@@ -549,7 +554,8 @@ def fastst_overrides(spec: dict[str, Any]) -> list[str]:
         f"speed.channels_last={str(bool(spec['channels_last'])).lower()}",
         f"speed.compile={str(bool(spec['compile'])).lower()}",
         f"speed.joint_vgg_pass={str(bool(spec['joint_vgg_pass'])).lower()}",
-        f"float32_matmul_precision={spec.get('matmul', 'high')}",
+        f"float32_matmul_precision={spec.get('matmul', 'auto')}",
+        f"speed.keep_freed_memory={str(bool(spec.get('keep_freed_memory', True))).lower()}",
     ]
     if spec["data"] == "cache":
         out += ["data=cache", f"data.root={_q(spec['cache_root'])}"]
@@ -582,6 +588,7 @@ def run_fastst(spec: dict[str, Any]) -> dict[str, Any]:
         train(cfg)
         info = json.loads(out.read_text())
     extra = {k: info[k] for k in ("precision", "channels_last", "compile", "joint_vgg_pass", "matmul", "foreign_cpu")}
+    extra["keep_freed_memory"] = info["keep_freed_memory"]
     extra["data"] = spec["data"]
     return _train_result(spec, info["times"], info["base_rss"], extra)
 
@@ -613,10 +620,38 @@ def run_model_training(spec: dict[str, Any]) -> dict[str, Any]:
     return {"path": spec["out"], "seconds": time.perf_counter() - started}
 
 
+def run_eager_inference(spec: dict[str, Any]) -> dict[str, Any]:
+    """fp32 eager inference timed in its own process, on whatever allocator that process has.
+
+    The benchmark runs it in a fresh process on glibc's default allocator, to show what
+    ``keep_freed_memory`` (on in the inference table's process, as in ``stylize.py``) gains.
+    """
+    from fastst.inference import load_stylizer
+
+    device = spec["device"]
+    stylizer = load_stylizer(spec["model_path"], device=device)
+    xs = [load_photo(p, tuple(spec["hw"])).to(device) for p in spec["photos"]]
+    times, counters = [], None
+    for i in range(int(spec["warmup"]) + int(spec["repeats"])):
+        if i == int(spec["warmup"]):
+            counters = cpu_counters()
+        _sync(device)
+        t0 = time.perf_counter()
+        stylizer(xs[i % len(xs)])
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {
+        "times": times[int(spec["warmup"]) :],
+        "keep_freed_memory": allocator_active(),
+        "foreign_cpu": foreign_cpu(counters, cpu_counters()),
+    }
+
+
 WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "reference": run_reference,
     "fastst": run_fastst,
     "model": run_model_training,
+    "infer_eager": run_eager_inference,
 }
 
 
@@ -694,6 +729,20 @@ def worker_main(spec_path: str) -> int:
 
 
 # -- training plan -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Flags:
+    """A training row's speed settings: fastst's ``speed.*`` and ``float32_matmul_precision``.
+
+    The reference loop uses only ``keep_freed_memory`` (the process-wide allocator setting).
+    """
+
+    channels_last: bool = False
+    compile: bool = False
+    joint_vgg_pass: bool = False
+    matmul: str = "auto"  # train.py's float32_matmul_precision (auto: medium for bf16 on a CPU, else high)
+    keep_freed_memory: bool = True  # train.py's default (fastst.allocator)
+
+
 @dataclass
 class TrainRow:
     network: str
@@ -701,64 +750,40 @@ class TrainRow:
     name: str  # "reference", "fastst", "fastst small"
     kind: str  # reference | fastst
     model: str = "johnson"
-    channels_last: bool = False
-    compile: bool = False
-    joint_vgg_pass: bool = False
-    matmul: str = "high"  # train.py's float32_matmul_precision
+    flags: Flags = field(default_factory=Flags)
     data: str = "folder"
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> str:
+        f = self.flags
         if self.kind == "reference":
-            return "textbook loop (fp32, eager)"
+            return "textbook loop (fp32, eager)" + (", glibc keeps freed memory" if f.keep_freed_memory else "")
         flags = [
             f"precision={self.result.get('precision', 'auto')}",
-            "channels_last" if self.channels_last else None,
-            "compile" if self.compile else None,
-            "joint_vgg" if self.joint_vgg_pass else None,
-            f"fp32 matmul={self.matmul}",
+            "channels_last" if f.channels_last else None,
+            "compile" if f.compile else None,
+            "joint_vgg" if f.joint_vgg_pass else None,
+            f"fp32 matmul={self.result.get('matmul', f.matmul)}",
+            None if f.keep_freed_memory else "keep_freed_memory=false",
             f"data={self.data}",
         ]
         prefix = "small net, " if self.model == "johnson_small" else ""
-        return prefix + ", ".join(f for f in flags if f)
-
-    def flags(self) -> Flags:
-        return Flags(self.channels_last, self.compile, self.joint_vgg_pass, self.matmul)
+        return prefix + ", ".join(x for x in flags if x)
 
 
-@dataclass(frozen=True)
-class Flags:
-    """fastst's speed settings of a training row: ``speed.*`` and ``float32_matmul_precision``."""
-
-    channels_last: bool
-    compile: bool
-    joint_vgg_pass: bool
-    matmul: str
-
-
-def matmul_precision_for(device: str) -> str:
-    """train.py's ``float32_matmul_precision`` that suits the device.
-
-    ``medium`` lets oneDNN run fp32 matmuls (the Gram matrices, which fastst keeps out of autocast)
-    in bf16 on CPUs with native bf16, about twice as fast (bf16 has fp32's range, so no overflow);
-    ``high`` (TF32) on GPUs and on other CPUs, where it changes nothing.
-    """
-    if device.startswith("cuda"):
-        return "high"
-    from fastst.pipeline import resolve_precision
-
-    return "medium" if resolve_precision("auto", "cpu") == "bf16-mixed" else "high"
+REFERENCE = Flags(keep_freed_memory=False)  # the textbook loop as users run it: glibc's default allocator
 
 
 def guess_flags(args: argparse.Namespace) -> Flags:
     """What the quick run assumes is best (the full run's sweep measures it; see docs/benchmarks.md).
 
     On the 2-core AVX512-BF16 CPU this was written on: bf16 + compile, NCHW, the separate no-grad
-    content pass and bf16 Gram matmuls; channels_last did not pay off in training there.
+    content pass, and train.py's defaults for the rest (``float32_matmul_precision=auto``,
+    ``speed.keep_freed_memory``); channels_last did not pay off in training there.
     """
     cuda = args.device.startswith("cuda")
-    return Flags(cuda, not args.no_compile, False, matmul_precision_for(args.device))
+    return Flags(channels_last=cuda, compile=not args.no_compile)
 
 
 def best_flags(rows: list[TrainRow], network: str, batch: int, default: Flags) -> Flags:
@@ -767,13 +792,17 @@ def best_flags(rows: list[TrainRow], network: str, batch: int, default: Flags) -
     cell = [r for r in cell if r.batch_size == batch and r.result.get("images_per_s")]
     if not cell:
         return default
-    return max(cell, key=lambda r: r.result["images_per_s"]).flags()
+    return max(cell, key=lambda r: r.result["images_per_s"]).flags
+
+
+def _resolved_matmul(rows: list[TrainRow], flags: Flags) -> str | None:
+    """The ``float32_matmul_precision`` that ``auto`` became in the rows run with ``flags``."""
+    return next((r.result["matmul"] for r in rows if r.flags == flags and "matmul" in r.result), None)
 
 
 def _fastst_row(network: str, batch: int, flags: Flags, data: str, small: bool = False) -> TrainRow:
     name, model = ("fastst small", "johnson_small") if small else ("fastst", "johnson")
-    f = flags
-    return TrainRow(network, batch, name, "fastst", model, f.channels_last, f.compile, f.joint_vgg_pass, f.matmul, data)
+    return TrainRow(network, batch, name, "fastst", model, flags, data)
 
 
 def run_training(args: argparse.Namespace, inputs: dict[str, Any], cache: dict[str, Any] | None) -> list[TrainRow]:
@@ -781,23 +810,23 @@ def run_training(args: argparse.Namespace, inputs: dict[str, Any], cache: dict[s
 
     Full run: at the first batch size (every batch size with ``--sweep-all``) every combination of
     ``speed.channels_last``, ``speed.compile`` and ``speed.joint_vgg_pass`` (with the device's
-    matmul precision), then the fastest of them with ``float32_matmul_precision=high`` and with the
-    folder source instead of the cache; other batch sizes use the fastest settings. Quick run: the
-    expected best settings only. The half-width net gets one row at the headline cell.
+    matmul precision), then the fastest of them with ``float32_matmul_precision=high``, with
+    ``speed.keep_freed_memory=false`` and with the folder source instead of the cache, and the
+    reference loop with glibc keeping freed memory too; other batch sizes use the fastest settings.
+    Quick run: the expected best settings only. The half-width net gets one row at the headline cell.
     """
     rows: list[TrainRow] = []
     fast_data = "cache" if cache else "folder"
     guess = guess_flags(args)
-    matmul = matmul_precision_for(args.device)
     losses = {n: _loss_settings(n, inputs["vgg16"] if n == "vgg16" else "random") for n in args.networks}
     for network in args.networks:
         for b_i, batch in enumerate(args.batch_sizes):
-            cell: list[TrainRow] = [TrainRow(network, batch, "reference", "reference")]
+            cell: list[TrainRow] = [TrainRow(network, batch, "reference", "reference", flags=REFERENCE)]
             if not args.quick and (args.sweep_all or b_i == 0):
                 for cl in (False, True):
                     for comp in (False, True) if not args.no_compile else (False,):
                         for joint in (False, True):
-                            cell.append(_fastst_row(network, batch, Flags(cl, comp, joint, matmul), fast_data))
+                            cell.append(_fastst_row(network, batch, Flags(cl, comp, joint), fast_data))
             else:
                 flags = guess if args.quick else best_flags(rows, network, args.batch_sizes[0], guess)
                 cell.append(_fastst_row(network, batch, flags, fast_data))
@@ -806,15 +835,18 @@ def run_training(args: argparse.Namespace, inputs: dict[str, Any], cache: dict[s
                 rows.append(row)
             if network != args.networks[0] or b_i != 0:
                 continue
-            # At the headline cell, with its best settings: what the matmul precision and the data
-            # cache each contribute (full run), and the half-width net.
+            # At the headline cell, with its best settings: what the matmul precision, the allocator
+            # setting and the data cache each contribute (full run), and the half-width net.
             best = best_flags(rows, network, batch, guess)
             extra = []
-            if not args.quick and best.matmul != "high":
-                high = Flags(best.channels_last, best.compile, best.joint_vgg_pass, "high")
-                extra.append(_fastst_row(network, batch, high, fast_data))
-            if not args.quick and cache:
-                extra.append(_fastst_row(network, batch, best, "folder"))
+            if not args.quick:
+                if _resolved_matmul(rows, best) not in (None, "high"):
+                    extra.append(_fastst_row(network, batch, replace(best, matmul="high"), fast_data))
+                extra.append(_fastst_row(network, batch, replace(best, keep_freed_memory=False), fast_data))
+                if cache:
+                    extra.append(_fastst_row(network, batch, best, "folder"))
+                reference = replace(REFERENCE, keep_freed_memory=True)
+                extra.append(TrainRow(network, batch, "reference", "reference", flags=reference))
             if not args.no_small:
                 extra.append(_fastst_row(network, batch, best, fast_data, small=True))
             for row in extra:
@@ -838,10 +870,11 @@ def _run_train_row(
         "batch_size": row.batch_size,
         "warmup": args.train_warmup,
         "steps": args.steps,
-        "channels_last": row.channels_last,
-        "compile": row.compile,
-        "joint_vgg_pass": row.joint_vgg_pass,
-        "matmul": row.matmul,
+        "channels_last": row.flags.channels_last,
+        "compile": row.flags.compile,
+        "joint_vgg_pass": row.flags.joint_vgg_pass,
+        "matmul": row.flags.matmul,
+        "keep_freed_memory": row.flags.keep_freed_memory,
         "data": row.data,
         "data_root": inputs["data"],
         "cache_root": cache["root"] if cache else None,
@@ -1013,11 +1046,16 @@ class _Runner:
         return self.stylizer(x)
 
 
+DEFAULT_MALLOC_OPTION = "fp32 eager, default malloc"  # fp32 eager in its own process, glibc's default allocator
+
+
 def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict[str, dict]) -> list[dict[str, Any]]:
     """Seconds per image for every option and model at every size, interleaved; diffs on real photos."""
     import torch
 
     device = args.device
+    if not args.default_malloc:
+        keep_freed_memory()  # as scripts/stylize.py does
     options = inference_options(device, args.quick, args.no_compile)
     onnx_dir = Path(args.cache_dir) / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -1086,8 +1124,10 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
                     row["mean_diffs"].append(float(d.mean()))
         _progress(f"inference {size_label(hw)}: {len([x for x in runners if x[2]])} runs x {args.repeats} rounds done")
         others = foreign_cpu(counters, cpu_counters())
-        for _, _, _, row in runners:
+        for model_name, option, _, row in runners:
             rows.append({**_finish_infer_row(row), "foreign_cpu": others})
+            if model_name == "johnson" and option.name == "fp32 eager" and allocator_active() and not args.in_process:
+                rows.append(_default_malloc_row(args, models["johnson"]["path"], hw, chosen))
     # ratios against the default net's fp32 eager at the same size
     base = {r["size"]: r["seconds"] for r in rows if r["model"] == "johnson" and r["option"] == "fp32 eager"}
     for r in rows:
@@ -1097,6 +1137,18 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
             # one-time cost: compile (torch.compile) or export + session start (ONNX Runtime)
             r["compile_s"] = r["first_call_s"] - r["seconds"] + r.get("setup_s", 0.0)
     return rows
+
+
+def _default_malloc_row(args: argparse.Namespace, model_path: str, hw: tuple[int, int], photos: list[str]) -> dict:
+    """The default net's fp32 eager time in a fresh process on glibc's default allocator."""
+    spec = {"kind": "infer_eager", "device": args.device, "model_path": model_path, "hw": list(hw)}
+    spec.update(photos=photos, warmup=args.warmup, repeats=args.repeats)
+    result = run_worker(spec, args)
+    row = {"size": size_label(hw), "model": "johnson", "option": DEFAULT_MALLOC_OPTION, "backend": "torch"}
+    row.update(dtype="fp32", channels_last=False, compile=False, foreign_cpu=result.get("foreign_cpu"))
+    if "error" in result:
+        return {**row, "status": "error", "reason": result["error"]}
+    return _finish_infer_row({**row, "status": "ok", "times": result["times"], "diffs": []})
 
 
 def _finish_infer_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -1134,7 +1186,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: S
 def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args: argparse.Namespace) -> dict:
     """Headline numbers: the training and inference speed-ups the issue asks for."""
     out: dict[str, Any] = {}
-    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in train_rows if r.kind == "reference"}
+    # "x ref" is over the textbook loop as users run it (glibc's default allocator)
+    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in train_rows if r.flags == REFERENCE}
     for tr in train_rows:
         ips, ref_ips = tr.result.get("images_per_s"), refs.get((tr.network, tr.batch_size))
         tr.result["speedup"] = ips / ref_ips if ips and ref_ips else None
@@ -1160,7 +1213,13 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     ok = [r for r in candidates if r.get("max_abs_diff") is not None and r["max_abs_diff"] < DIFF_LIMIT]
     best = min(ok, key=lambda r: r["seconds"]) if ok else None
     out["infer_size"] = label
-    out["infer_speedup_1024"] = best.get("speedup") if best else None
+    # Over plain PyTorch fp32 eager (glibc's default allocator, own process) when it was timed, else
+    # over fp32 eager in the table's process (same allocator setting as the options: the lower bound).
+    plain = [r["seconds"] for r in infer_rows if r["size"] == label and r["option"] == DEFAULT_MALLOC_OPTION]
+    plain = [t for t in plain if t]
+    out["infer_speedup_1024_same_process"] = best.get("speedup") if best else None
+    out["infer_speedup_1024"] = (plain[0] / best["seconds"] if plain else best.get("speedup")) if best else None
+    out["infer_baseline"] = DEFAULT_MALLOC_OPTION if plain else "fp32 eager"
     out["infer_max_abs_diff_1024"] = best.get("max_abs_diff") if best else None
     out["infer_best_1024"] = best["option"] if best else None
     return out
@@ -1221,9 +1280,14 @@ def render(result: dict[str, Any]) -> str:
         )
     if s.get("infer_speedup_1024"):
         parts.append(
-            f"infer_speedup ({s['infer_size']}): {s['infer_speedup_1024']:.2f}x with {s['infer_best_1024']} "
-            f"(max abs diff {s['infer_max_abs_diff_1024']:.3g} < {DIFF_LIMIT})"
+            f"infer_speedup ({s['infer_size']}): {s['infer_speedup_1024']:.2f}x over {s['infer_baseline']} with "
+            f"{s['infer_best_1024']} (max abs diff {s['infer_max_abs_diff_1024']:.3g} < {DIFF_LIMIT})"
         )
+        if s["infer_baseline"] != "fp32 eager":
+            parts.append(
+                f"  over fp32 eager in the same process (allocator kept for both): "
+                f"{s['infer_speedup_1024_same_process']:.2f}x"
+            )
     notes = [
         "x ref: images/s over the reference loop's at the same loss and batch; x fp32: fp32 eager s/image (default "
         "net, same size) over this row's.",
@@ -1242,6 +1306,16 @@ def render(result: dict[str, Any]) -> str:
     ]
     if train:
         notes.insert(1, "peak MB: " + str(train[0]["result"].get("memory", "")))
+        notes.append(
+            "keep_freed_memory: glibc keeps freed memory for the next step (fastst.allocator; train.py's "
+            "speed.keep_freed_memory, on by default); the reference loop runs on glibc's default allocator."
+        )
+    if any(r["option"] == DEFAULT_MALLOC_OPTION for r in infer):
+        notes.append(
+            f"{DEFAULT_MALLOC_OPTION}: plain PyTorch, the default net's fp32 eager in a fresh process on glibc's "
+            "default allocator; every other inference row runs in this process, which keeps freed memory as "
+            "stylize.py does (--default-malloc: it does not)."
+        )
     if "vgg19" in meta.get("networks", []) and train:
         notes.append("VGG-19 rows use random weights (ImageNet VGG-19 is not available offline): same speed.")
     notes += meta.get("notes", [])
@@ -1288,6 +1362,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(CACHE_DIR/inductor across runs: repeated runs compile from cache; --quick default)",
     )
     p.add_argument("--num-workers", type=int, default=2, help="fastst data loader workers (default 2, as train.py)")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="time inference on glibc's default allocator (default: keep freed memory, as stylize.py does; a "
+        "separate 'fp32 eager, default malloc' row shows the difference)",
+    )
     # Scale knobs (tests, experiments).
     p.add_argument("--image-size", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--batch-sizes", default=None, help=argparse.SUPPRESS)

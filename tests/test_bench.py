@@ -118,3 +118,20 @@ def test_inference_options_without_gpu(device: str) -> None:
     fp16 = next(o for o in bench.inference_options(device, quick=False) if o.name == "fp16 autocast")
     assert fp16.skip  # CPU: reported as skipped, with the reason
     assert not [o for o in bench.inference_options(device, quick=True, no_compile=True) if o.compile]
+
+
+def test_default_malloc_row_runs_in_its_own_process(tmp_path: Path, photos_dir: Path) -> None:
+    """The plain-PyTorch inference baseline: fp32 eager in a fresh process, glibc's allocator untouched."""
+    from fastst.export import export_checkpoint
+    from tests.test_export import make_checkpoint
+
+    model = export_checkpoint(make_checkpoint(tmp_path / "ckpt"), export_dir=tmp_path / "models")
+    args = bench.resolve_args(bench.build_parser().parse_args(["--repeats=2", "--warmup=1", f"--cache-dir={tmp_path}"]))
+    photos = [str(p) for p in sorted(photos_dir.iterdir())[:2]]
+    row = bench._default_malloc_row(args, str(model), (64, 96), photos)
+    assert row["status"] == "ok", row
+    assert row["option"] == bench.DEFAULT_MALLOC_OPTION and row["size"] == "96x64"
+    assert len(row["times"]) == 2 and row["seconds"] > 0
+    # the worker reports its allocator: untouched there, whatever this (pytest) process did
+    spec = {"kind": "infer_eager", "device": "cpu", "model_path": str(model), "hw": [64, 96], "photos": photos}
+    assert bench.run_worker({**spec, "warmup": 0, "repeats": 1}, args)["keep_freed_memory"] is False
