@@ -1135,7 +1135,7 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
             r["speedup"] = base[r["size"]] / r["seconds"]
         if r.get("first_call_s") is not None and r.get("seconds") and (r["compile"] or r["backend"] != "torch"):
             # one-time cost: compile (torch.compile) or export + session start (ONNX Runtime)
-            r["compile_s"] = r["first_call_s"] - r["seconds"] + r.get("setup_s", 0.0)
+            r["compile_s"] = max(0.0, r["first_call_s"] - r["seconds"] + r.get("setup_s", 0.0))
     return rows
 
 
@@ -1187,7 +1187,8 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     """Headline numbers: the training and inference speed-ups the issue asks for."""
     out: dict[str, Any] = {}
     # "x ref" is over the textbook loop as users run it (glibc's default allocator)
-    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in train_rows if r.flags == REFERENCE}
+    plain = [r for r in train_rows if r.kind == "reference" and r.flags == REFERENCE]
+    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in plain}
     for tr in train_rows:
         ips, ref_ips = tr.result.get("images_per_s"), refs.get((tr.network, tr.batch_size))
         tr.result["speedup"] = ips / ref_ips if ips and ref_ips else None

@@ -135,3 +135,22 @@ def test_default_malloc_row_runs_in_its_own_process(tmp_path: Path, photos_dir: 
     # the worker reports its allocator: untouched there, whatever this (pytest) process did
     spec = {"kind": "infer_eager", "device": "cpu", "model_path": str(model), "hw": [64, 96], "photos": photos}
     assert bench.run_worker({**spec, "warmup": 0, "repeats": 1}, args)["keep_freed_memory"] is False
+
+
+def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Path) -> None:
+    """Ablation rows (a fastst row without the allocator setting, the reference with it) are never the baseline."""
+    from dataclasses import replace
+
+    args = bench.resolve_args(bench.build_parser().parse_args(["--quick", f"--cache-dir={tmp_path}"]))
+    ref, fast = bench.REFERENCE, bench.Flags()
+    rows = [
+        bench.TrainRow("vgg19", 4, "reference", "reference", flags=ref, result={"images_per_s": 1.0}),
+        bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=fast, data="cache", result={"images_per_s": 2.0}),
+        bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, keep_freed_memory=False), data="cache"),
+        bench.TrainRow("vgg19", 4, "reference", "reference", flags=replace(ref, keep_freed_memory=True)),
+    ]
+    rows[2].result, rows[3].result = {"images_per_s": 1.5}, {"images_per_s": 1.2}
+    summary = bench.summarize(rows, [], args)
+    assert summary["train_speedup"] == 2.0
+    assert [r.result["speedup"] for r in rows] == [1.0, 2.0, 1.5, 1.2]
+    assert "keep_freed_memory=false" in rows[2].config and "keeps freed memory" in rows[3].config
