@@ -753,6 +753,7 @@ class TrainRow:
     flags: Flags = field(default_factory=Flags)
     data: str = "folder"
     result: dict[str, Any] = field(default_factory=dict)
+    ablation: bool = False  # one default switched off, to show its share; never "fastst best"
 
     @property
     def config(self) -> str:
@@ -789,7 +790,7 @@ def guess_flags(args: argparse.Namespace) -> Flags:
 def best_flags(rows: list[TrainRow], network: str, batch: int, default: Flags) -> Flags:
     """The settings of the fastest fastst row of a cell (default net); ``default`` if there is none."""
     cell = [r for r in rows if r.kind == "fastst" and r.model == "johnson" and r.network == network]
-    cell = [r for r in cell if r.batch_size == batch and r.result.get("images_per_s")]
+    cell = [r for r in cell if r.batch_size == batch and r.result.get("images_per_s") and not r.ablation]
     if not cell:
         return default
     return max(cell, key=lambda r: r.result["images_per_s"]).flags
@@ -842,11 +843,15 @@ def run_training(args: argparse.Namespace, inputs: dict[str, Any], cache: dict[s
             if not args.quick:
                 if _resolved_matmul(rows, best) not in (None, "high"):
                     extra.append(_fastst_row(network, batch, replace(best, matmul="high"), fast_data))
-                extra.append(_fastst_row(network, batch, replace(best, keep_freed_memory=False), fast_data))
+                if not args.in_process:  # mallopt is process-wide and for good: in-process rows would share it
+                    extra.append(_fastst_row(network, batch, replace(best, keep_freed_memory=False), fast_data))
                 if cache:
                     extra.append(_fastst_row(network, batch, best, "folder"))
-                reference = replace(REFERENCE, keep_freed_memory=True)
-                extra.append(TrainRow(network, batch, "reference", "reference", flags=reference))
+                if not args.in_process:
+                    reference = replace(REFERENCE, keep_freed_memory=True)
+                    extra.append(TrainRow(network, batch, "reference", "reference", flags=reference))
+                for row in extra:
+                    row.ablation = True
             if not args.no_small:
                 extra.append(_fastst_row(network, batch, best, fast_data, small=True))
             for row in extra:
@@ -1129,7 +1134,7 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
             if model_name == "johnson" and option.name == "fp32 eager" and allocator_active() and not args.in_process:
                 rows.append(_default_malloc_row(args, models["johnson"]["path"], hw, chosen))
     # ratios against the default net's fp32 eager at the same size
-    base = {r["size"]: r["seconds"] for r in rows if r["model"] == "johnson" and r["option"] == "fp32 eager"}
+    base = {r["size"]: r.get("seconds") for r in rows if r["model"] == "johnson" and r["option"] == "fp32 eager"}
     for r in rows:
         if r.get("seconds") and base.get(r["size"]):
             r["speedup"] = base[r["size"]] / r["seconds"]
@@ -1187,14 +1192,14 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     """Headline numbers: the training and inference speed-ups the issue asks for."""
     out: dict[str, Any] = {}
     # "x ref" is over the textbook loop as users run it (glibc's default allocator)
-    plain = [r for r in train_rows if r.kind == "reference" and r.flags == REFERENCE]
+    plain = [r for r in train_rows if r.kind == "reference" and not r.flags.keep_freed_memory]
     refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in plain}
     for tr in train_rows:
         ips, ref_ips = tr.result.get("images_per_s"), refs.get((tr.network, tr.batch_size))
         tr.result["speedup"] = ips / ref_ips if ips and ref_ips else None
     cells: dict[str, Any] = {}
     for tr in train_rows:
-        if tr.kind != "fastst" or tr.model != "johnson" or not tr.result.get("speedup"):
+        if tr.kind != "fastst" or tr.model != "johnson" or tr.ablation or not tr.result.get("speedup"):
             continue
         key = f"{tr.network}_b{tr.batch_size}"
         if key not in cells or tr.result["speedup"] > cells[key]["speedup"]:
@@ -1216,8 +1221,8 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     out["infer_size"] = label
     # Over plain PyTorch fp32 eager (glibc's default allocator, own process) when it was timed, else
     # over fp32 eager in the table's process (same allocator setting as the options: the lower bound).
-    plain = [r["seconds"] for r in infer_rows if r["size"] == label and r["option"] == DEFAULT_MALLOC_OPTION]
-    plain = [t for t in plain if t]
+    plain = [r.get("seconds") for r in infer_rows if r["size"] == label and r["option"] == DEFAULT_MALLOC_OPTION]
+    plain = [t for t in plain if t]  # None when its process failed: then the same-process ratio
     out["infer_speedup_1024_same_process"] = best.get("speedup") if best else None
     out["infer_speedup_1024"] = (plain[0] / best["seconds"] if plain else best.get("speedup")) if best else None
     out["infer_baseline"] = DEFAULT_MALLOC_OPTION if plain else "fp32 eager"

@@ -150,7 +150,19 @@ def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Pat
         bench.TrainRow("vgg19", 4, "reference", "reference", flags=replace(ref, keep_freed_memory=True)),
     ]
     rows[2].result, rows[3].result = {"images_per_s": 1.5}, {"images_per_s": 1.2}
-    summary = bench.summarize(rows, [], args)
+    # a faster ablation row (noise, or a switch that changes nothing on the device) is never "fastst best"
+    fast_ablation = bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, matmul="high"), data="cache")
+    fast_ablation.result, fast_ablation.ablation = {"images_per_s": 2.5}, True
+    rows.append(fast_ablation)
+    assert bench.best_flags(rows, "vgg19", 4, bench.REFERENCE) == fast
+    at = {"size": "1024x1024", "model": "johnson"}
+    infer = [  # the plain-PyTorch baseline's process failed: the same-process ratio, no crash
+        {**at, "option": "fp32 eager", "seconds": 1.0, "speedup": 1.0},
+        {**at, "option": bench.DEFAULT_MALLOC_OPTION, "status": "error"},
+        {**at, "option": "bf16 autocast", "seconds": 0.4, "speedup": 2.5, "max_abs_diff": 0.01},
+    ]
+    summary = bench.summarize(rows, infer, args)
     assert summary["train_speedup"] == 2.0
-    assert [r.result["speedup"] for r in rows] == [1.0, 2.0, 1.5, 1.2]
+    assert [r.result["speedup"] for r in rows] == [1.0, 2.0, 1.5, 1.2, 2.5]
     assert "keep_freed_memory=false" in rows[2].config and "keeps freed memory" in rows[3].config
+    assert summary["infer_speedup_1024"] == 2.5 and summary["infer_baseline"] == "fp32 eager"
