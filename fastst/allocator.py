@@ -4,8 +4,9 @@ glibc serves every allocation above its mmap threshold (at most 32 MB; a 4 x 64 
 activation is 64 MB) with a fresh ``mmap`` and hands it back to the kernel on ``free``. A training
 step allocates and frees the same large activations every time, so each step faults all of them in
 again, page by page: millions of minor page faults in a few steps on the CPU, about 15% of a fastst
-step on a 2-core machine. ``keep_freed_memory`` turns that off for the whole process with
-``mallopt``: large blocks come from the heap and freed memory stays in it for the next step. The
+step on a 2-core machine. ``keep_freed_memory`` turns that off with ``mallopt``: large blocks come
+from the heap and freed memory stays in it for the next step (in the main thread's arena, where the
+training loop and inference allocate; glibc's per-thread arenas still map blocks above 64 MB). The
 resident memory then stays at its peak until the process ends, which a training run reaches in its
 first steps anyway. The same can be had from the environment before Python starts
 (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``) or with jemalloc/tcmalloc preloaded.
@@ -30,7 +31,8 @@ _state: dict[str, bool] = {}
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse; True if it took effect (Linux with glibc).
 
-    Idempotent; a no-op returning False on other C libraries (musl), macOS and Windows.
+    Idempotent; a no-op returning False on other C libraries (musl), macOS and Windows. With jemalloc
+    or tcmalloc preloaded it returns True but changes nothing (they do not reuse glibc's settings).
     """
     if "applied" in _state:
         return _state["applied"]

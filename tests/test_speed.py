@@ -11,7 +11,7 @@ import torch
 
 from fastst.errors import ConfigError
 from fastst.losses.functional import gram_matrix
-from fastst.pipeline import _speed_options, resolve_matmul_precision
+from fastst.pipeline import _speed_options, resolve_matmul_precision, resolve_precision
 
 # A child process allocates, writes and frees a 64 MB tensor (above glibc's largest mmap threshold,
 # like a 4 x 64 x 256 x 256 fp32 activation) 20 times, as training steps do, and reports the minor
@@ -21,13 +21,14 @@ import json, resource, sys
 import torch
 from fastst.allocator import active, keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+again = keep_freed_memory() if sys.argv[1] == "keep" else False  # idempotent
 faults = []
 for _ in range(20):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 * 2**20)
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "active": active(), "faults": sum(faults[10:])}))
+print(json.dumps({"applied": applied, "again": again, "active": active(), "faults": sum(faults[10:])}))
 """
 
 
@@ -39,13 +40,11 @@ def _faults(mode: str) -> dict:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_stops_refaulting_big_tensors():
     default, kept = _faults("default"), _faults("keep")
-    assert kept["applied"] and kept["active"] and not default["active"]
-    pages = 64 * 2**20 // 4096
-    assert default["faults"] >= 9 * pages  # glibc: a fresh mmap per allocation, faulted in every time
-    assert kept["faults"] <= pages  # kept: the heap's pages are reused
-    from fastst.allocator import keep_freed_memory
-
-    assert keep_freed_memory() == keep_freed_memory()  # idempotent
+    assert kept["applied"] and kept["again"] and kept["active"] and not default["active"]
+    # glibc's default: a fresh mmap per allocation, faulted in every time (16384 small pages, or 32
+    # huge pages where transparent huge pages are "always"); kept: the heap's pages are reused
+    assert default["faults"] >= 10 * 32
+    assert kept["faults"] * 10 <= default["faults"]
 
 
 def test_speed_options_checked():
@@ -67,8 +66,15 @@ def test_matmul_precision_auto():
         resolve_matmul_precision("low", "cpu", "32-true")
 
 
+@pytest.mark.skipif(resolve_precision("auto", "cpu") != "bf16-mixed", reason="auto picks medium on bf16 CPUs only")
 def test_gram_of_bf16_features_same_under_medium_matmul_precision():
-    """``auto`` picks ``medium`` for bf16 training on a CPU: the Grams must stay fp32-accurate."""
+    """``auto`` picks ``medium`` for bf16 training on a CPU: the Grams must stay fp32-accurate.
+
+    bf16 features times bf16 features is exact in fp32, so the forward holds to fp32 rounding even where
+    oneDNN rounds fp32 matmul inputs to bf16. The gradient multiplies by the fp32 upstream gradient,
+    which such a CPU would round to bf16 (relative 2**-8), as the bf16 layers below do anyway; measured
+    identical on the CPU this was written on.
+    """
     torch.manual_seed(0)
     features = torch.relu(torch.randn(2, 64, 64, 64)).bfloat16().float()  # what bf16 VGG layers give
     weight = torch.randn(2, 64, 64)
@@ -85,7 +91,7 @@ def test_gram_of_bf16_features_same_under_medium_matmul_precision():
         torch.set_float32_matmul_precision(previous)
     (g_hi, grad_hi), (g_med, grad_med) = results["highest"], results["medium"]
     assert ((g_med - g_hi).abs().max() / g_hi.abs().max()).item() < 1e-5
-    assert ((grad_med - grad_hi).abs().max() / grad_hi.abs().max()).item() < 1e-5
+    assert ((grad_med - grad_hi).abs().max() / grad_hi.abs().max()).item() < 2**-7
 
 
 def test_stylize_cli_allocator_flag():
