@@ -3,27 +3,35 @@
 # (model=johnson, 32 channels): both trained the same way through train.py, then scored by
 # scripts/evaluate.py on held-out photos (content loss, style loss, SSIM to the content).
 #
-#   bash scripts/small_net_quality.sh [WORK_DIR]        # ~15 min on a 2-core CPU
+#   bash scripts/small_net_quality.sh [WORK_DIR]        # ~9 min on a 2-core CPU
 #
 # Photos: the last 50 (sorted) of $PHOTOS are held out, the rest train. VGG-16 caffe weights
 # ($VGG16), since ImageNet VGG-19 cannot be downloaded offline here. Results in WORK_DIR/eval_*.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-WORK=${1:-/tmp/fastst_small_net_quality}
-SHARED=${SHARED:-../shared}
-PHOTOS=${PHOTOS:-$SHARED/data/photos}
-STYLE=${STYLE:-$SHARED/data/styles/starry_night.jpg}
-VGG16=${VGG16:-$SHARED/weights/vgg16_caffe_conv.pth}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SHARED=${SHARED:-$REPO/../shared}
+# Paths given relative to where the script is called from; absolute from here on.
+WORK=$(realpath -m "${1:-/tmp/fastst_small_net_quality}")
+PHOTOS=$(realpath -m "${PHOTOS:-$SHARED/data/photos}")
+STYLE=$(realpath -m "${STYLE:-$SHARED/data/styles/starry_night.jpg}")
+VGG16=$(realpath -m "${VGG16:-$SHARED/weights/vgg16_caffe_conv.pth}")
 STEPS=${STEPS:-1000}
 SIZE=${SIZE:-128}
 HELD_OUT=${HELD_OUT:-50}
+cd "$REPO"
 
-for f in "$PHOTOS" "$STYLE" "$VGG16"; do
-  [ -e "$f" ] || { echo "small_net_quality.sh: $f not found (set PHOTOS, STYLE, VGG16 or SHARED)" >&2; exit 2; }
+[ -d "$PHOTOS" ] || { echo "small_net_quality.sh: photo folder $PHOTOS not found (set PHOTOS or SHARED)" >&2; exit 2; }
+for f in "$STYLE" "$VGG16"; do
+  [ -f "$f" ] || { echo "small_net_quality.sh: $f not found (set STYLE, VGG16 or SHARED)" >&2; exit 2; }
 done
+for p in "$WORK" "$STYLE" "$VGG16"; do  # Hydra override values: quoted below, so no ' in them
+  case "$p" in *"'"*) echo "small_net_quality.sh: $p: paths with ' are not supported" >&2; exit 2 ;; esac
+done
+[ "$STEPS" -ge 5 ] || { echo "small_net_quality.sh: STEPS must be >= 5, got $STEPS" >&2; exit 2; }
 rm -rf "$WORK/train" "$WORK/val"
 mkdir -p "$WORK/train" "$WORK/val"
-mapfile -t files < <(find "$(realpath "$PHOTOS")" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.png' \) | sort)
+mapfile -t files < <(find -L "$PHOTOS" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \
+  -o -iname '*.webp' -o -iname '*.bmp' -o -iname '*.tif' -o -iname '*.tiff' \) | sort)
 n=${#files[@]}
 [ "$n" -gt "$HELD_OUT" ] || { echo "small_net_quality.sh: need more than $HELD_OUT photos in $PHOTOS, found $n" >&2; exit 2; }
 for i in "${!files[@]}"; do
@@ -35,12 +43,12 @@ for model in johnson johnson_small; do
   run="$WORK/run_$model"
   rm -rf "$run"
   start=$(date +%s)
-  python train.py model="$model" style=custom style.name=starry_night style.image="$(realpath "$STYLE")" \
-    data.root="$WORK/train" data.image_size="$SIZE" data.resize=$((SIZE * 9 / 8)) \
-    loss.network=vgg16 loss.weights="$(realpath "$VGG16")" loss.preprocessing=caffe \
+  python train.py model="$model" style=custom style.name=starry_night style.image="'$STYLE'" \
+    data.root="'$WORK/train'" data.image_size="$SIZE" data.resize=$((SIZE * 9 / 8)) \
+    loss.network=vgg16 loss.weights="'$VGG16'" loss.preprocessing=caffe \
     trainer.max_steps="$STEPS" logger=none progress=plain trainer.log_every_n_steps=$((STEPS / 5)) \
     callbacks.model_checkpoint.every_n_train_steps="$STEPS" callbacks.preview.every_n_steps="$STEPS" \
-    hydra.run.dir="$run" > "$WORK/train_$model.log" 2>&1 || { tail -5 "$WORK/train_$model.log"; exit 1; }
+    hydra.run.dir="'$run'" > "$WORK/train_$model.log" 2>&1 || { tail -5 "$WORK/train_$model.log"; exit 1; }
   echo "$model: trained $STEPS steps in $(( $(date +%s) - start )) s"
   python scripts/evaluate.py "$run/export/starry_night.safetensors" --content "$WORK/val" --style "$STYLE" \
     --size 256 -o "$WORK/eval_$model.json" --network vgg16 --loss-weights "$VGG16" --preprocessing caffe
