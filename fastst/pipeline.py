@@ -179,7 +179,7 @@ def resolve_matmul_precision(value: Any, accelerator: str | None, precision: str
     """``float32_matmul_precision``; ``auto``: ``medium`` when training in bf16-mixed on a CPU, else ``high``.
 
     On a CPU, ``medium`` lets oneDNN pick faster kernels for the fp32 matmuls left outside autocast
-    (the Gram matrices): about -7% per fastst step on a 2-core AVX512-BF16 CPU (docs/benchmarks.md),
+    (the Gram matrices): -9% per fastst step on a 2-core AVX512-BF16 CPU (1.21 -> 1.10 s, docs/benchmarks.md),
     with the Gram of bf16 features within 1.3e-6 (relative) of ``highest`` and the same gradient
     (``tests/test_speed.py``). On GPUs ``high`` is TF32, exact for the bf16 features of bf16-mixed training.
     """
