@@ -220,6 +220,9 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
             )
             torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
         apply_slurm_layout(cfg.trainer)
+    speed = _speed_options(cfg)
+    if speed.pop("keep_freed_memory", False):  # process-wide, before the data and networks allocate
+        keep_freed_memory()
     # Cheap checks first: the data and the style image, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
@@ -237,7 +240,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
-        **{k: v for k, v in _speed_options(cfg).items() if k != "keep_freed_memory"},  # that one is process-wide
+        **speed,
     )
     check_free_space(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))
 
@@ -289,8 +292,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     check_launch(cfg.trainer, multirun=_hydra_mode() == "MULTIRUN", under_hydra=cli.LAUNCHED)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if _speed_options(cfg).get("keep_freed_memory"):
-        keep_freed_memory()  # before the first step's allocations (fastst.allocator)
     trainer, module, datamodule, ckpt_path = build(cfg)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
