@@ -102,6 +102,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _timed_call(device: str, fn: Callable[[Any], Any], x: Any) -> tuple[Any, float]:
+    """``fn(x)`` and its wall time in seconds, with the device's queued work finished on both sides."""
+    _sync(device)
+    t0 = time.perf_counter()
+    y = fn(x)
+    _sync(device)
+    return y, time.perf_counter() - t0
+
+
 def _first_line(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {first_line(e)}"[:limit]
 
@@ -635,11 +644,7 @@ def run_eager_inference(spec: dict[str, Any]) -> dict[str, Any]:
     for i in range(int(spec["warmup"]) + int(spec["repeats"])):
         if i == int(spec["warmup"]):
             counters = cpu_counters()
-        _sync(device)
-        t0 = time.perf_counter()
-        stylizer(xs[i % len(xs)])
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(_timed_call(device, stylizer, xs[i % len(xs)])[1])
     return {
         "times": times[int(spec["warmup"]) :],
         "keep_freed_memory": allocator_active(),
@@ -875,11 +880,7 @@ def _run_train_row(
         "batch_size": row.batch_size,
         "warmup": args.train_warmup,
         "steps": args.steps,
-        "channels_last": row.flags.channels_last,
-        "compile": row.flags.compile,
-        "joint_vgg_pass": row.flags.joint_vgg_pass,
-        "matmul": row.flags.matmul,
-        "keep_freed_memory": row.flags.keep_freed_memory,
+        **asdict(row.flags),  # channels_last, compile, joint_vgg_pass, matmul, keep_freed_memory
         "data": row.data,
         "data_root": inputs["data"],
         "cache_root": cache["root"] if cache else None,
@@ -1093,12 +1094,9 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
                         # Warm-up; compiled graphs and ONNX sessions always get one call (compile time).
                         warm = max(args.warmup, 1 if option.compile or option.backend != "torch" else 0)
                         for i in range(warm):
-                            _sync(device)
-                            t0 = time.perf_counter()
-                            runner(xs[i % len(xs)])
-                            _sync(device)
+                            _, seconds = _timed_call(device, runner, xs[i % len(xs)])
                             if i == 0:
-                                row["first_call_s"] = time.perf_counter() - t0
+                                row["first_call_s"] = seconds
                         row.update(status="ok", times=[], diffs=[], mean_diffs=[])
                     except Exception as e:
                         row.update(status="error", reason=_first_line(e))
@@ -1112,11 +1110,8 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
                 if runner is None:
                     continue
                 try:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    y = runner(xs[i])
-                    _sync(device)
-                    row["times"].append(time.perf_counter() - t0)
+                    y, seconds = _timed_call(device, runner, xs[i])
+                    row["times"].append(seconds)
                 except Exception as e:
                     row.update(status="error", reason=_first_line(e))
                     continue
@@ -1192,8 +1187,8 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     """Headline numbers: the training and inference speed-ups the issue asks for."""
     out: dict[str, Any] = {}
     # "x ref" is over the textbook loop as users run it (glibc's default allocator)
-    plain = [r for r in train_rows if r.kind == "reference" and not r.flags.keep_freed_memory]
-    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in plain}
+    plain_refs = [r for r in train_rows if r.kind == "reference" and not r.flags.keep_freed_memory]
+    refs = {(r.network, r.batch_size): r.result.get("images_per_s") for r in plain_refs}
     for tr in train_rows:
         ips, ref_ips = tr.result.get("images_per_s"), refs.get((tr.network, tr.batch_size))
         tr.result["speedup"] = ips / ref_ips if ips and ref_ips else None
@@ -1221,11 +1216,11 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     out["infer_size"] = label
     # Over plain PyTorch fp32 eager (glibc's default allocator, own process) when it was timed, else
     # over fp32 eager in the table's process (same allocator setting as the options: the lower bound).
-    plain = [r.get("seconds") for r in infer_rows if r["size"] == label and r["option"] == DEFAULT_MALLOC_OPTION]
-    plain = [t for t in plain if t]  # None when its process failed: then the same-process ratio
+    plain_s = [r.get("seconds") for r in infer_rows if r["size"] == label and r["option"] == DEFAULT_MALLOC_OPTION]
+    plain_s = [t for t in plain_s if t]  # None when its process failed: then the same-process ratio
     out["infer_speedup_1024_same_process"] = best.get("speedup") if best else None
-    out["infer_speedup_1024"] = (plain[0] / best["seconds"] if plain else best.get("speedup")) if best else None
-    out["infer_baseline"] = DEFAULT_MALLOC_OPTION if plain else "fp32 eager"
+    out["infer_speedup_1024"] = (plain_s[0] / best["seconds"] if plain_s else best.get("speedup")) if best else None
+    out["infer_baseline"] = DEFAULT_MALLOC_OPTION if plain_s else "fp32 eager"
     out["infer_max_abs_diff_1024"] = best.get("max_abs_diff") if best else None
     out["infer_best_1024"] = best["option"] if best else None
     return out
