@@ -1,15 +1,14 @@
-"""Stylize one photo by pixel optimisation (Gatys et al. 2016).
+"""Stylize one photo by pixel optimisation (Gatys et al. 2016): ``python optimize.py style=NAME content=PHOTO``.
 
-``python optimize.py style=starry_night content=photo.jpg``
-
-A thin shim: Hydra composes ``configs/optimize.yaml`` and ``fastst.optimize.optimize`` does the work.
+The same as ``fastst optimize ...``: Hydra composes ``fastst/configs/optimize.yaml`` and
+``fastst.baseline.optimize.optimize`` does the work.
 """
 
-from __future__ import annotations
+import sys
 
 from fastst.cli import hydra_entry
 
-main = hydra_entry("optimize", "fastst.optimize:optimize")
+main = hydra_entry("optimize", "fastst.baseline.optimize:optimize")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,13 +1,14 @@
 """Train a fast style-transfer model: ``python train.py style=starry_night data.root=/path/to/photos``.
 
-A thin shim: Hydra composes ``configs/train.yaml`` and ``fastst.pipeline.train`` does the work.
+The same as ``fastst train ...``: Hydra composes ``fastst/configs/train.yaml`` and
+``fastst.training.pipeline.train`` does the work.
 """
 
-from __future__ import annotations
+import sys
 
 from fastst.cli import hydra_entry
 
-main = hydra_entry("train", "fastst.pipeline:train")
+main = hydra_entry("train", "fastst.training.pipeline:train_command")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,7 @@ __all__ = ["__version__", "load_stylizer"]
 def __getattr__(name: str) -> Any:
     # Lazy, so that `import fastst` (e.g. for the version) stays light.
     if name == "load_stylizer":
-        from fastst.inference import load_stylizer
+        from fastst.inference.stylizer import load_stylizer
 
         return load_stylizer
     raise AttributeError(f"module 'fastst' has no attribute {name!r}")

@@ -1,10 +1,10 @@
 """Measure a fast model against the optimisation baseline, and over held-out photos.
 
-* :func:`compare_main` (``scripts/compare.py``): per image and size, the fast model's output and a
+* :func:`compare_main` (``fastst compare``): per image and size, the fast model's output and a
   pixel optimisation of the **same** criterion (the model's own loss, from its metadata, on the
   same loss network), with wall times and the content, style and total loss of both outputs
   measured by one :class:`~fastst.losses.PerceptualLoss` (as Table 1 of Johnson et al. 2016).
-* :func:`evaluate_main` (``scripts/evaluate.py``): mean and std of content loss, style loss and
+* :func:`evaluate_main` (``fastst evaluate``): mean and std of content loss, style loss and
   SSIM to the content photo over a folder.
 
 SSIM (Wang et al. 2004) is computed on the BT.601 luminance (Y of YCbCr, [0,1]) with an 11 x 11
@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from fastst.errors import ConfigError
-from fastst.fileio import walk_files
-from fastst.images import (
+from fastst.data.styles import STYLE_DIR_ENV, load_style_image, resolve_style_path, style_by_name_or_path
+from fastst.errors import (
+    UsageError,
+    command,
+)
+from fastst.io.color import rgb_to_ycbcr
+from fastst.io.files import walk_files
+from fastst.io.images import (
     IMAGE_EXTENSIONS,
     ImageError,
     load_image,
@@ -39,98 +43,43 @@ from fastst.images import (
     resize_long_side,
     tensor_to_pil,
 )
-from fastst.inference import rgb_to_ycbcr
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
-from fastst.losses.vgg import WeightsError
-from fastst.style import STYLE_DIR_ENV, StyleImageError, load_style_image, resolve_style_path
-
-
-class UsageError(ValueError):
-    """A bad command line; printed as one ``error:`` line."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from fastst.export import ModelFileError
-    from fastst.inference import InferenceError
-
-    return (UsageError, ConfigError, ImageError, WeightsError, StyleImageError, ModelFileError, InferenceError)
+from fastst.modelfile import loss_config
+from fastst.options import size_or_none
 
 
 # -- SSIM --------------------------------------------------------------------------------------
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device: torch.device | None = None) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()[None, None]
+def ssim(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM of the luminance of two B x 3 x H x W RGB images in [0,1] -> B values (torchmetrics).
 
+    Gaussian window of ``sigma`` (11 x 11 for 1.5, torchmetrics' size rule), K1 0.01, K2 0.03, data
+    range 1, averaged over the valid region only: torchmetrics pads by reflection and averages over
+    the padded border too, so its SSIM map is cropped back to the windows that lie inside the image.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
-def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean SSIM of the luminance of two B x 3 x H x W RGB images in [0,1] -> B values."""
     if a.shape != b.shape:
         raise ValueError(f"ssim: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-    x, y = rgb_to_ycbcr(a.float())[:, :1], rgb_to_ycbcr(b.float())[:, :1]
-    w = _gaussian_window(min(window, *x.shape[-2:]), sigma, x.device)
-    c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
-    sxx = F.conv2d(x * x, w) - mu_x**2
-    syy = F.conv2d(y * y, w) - mu_y**2
-    sxy = F.conv2d(x * y, w) - mu_x * mu_y
-    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
-    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
-    return (num / den).mean(dim=(1, 2, 3))
+    window = int(3.5 * sigma + 0.5) * 2 + 1  # torchmetrics' gaussian window for sigma
+    if min(a.shape[-2:]) <= window:
+        raise ValueError(f"ssim: images must be larger than the {window} px window, got {tuple(a.shape[-2:])}")
+    # float64: E[x^2] - E[x]^2 cancels badly in float32 (errors of ~1e-6 in the mean SSIM)
+    x, y = rgb_to_ycbcr(a.double())[:, :1], rgb_to_ycbcr(b.double())[:, :1]
+    _, full = structural_similarity_index_measure(
+        x, y, gaussian_kernel=True, sigma=sigma, data_range=1.0, k1=0.01, k2=0.03, return_full_image=True
+    )
+    pad = (window - 1) // 2
+    return full[..., pad:-pad, pad:-pad].mean(dim=(1, 2, 3)).float()
 
 
 # -- shared set-up --------------------------------------------------------------------------------
-def loss_config_from_metadata(
-    metadata: Mapping[str, Any],
-    network: str | None = None,
-    weights: str | None = None,
-    preprocessing: str | None = None,
-) -> LossConfig:
-    """The model's training criterion (its file's ``loss`` summary), with the loss network overridable."""
-    m = dict(metadata.get("loss") or {})
-    if not m:
-        raise UsageError("the model file has no loss summary; cannot rebuild its criterion")
-
-    def layers(key: str) -> tuple[list[str], list[float] | None]:
-        value = m.get(key) or {}
-        if isinstance(value, Mapping):
-            return list(value), [float(v) for v in value.values()]
-        return list(value), None
-
-    content_layers, content_w = layers("content_layers")
-    style_layers, style_w = layers("style_layers")
-    w = weights or m.get("weights") or "imagenet"
-    if w not in ("imagenet", "random") and not Path(w).expanduser().is_file():
-        raise UsageError(
-            f"the model was trained with loss weights {w!r}, which is not a file here; pass --loss-weights PATH"
-        )
-    cfg = LossConfig(
-        network=network or m.get("network", "vgg19"),
-        weights=w,
-        preprocessing=preprocessing or m.get("preprocessing"),
-        pool=m.get("pool", "max"),
-        content_layers=content_layers,
-        content_layer_weights=content_w,
-        style_layers=style_layers,
-        style_layer_weights=style_w,
-        content_weight=float(m.get("content_weight", 1.0)),
-        style_weight=float(m.get("style_weight", 1.0)),
-        tv_weight=float(m.get("tv_weight", 0.0)),
-        style_size=m.get("style_size", 512),
-    )
-    cfg.validate()
-    return cfg
-
-
 def style_path_for(metadata: Mapping[str, Any], style: str | None, style_dir: str | None) -> Path:
-    """``--style`` if given, else the model's style looked up like training does (``style_dir``)."""
+    """``--style`` (an image or a shipped style name) if given, else the model's own style, found as training does."""
     if style:
-        return resolve_style_path({"name": "--style", "image": style}, None)
+        return style_by_name_or_path(style, style_dir)
     meta_style = dict(metadata.get("style") or {})
     if not meta_style.get("image"):
         raise UsageError("the model file names no style image; pass --style IMAGE")
-    meta_style["url"] = None  # no downloads from a comparison script
     return resolve_style_path(meta_style, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
 
 
@@ -141,10 +90,10 @@ def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -
 
 
 def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossConfig]:
-    from fastst.inference import load_stylizer
+    from fastst.inference.stylizer import load_stylizer
 
     model = load_stylizer(args.model, device=args.device)
-    loss_cfg = loss_config_from_metadata(model.metadata, args.network, args.loss_weights, args.preprocessing)
+    loss_cfg = loss_config(model.metadata, args.network, args.loss_weights, args.preprocessing)
     style_path = style_path_for(model.metadata, args.style, getattr(args, "style_dir", None))
     style_image = load_style_image(style_path, loss_cfg.style_size)
     loss = PerceptualLoss(loss_cfg).to(args.device)
@@ -200,7 +149,7 @@ def _grid(rows: Sequence[Sequence[torch.Tensor]], cell: int, labels: Sequence[st
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    from fastst.optimize import OptimizeConfig, run_optimization
+    from fastst.baseline.optimize import OptimizeConfig, run_optimization
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -344,7 +293,7 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="compare.py",
+        prog="fastst compare",
         description="Fast model vs. pixel optimisation of the same loss: grids (content | fast | optimisation) "
         "and a table of wall times and losses (Johnson et al. 2016, Table 1).",
     )
@@ -359,7 +308,7 @@ def compare_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the fast model (median; 1 warm-up first)")
     p.add_argument("--opt-repeats", type=int, default=1, help="timed runs of the optimisation (median)")
-    p.add_argument("--style", help="style image (default: the model's style in --style-dir)")
+    p.add_argument("--style", help="style image or shipped style name (default: the model's own style)")
     p.add_argument(
         "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
     )
@@ -437,12 +386,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="evaluate.py",
+        prog="fastst evaluate",
         description="Content loss, style loss and SSIM to the content of a fast model over a folder of photos.",
     )
     p.add_argument("model", help="exported .safetensors model")
     p.add_argument("--content", required=True, help="folder of held-out photos (searched recursively)")
-    p.add_argument("--style", help="style image (default: the model's style in --style-dir)")
+    p.add_argument("--style", help="style image or shipped style name (default: the model's own style)")
     p.add_argument(
         "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
     )
@@ -455,21 +404,19 @@ def evaluate_parser() -> argparse.ArgumentParser:
 
 def _run(parser: argparse.ArgumentParser, func: Any, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
-    if getattr(args, "size", None) == 0:
-        args.size = None
-    try:
-        func(args)
-    except _user_errors() as e:
-        if os.environ.get("FASTST_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+    if hasattr(args, "size"):
+        args.size = size_or_none(args.size)
+    func(args)
     return 0
 
 
+@command()
 def compare_main(argv: Sequence[str] | None = None) -> int:
+    """``fastst compare``."""
     return _run(compare_parser(), compare, argv)
 
 
+@command()
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``fastst evaluate``."""
     return _run(evaluate_parser(), evaluate, argv)

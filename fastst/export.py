@@ -1,23 +1,16 @@
-"""Export a training checkpoint to a self-contained inference model file, and load it back.
+"""Checkpoint -> model file, and model file -> ONNX / TorchScript.
 
-A model file is a ``.safetensors`` file: the transform net's weights plus one JSON string
-under the metadata key ``"fastst"`` that says how to rebuild the net (its config), what it
-was trained on (style, loss, steps) and the image convention. Loading never unpickles
-anything, so a model file from a stranger cannot run code.
-
-``python scripts/export.py RUN/checkpoints/last.ckpt [--onnx] [--torchscript]`` writes
-``checkpoints/<style>.safetensors`` (and ``<style>.onnx`` / ``<style>.pt``). Only PyTorch,
-safetensors and, for ``--onnx``, onnx + onnxruntime are needed: no Lightning, no Hydra.
+``fastst export RUN/checkpoints/last.ckpt [--onnx] [--torchscript]`` writes
+``checkpoints/<style>.safetensors`` (and ``<style>.onnx`` / ``<style>.pt``). The model file's schema
+lives in :mod:`fastst.modelfile`. Only PyTorch, safetensors and, for ``--onnx``, onnx + onnxruntime
+are needed: no Lightning, no Hydra.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import json
-import os
-import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,68 +19,19 @@ from typing import Any
 
 import torch
 
-import fastst
-from fastst.errors import ConfigError, first_line
-from fastst.fileio import atomic_path
-from fastst.models.transformer import TransformerConfig, TransformerNet, strip_compile_prefix
-
-FORMAT = "fastst-stylizer"
-FORMAT_VERSION = 1
-METADATA_KEY = "fastst"
-IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
-# Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
-STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image")
-LOSS_FIELDS = (
-    "network",
-    "weights",
-    "preprocessing",
-    "pool",
-    "content_layers",
-    "content_layer_weights",
-    "style_layers",
-    "style_layer_weights",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "style_size",
-    "style_ramp_steps",
+from fastst.errors import ModelFileError, UsageError, command, first_line
+from fastst.io.files import atomic_path
+from fastst.modelfile import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
+    FORMAT_VERSION,
+    build_net,
+    load_model_file,
+    make_metadata,
+    plain_json,
+    read_metadata,
+    safe_name,
+    save_model_file,
 )
-
-
-class ModelFileError(ValueError):
-    """A checkpoint or model file that cannot be used; the one-line message names the file and what to do."""
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy of checkpoint metadata (tuples -> lists, tensors and paths -> plain values)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _style_summary(style: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: _plain(style[k]) for k in STYLE_FIELDS if k in style}
-    if out.get("image"):
-        out["image"] = Path(str(out["image"])).name  # file name only: no local directories
-    return out
-
-
-def _loss_summary(loss: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: _plain(loss[k]) for k in LOSS_FIELDS if k in loss}
-    weights = out.get("weights")
-    if isinstance(weights, str) and weights not in ("imagenet", "random"):
-        out["weights"] = Path(weights).name  # a local VGG file: keep its name, not where it was
-    return out
+from fastst.models import strip_compile_prefix
 
 
 # -- checkpoint -> model file ----------------------------------------------------------
@@ -102,64 +46,26 @@ def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     except Exception as e:
         raise ModelFileError(
             f"{ckpt_path}: cannot read it as a fastst training checkpoint ({first_line(e)}); "
-            "pass a .ckpt written by train.py (only plain tensors are loaded, nothing in the file was run)"
+            "pass a .ckpt written by fastst train (only plain tensors are loaded, nothing in the file was run)"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "fastst" not in ckpt:
         missing = "state_dict and fastst" if not isinstance(ckpt, dict) else "state_dict or fastst"
         raise ModelFileError(
             f"{ckpt_path}: not a fastst training checkpoint (no {missing} entries); "
-            "pass a .ckpt written by train.py, e.g. RUN/checkpoints/last.ckpt"
+            "pass a .ckpt written by fastst train, e.g. RUN/checkpoints/last.ckpt"
         )
     meta = ckpt["fastst"]
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     state = strip_compile_prefix({k.removeprefix("net."): v for k, v in state.items()})
     if not state or not isinstance(meta, Mapping) or "net" not in meta:
         raise ModelFileError(
-            f"{ckpt_path}: the checkpoint has no transform-net weights or net config; pass a .ckpt written by train.py"
+            f"{ckpt_path}: the checkpoint has no transform-net weights or net config; "
+            "pass a .ckpt written by fastst train"
         )
-    style = dict(meta.get("style") or {})
-    metadata = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fastst_version": fastst.__version__,
-        "net": _plain(dict(meta["net"])),
-        "style": _style_summary(style),
-        "training": {
-            "steps": int(ckpt.get("global_step", 0)),
-            "batches_seen": int(meta.get("batches_seen", 0)),
-            "fastst_version": str(meta.get("fastst_version", "unknown")),
-            "checkpoint": ckpt_path.name,
-        },
-        "loss": _loss_summary(dict(meta.get("loss") or {})),
-        "image_convention": IMAGE_CONVENTION,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-    }
+    metadata = make_metadata(meta, steps=int(ckpt.get("global_step", 0)), checkpoint=ckpt_path.name)
     # Build the net once now: a checkpoint whose weights do not fit its config fails here, not at load time.
     build_net(metadata, state, where=str(ckpt_path))
     return state, metadata
-
-
-def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: str) -> TransformerNet:
-    """A ``TransformerNet`` from a model file's metadata and weights, in eval mode on the CPU."""
-    try:
-        config = TransformerConfig.from_dict(dict(metadata["net"]))
-    except (ConfigError, TypeError, KeyError) as e:
-        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
-    try:
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in TransformerNet(config).state_dict().items()}
-    except (ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:  # checked on the meta device first: a bogus config allocates nothing
-        raise ModelFileError(f"{where}: the weights do not match the net config; export the model again")
-    try:
-        net = TransformerNet(config)
-        net.load_state_dict(dict(state), strict=True)
-    except (RuntimeError, ValueError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise ModelFileError(f"{where}: the weights do not match the net config ({detail})") from None
-    return net.eval()
 
 
 def export_checkpoint(
@@ -170,94 +76,14 @@ def export_checkpoint(
     The file holds the weights and one JSON metadata string under the key ``"fastst"``. It is
     written to a temporary file first and renamed, so a crash never leaves a half-written model.
     """
-    from safetensors.torch import save_file
-
     state, metadata = read_checkpoint(ckpt_path)
     if out_path is None:
         name = metadata["style"].get("name") or Path(ckpt_path).stem
-        out_path = Path(export_dir) / f"{_safe_name(str(name))}.safetensors"
+        out_path = Path(export_dir) / f"{safe_name(str(name))}.safetensors"
     out_path = Path(out_path)
     if out_path.is_dir():
         raise ModelFileError(f"{out_path}: is a folder; pass a file name such as {out_path / 'style.safetensors'}")
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with atomic_path(out_path) as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
-    return out_path
-
-
-# -- model file -> net -----------------------------------------------------------------
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a model file, checked for format and version (weights not loaded)."""
-    return _open_model_file(Path(path), load_weights=False)[1]
-
-
-def load_model_file(path: str | Path) -> tuple[TransformerNet, dict[str, Any]]:
-    """Load a ``.safetensors`` model file: ``(net in eval mode on the CPU, metadata)``.
-
-    Refuses (``ModelFileError``) files that are missing, truncated or not safetensors, safetensors
-    files without fastst metadata, other formats, and files from a newer fastst.
-    """
-    path = Path(path)
-    state, metadata = _open_model_file(path, load_weights=True)
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelFileError(f"{path}: weights contain NaN or inf ({bad[0]}); re-export from a healthy checkpoint")
-    return build_net(metadata, state, where=str(path)), metadata
-
-
-def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; export one with python scripts/export.py RUN.ckpt")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK"):  # a zip: torch.save / Lightning checkpoint
-        raise ModelFileError(
-            f"{path}: this is a training checkpoint, not a model file; "
-            f"export it first with python scripts/export.py {path}"
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-            if raw is None:
-                raise ModelFileError(
-                    f"{path}: a safetensors file without fastst metadata (not a fastst model); "
-                    "export a training checkpoint with python scripts/export.py"
-                )
-            metadata = _check_metadata(path, raw)
-            state = {k: f.get_tensor(k) for k in f.keys()} if load_weights else {}
-    except ModelFileError:
-        raise
-    except Exception as e:  # SafetensorError (truncated, garbage), OSError, ...
-        raise ModelFileError(
-            f"{path}: not a readable safetensors model file ({first_line(e)}); "
-            "the file is damaged or of another kind: export it again with python scripts/export.py"
-        ) from None
-    return state, metadata
-
-
-def _check_metadata(path: Path, raw: str) -> dict[str, Any]:
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: the fastst metadata is not valid JSON ({e}); export the model again") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        fmt = metadata.get("format") if isinstance(metadata, dict) else None
-        raise ModelFileError(f"{path}: unknown model format {fmt!r} (expected {FORMAT!r}); export the model again")
-    version = metadata.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(f"{path}: invalid format_version {version!r}; export the model again")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: written by a newer fastst (format {version} > {FORMAT_VERSION}); upgrade fastst "
-            f"(this is fastst {fastst.__version__})"
-        )
-    if not isinstance(metadata.get("net"), dict):
-        raise ModelFileError(f"{path}: the metadata has no net config; export the model again")
-    if not isinstance(metadata.get("style", {}), dict):
-        metadata["style"] = {}
-    return metadata
+    return save_model_file(out_path, state, metadata)
 
 
 # -- ONNX and TorchScript --------------------------------------------------------------
@@ -357,7 +183,7 @@ def export_torchscript(
     """
     path = Path(path)
     net = _cpu_copy(net)
-    extra = {"fastst.json": json.dumps(_plain(dict(metadata or {})), sort_keys=True)}
+    extra = {"fastst.json": json.dumps(plain_json(dict(metadata or {})), sort_keys=True)}
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant channel checks; jit deprecation
@@ -382,11 +208,11 @@ def _size(path: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="export.py",
+        prog="fastst export",
         description="Export a training checkpoint to a self-contained .safetensors model (and ONNX / TorchScript).",
-        epilog="example: python scripts/export.py logs/train/starry_night/<run>/checkpoints/last.ckpt --onnx",
+        epilog="example: fastst export logs/train/starry_night/<run>/checkpoints/last.ckpt --onnx",
     )
-    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.ckpt) written by train.py")
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.ckpt) written by fastst train")
     parser.add_argument(
         "-o", "--output", type=Path, help="model file to write (default: EXPORT_DIR/<style>.safetensors)"
     )
@@ -397,40 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: Sequence[str] | None = None) -> int:
-    """``scripts/export.py``: 0 on success, 2 (with one ``error: ...`` line on stderr) on a user error."""
+    """``fastst export``: 0 on success; user errors are raised (``fastst.errors.run_command`` prints them)."""
     args = build_parser().parse_args(argv)
     if args.output and Path(args.output).suffix != ".safetensors":
-        print(
-            f"error: -o {args.output}: the model file must end in .safetensors (ONNX/TorchScript files "
-            f"are written next to it)",
-            file=sys.stderr,
+        raise UsageError(
+            f"-o {args.output}: the model file must end in .safetensors (ONNX/TorchScript files are written next to it)"
         )
-        return 2
     try:
         out = export_checkpoint(args.checkpoint, args.output, args.export_dir)
-        print(f"wrote {out} ({_size(out)})")
-        if args.onnx or args.torchscript:
-            net, metadata = load_model_file(out)
-            if args.onnx:
-                try:
-                    report = export_onnx(net, out.with_suffix(".onnx"), tol=args.onnx_tol)
-                except ImportError as e:
-                    raise ModelFileError(
-                        f"--onnx needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'"
-                    ) from None
-                diffs = ", ".join(f"{k}: {v:.2e}" for k, v in report["max_abs_diff"].items())
-                onnx_path = Path(report["path"])
-                print(f"wrote {onnx_path} ({_size(onnx_path)}; {report['exporter']} exporter, opset {report['opset']})")
-                print(f"  onnxruntime vs PyTorch max abs diff: {diffs}")
-            if args.torchscript:
-                report = export_torchscript(net, out.with_suffix(".pt"), metadata)
-                ts_path = Path(report["path"])
-                worst = max(report["max_abs_diff"].values())
-                print(f"wrote {ts_path} ({_size(ts_path)}; TorchScript, reload max abs diff {worst:.2e})")
-    except (ModelFileError, OSError) as e:
-        if os.environ.get("FASTST_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise ModelFileError(f"{args.output or args.export_dir}: cannot write the model file ({e})") from None
+    print(f"wrote {out} ({_size(out)})")
+    if args.onnx or args.torchscript:
+        net, metadata = load_model_file(out)
+        if args.onnx:
+            try:
+                report = export_onnx(net, out.with_suffix(".onnx"), tol=args.onnx_tol)
+            except ImportError as e:
+                raise ModelFileError(f"--onnx needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
+            diffs = ", ".join(f"{k}: {v:.2e}" for k, v in report["max_abs_diff"].items())
+            onnx_path = Path(report["path"])
+            print(f"wrote {onnx_path} ({_size(onnx_path)}; {report['exporter']} exporter, opset {report['opset']})")
+            print(f"  onnxruntime vs PyTorch max abs diff: {diffs}")
+        if args.torchscript:
+            report = export_torchscript(net, out.with_suffix(".pt"), metadata)
+            ts_path = Path(report["path"])
+            worst = max(report["max_abs_diff"].values())
+            print(f"wrote {ts_path} ({_size(ts_path)}; TorchScript, reload max abs diff {worst:.2e})")
     return 0

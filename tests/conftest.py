@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-CONFIG_DIR = str(ROOT / "configs")
+CONFIG_DIR = str(ROOT / "fastst" / "configs")
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Downloads (style images) go to a throw-away cache, never the user's ~/.cache/fastst.
+os.environ["FASTST_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastst_cache_")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst import bench
-from fastst.inference import Stylizer
-from fastst.models.transformer import TransformerConfig, TransformerNet
-from fastst.pipeline import resolve_precision
+from fastst.inference.stylizer import Stylizer
+from fastst.models.johnson import TransformerConfig, TransformerNet
+from fastst.tools import bench
+from fastst.training.pipeline import resolve_precision
 from tests.conftest import synthetic_image
 
 
@@ -91,7 +91,7 @@ def test_stylizer_compile_matches_eager() -> None:
 
 
 def test_stylize_cli_passes_compile(tmp_path: Path, monkeypatch) -> None:
-    from fastst import stylize_cli
+    from fastst.inference import stylize as stylize_cli
 
     seen = {}
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from fastst.evaluate import UsageError, compare_main, evaluate_main, loss_config_from_metadata, ssim
+from fastst.errors import UsageError
+from fastst.evaluate import compare_main, evaluate_main, ssim
 from fastst.export import export_checkpoint, read_metadata
-from fastst.images import pil_to_tensor
+from fastst.io.images import pil_to_tensor
+from fastst.modelfile import loss_config as loss_config_from_metadata
 from tests.conftest import synthetic_image
 from tests.test_export import make_checkpoint
 
@@ -48,8 +51,11 @@ def test_compare_writes_grids_and_tables(setup, tmp_path, capsys):
     assert all(r["timing"] == "timed once" for r in opt) and all(float(r["time_s"]) > 0 for r in opt)
     fast = [r for r in rows if r["method"] == "fast model"]
     assert all(r["timing"] == "median of 2, after 1 warm-up" for r in fast)
-    for r in rows:
-        assert {float(r[k]) for k in ("content_loss", "style_loss", "total_loss")}  # all numbers
+    for r in rows:  # every loss a finite number >= 0, and the total at least the content term's share
+        values = [float(r[k]) for k in ("content_loss", "style_loss", "total_loss")]
+        assert all(math.isfinite(v) and v >= 0 for v in values), r
+    for r in fast + opt:  # the outputs were stylized: some style loss left, not the content photo's
+        assert float(r["style_loss"]) > 0
     md = (out / "table.md").read_text()
     assert "| image | size |" in md and "Means per size and method" in md
     assert json.loads((out / "compare.json").read_text())["loss"]["network"] == "vgg16"
@@ -94,6 +100,41 @@ def test_ssim():
     noisy = (photo + 0.05 * torch.randn_like(photo)).clamp(0, 1)
     assert 0.2 < float(ssim(photo, noisy)[0]) < 0.99
     torch.testing.assert_close(ssim(photo, noisy), ssim(noisy, photo))  # symmetric
+
+
+def _reference_ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """fastst's hand-written SSIM before it moved to torchmetrics: the numbers must not change."""
+    import torch.nn.functional as F
+
+    from fastst.io.color import rgb_to_ycbcr
+
+    x, y = rgb_to_ycbcr(a.float())[:, :1], rgb_to_ycbcr(b.float())[:, :1]
+    size = min(window, *x.shape[-2:])
+    g = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(g**2) / (2 * sigma**2))
+    g = g / g.sum()
+    w = (g[:, None] * g[None, :]).float()[None, None]
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
+    sxx = F.conv2d(x * x, w) - mu_x**2
+    syy = F.conv2d(y * y, w) - mu_y**2
+    sxy = F.conv2d(x * y, w) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    return (num / den).mean(dim=(1, 2, 3))
+
+
+def test_ssim_matches_the_former_implementation() -> None:
+    torch.manual_seed(1)
+    photo = pil_to_tensor(synthetic_image(7, (96, 64)))[None]
+    for other in (
+        (photo + 0.05 * torch.randn_like(photo)).clamp(0, 1),
+        torch.rand_like(photo),
+        photo.flip(-1),
+        photo * 0.5 + 0.25,
+    ):
+        pair = torch.cat([photo, photo]), torch.cat([other, photo])
+        torch.testing.assert_close(ssim(*pair), _reference_ssim(*pair), atol=1e-6, rtol=0)
 
 
 def test_loss_config_from_metadata(setup, tmp_path):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from fastst.data.datamodule import ContentDataModule
 from fastst.losses.perceptual import LossConfig
-from fastst.models.transformer import TransformerConfig
+from fastst.models.johnson import TransformerConfig
 from tests.conftest import CONFIG_DIR, compose
 
 GROUPS = ["style", "data", "model", "loss", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastst.data.datamodule import ContentDataModule, ContentDataset, CropTransform, ResumableSampler, collate
 from fastst.data.sources import DataError, FolderSource, HFSource, find_images
-from fastst.images import ImageError, load_image
+from fastst.io.images import ImageError, load_image
 from tests.conftest import synthetic_image
 
 
@@ -97,7 +97,7 @@ def test_exif_rotation_applied(tmp_path: Path) -> None:
 
 def test_decompression_bomb_refused(tmp_path: Path, monkeypatch) -> None:
     synthetic_image(1, (200, 200)).save(tmp_path / "big.png")
-    monkeypatch.setattr("fastst.images.MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr("fastst.io.images.MAX_PIXELS", 100 * 100)
     with pytest.raises(ImageError, match="too large"):
         load_image(tmp_path / "big.png")
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fastst.errors import ConfigError
-from fastst.pipeline import build, train
+from fastst.training.pipeline import build, train
 from tests.conftest import ROOT, compose, fast_overrides
 
 # SGD without momentum on fp32: a 2-process run with batch 2 per process and a 1-process run with
@@ -139,7 +139,7 @@ def test_slurm_launcher_config_composes(monkeypatch, tmp_path) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "fastst" / "configs"), version_base="1.3"):
         cfg = hydra_compose(
             "train",
             ["hydra/launcher=slurm", "trainer=ddp", "style=starry_night", "hydra.launcher.timeout_min=600"],

@@ -1,4 +1,4 @@
-"""Tests for fastst.download against a local HTTP server on 127.0.0.1 (no internet)."""
+"""Tests for fastst.io.download against a local HTTP server on 127.0.0.1 (no internet)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from fastst import download as dl
-from fastst.download import DownloadError, download, extract_zip, fetch_coco
+from fastst.errors import DownloadError
+from fastst.io import download as dl
+from fastst.io.download import download, extract_zip
+from fastst.tools import coco
+from fastst.tools.coco import fetch_coco
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "scripts" / "download_coco.py"
 N_IMAGES = 5
 
 
@@ -335,7 +337,7 @@ def test_fetch_coco_unknown_split(tmp_path):
 
 def test_coco_splits_table():
     for split in ("train2014", "train2017"):
-        info = dl.COCO_SPLITS[split]
+        info = coco.COCO_SPLITS[split]
         assert info["url"] == f"http://images.cocodataset.org/zips/{split}.zip"
         assert info["images"] > 80_000
         for algo, n in (("md5", 32), ("sha1", 40), ("sha256", 64)):
@@ -346,7 +348,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
+        [sys.executable, "-m", "fastst", "download-coco", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -381,4 +383,4 @@ def test_cli_help_mentions_disk_needs():
     text = " ".join(res.stdout.split())
     assert "13 GB" in text and "18 GB" in text
     assert "82,783" in text and "118,287" in text
-    assert "python train.py data.root=data/coco/train2017" in text
+    assert "fastst train data.root=data/coco/train2017" in text

@@ -20,13 +20,13 @@ from fastst.export import (
     load_model_file,
     main,
 )
-from fastst.models.transformer import TransformerConfig, TransformerNet
+from fastst.models.johnson import TransformerConfig, TransformerNet
 from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
 
 
 def make_checkpoint(root: Path) -> Path:
     """A tiny trained checkpoint (8 channels, 1 residual block, 2 steps on 64 px crops): about a second."""
-    from fastst.pipeline import train
+    from fastst.training.pipeline import train
 
     photos, styles = root / "photos", root / "styles"
     photos.mkdir(parents=True)
@@ -94,7 +94,7 @@ def test_export_then_load_equals_training_net(ckpt, model_file) -> None:
 
 def test_loading_needs_no_lightning_or_hydra(model_file) -> None:
     code = (
-        "import sys; from fastst.export import load_model_file; from fastst.inference import load_stylizer; "
+        "import sys; from fastst.export import load_model_file; from fastst.inference.stylizer import load_stylizer; "
         f"load_model_file({str(model_file)!r}); load_stylizer({str(model_file)!r}); "
         "heavy = [m for m in ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf') if m in sys.modules]; "
         "assert not heavy, heavy"
@@ -284,7 +284,7 @@ def test_export_cli(ckpt, tmp_path, capsys) -> None:
 
 def test_export_script_errors(tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, "scripts/export.py", str(tmp_path / "nope.ckpt")],
+        [sys.executable, "-m", "fastst", "export", str(tmp_path / "nope.ckpt")],
         cwd=ROOT,
         capture_output=True,
         text=True,

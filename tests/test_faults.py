@@ -14,10 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst import checkpointing
-from fastst.checkpointing import AtomicCheckpointIO, CheckpointError, checkpoint_problem, newest_valid_checkpoint
 from fastst.errors import ConfigError
-from fastst.pipeline import TrainingOutOfMemoryError, find_checkpoint, train
+from fastst.training import checkpointing
+from fastst.training.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    checkpoint_problem,
+    newest_valid_checkpoint,
+)
+from fastst.training.pipeline import TrainingOutOfMemoryError, find_checkpoint, train
 from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
 
 MAX_STEPS = 12
@@ -25,7 +30,7 @@ MAX_STEPS = 12
 # a SIGKILL can land inside a write; otherwise it is train.py.
 DRIVER = """
 import sys, time
-import fastst.checkpointing as c
+import fastst.training.checkpointing as c
 
 def slow_write(f, data, chunk=1 << 16):
     for i in range(0, len(data), chunk):
@@ -36,7 +41,7 @@ def slow_write(f, data, chunk=1 << 16):
 c._write_all = slow_write
 from fastst.cli import hydra_entry
 
-hydra_entry("train", "fastst.pipeline:train")()
+hydra_entry("train", "fastst.training.pipeline:train")()
 """
 
 
@@ -269,7 +274,7 @@ def test_unwritable_or_full_run_directory(data, tmp_path, monkeypatch) -> None:
 
 
 def test_out_of_memory_is_one_clear_line(data, tmp_path, monkeypatch) -> None:
-    from fastst.module import StyleTransferModule
+    from fastst.training.module import StyleTransferModule
 
     def oom(self, batch, batch_idx):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

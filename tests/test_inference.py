@@ -13,14 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
+from fastst.errors import InferenceError
 from fastst.export import ModelFileError, export_checkpoint, load_model_file
-from fastst.images import pil_to_tensor, tensor_to_pil
-from fastst.inference import InferenceError, Stylizer, load_stylizer, median_filter, rgb_to_ycbcr, ycbcr_to_rgb
-from fastst.stylize_cli import main
+from fastst.inference.stylize import main
+from fastst.inference.stylizer import Stylizer, load_stylizer, median_filter
+from fastst.io.color import rgb_to_ycbcr, ycbcr_to_rgb
+from fastst.io.images import pil_to_tensor, tensor_to_pil
 from tests.conftest import ROOT, synthetic_image
 from tests.test_export import make_checkpoint
 
-# Tiled vs untiled output on an image that fits (stated in fastst.inference.Stylizer's docstring).
+# Tiled vs untiled output on an image that fits (stated in fastst.inference.stylizer.Stylizer's docstring).
 TILE_MAX_TOL, TILE_MEAN_TOL = 0.02, 1e-3
 
 
@@ -252,7 +254,7 @@ def test_cli_single_file_and_exit_codes(model_path, tmp_path, capsys) -> None:
 
 
 def test_cli_video_uses_stylize_video(model_path, tmp_path, capsys, monkeypatch) -> None:
-    video = pytest.importorskip("fastst.video")
+    video = pytest.importorskip("fastst.io.video")
     calls = []
 
     def fake_stylize_video(in_path, out_path, fn, batch_size=4, progress=True, **kwargs):
@@ -278,7 +280,7 @@ def test_stylize_script_runs_from_repo_root(model_path, tmp_path) -> None:
     src = tmp_path / "p.jpg"
     synthetic_image(2, (50, 30)).save(src)
     proc = subprocess.run(
-        [sys.executable, "scripts/stylize.py", str(model_path), str(src), "-o", str(tmp_path / "out")],
+        [sys.executable, "-m", "fastst", "stylize", str(model_path), str(src), "-o", str(tmp_path / "out")],
         cwd=ROOT,
         capture_output=True,
         text=True,

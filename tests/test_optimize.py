@@ -11,18 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst.errors import ConfigError
-from fastst.images import ImageError, pil_to_tensor
-from fastst.inference import rgb_to_ycbcr
-from fastst.losses.perceptual import LossConfig, PerceptualLoss
-from fastst.optimize import (
+from fastst.baseline.optimize import (
     OptimizeConfig,
-    match_color,
     optimize,
     pyramid_sizes,
     run_optimization,
     stylize,
 )
+from fastst.errors import ConfigError
+from fastst.io.color import match_color, rgb_to_ycbcr
+from fastst.io.images import ImageError, pil_to_tensor
+from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from tests.conftest import ROOT, compose, synthetic_image
 
 

@@ -11,7 +11,7 @@ import torch
 
 from fastst.errors import ConfigError
 from fastst.losses.functional import gram_matrix
-from fastst.pipeline import _speed_options, resolve_matmul_precision, resolve_precision
+from fastst.training.pipeline import _speed_options, resolve_matmul_precision, resolve_precision
 
 # A child process allocates, writes and frees a 64 MB tensor (above glibc's largest mmap threshold,
 # like a 4 x 64 x 256 x 256 fp32 activation) 20 times, as training steps do, and reports the minor
@@ -95,7 +95,7 @@ def test_gram_of_bf16_features_same_under_medium_matmul_precision():
 
 
 def test_stylize_cli_allocator_flag():
-    from fastst.stylize_cli import build_parser
+    from fastst.inference.stylize import build_parser
 
     assert build_parser().parse_args(["m.safetensors", "in.jpg", "-o", "out"]).keep_freed_memory is True
     args = build_parser().parse_args(["m.safetensors", "in.jpg", "-o", "out", "--no-keep-freed-memory"])

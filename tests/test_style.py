@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fastst.style import StyleImageError, load_style_image, resolve_style_path
+from fastst.data.styles import StyleImageError, load_style_image, resolve_style_path
 from tests.conftest import synthetic_image
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst.module import NonFiniteLossError
-from fastst.pipeline import train
+from fastst.training.module import NonFiniteLossError
+from fastst.training.pipeline import train
 from tests.conftest import ROOT, compose, fast_overrides
 from tests.test_data import make_bad_corpus
 
@@ -121,7 +121,7 @@ def test_style_image_path_and_seed_null(photos_dir, tmp_path) -> None:
 
 def test_trainer_errors_are_config_errors(photos_dir, style_dir, tmp_path) -> None:
     from fastst.errors import ConfigError
-    from fastst.pipeline import build
+    from fastst.training.pipeline import build
 
     if torch.cuda.is_available():
         pytest.skip("needs a machine without a GPU")
@@ -140,7 +140,7 @@ def test_nonfinite_loss_stops_with_step_and_term(photos_dir, style_dir, tmp_path
         fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "nan_policy=skip", "trainer.max_steps=2"),
         tmp_path / "r2",
     )
-    from fastst.pipeline import build
+    from fastst.training.pipeline import build
 
     trainer, module, datamodule, _ = build(cfg)
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
@@ -166,10 +166,16 @@ def test_train_py_end_to_end(photos_dir, style_dir, tmp_path) -> None:
 
 
 def test_train_py_missing_style_is_one_clear_line(photos_dir, tmp_path) -> None:
-    proc = run_train(*fast_overrides(photos_dir, tmp_path / "nostyles"), f"hydra.run.dir={tmp_path / 'r'}")
+    # Offline: the style's URL answers nothing (port 9 on the loopback refuses connections).
+    url = "http://127.0.0.1:9/starry_night.jpg"
+    proc = run_train(
+        *fast_overrides(photos_dir, tmp_path / "nostyles"), f"style.url={url}", f"hydra.run.dir={tmp_path / 'r'}"
+    )
     assert proc.returncode == 2
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "style=starry_night" in err[0] and "FASTST_STYLE_DIR" in err[0]
+    assert url in err[0] and str(tmp_path / "nostyles") in err[0]  # the URL, and the folder to copy it into
+    assert len([line for line in proc.stderr.splitlines() if "style=starry_night" in line]) == 1  # said once
     assert "Traceback" not in proc.stderr
 
 

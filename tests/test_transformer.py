@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastst.models.transformer import TransformerConfig, TransformerNet, strip_compile_prefix
+from fastst.models import strip_compile_prefix
+from fastst.models.johnson import TransformerConfig, TransformerNet
 
 
 @pytest.mark.parametrize("upsample", ["nearest", "transpose"])

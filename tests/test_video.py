@@ -1,4 +1,4 @@
-"""fastst.video on tiny synthetic clips written by PyAV itself (a few seconds in all)."""
+"""fastst.io.video on tiny synthetic clips written by PyAV itself (a few seconds in all)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastst import video
-from fastst.video import VIDEO_EXTENSIONS, VideoError, probe_video, stylize_video
+from fastst.io import video
+from fastst.io.video import VIDEO_EXTENSIONS, VideoError, probe_video, stylize_video
 
 
 def gradient(i: int, width: int, height: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """A compact preprocessed cache of content images: decode and resize once, then train from uint8 memory maps.
 
-``build_cache(SRC, OUT, size=256)`` (CLI: ``scripts/build_cache.py``) walks ``SRC`` like the
+``build_cache(SRC, OUT, size=256)`` (CLI: ``fastst build-cache``) walks ``SRC`` like the
 folder source, decodes every image, resizes its short side to ``size`` and centre-crops it to a
 ``size x size`` square (the same resampling as the folder source's transform), and writes
 
@@ -39,22 +39,22 @@ from fastst.data.sources import (
     CACHE_FORMAT,
     CACHE_INDEX,
     CACHE_VERSION,
-    DataError,
     check_shard,
     find_images,
 )
-from fastst.errors import first_line
-from fastst.fileio import atomic_path
-from fastst.images import ImageError, load_image
+from fastst.errors import (
+    CacheError,
+    command,
+    first_line,
+)
+from fastst.io.files import atomic_path
+from fastst.io.images import ImageError, load_image
+from fastst.options import add_progress, resolve_progress
 
 log = logging.getLogger(__name__)
 
 PREPROCESS = "short side resized to size (bilinear, JPEG draft decoding), centre crop size x size, RGB"
 _OWN_FILE = re.compile(r"^(index\.json|shard_\d{5}\.(npy|json)|\.(index\.json|shard_\d{5}\.(npy|json))\..*\.tmp)$")
-
-
-class CacheError(DataError):
-    """A cache that cannot be built (output folder unusable, not enough disk space)."""
 
 
 def image_bytes(size: int) -> int:
@@ -344,7 +344,7 @@ disk cost: 3 * SIZE * SIZE bytes per image (uncompressed uint8), e.g. at --size 
   COCO train2014 (82,783 images):  ~16.3 GB     COCO train2017 (118,287 images): ~23.3 GB
 Images are stored as SIZE x SIZE squares (short side resized to SIZE, centre crop);
 train with crops of data.image_size <= SIZE:
-  python train.py data=cache data.root=OUT_DIR
+  fastst train data=cache data.root=OUT_DIR
 An interrupted build is not usable (index.json is written last); re-run the same
 command to continue it: finished shards are reused. See docs/data_cache.md.
 """
@@ -352,7 +352,7 @@ command to continue it: finished shards are reused. See docs/data_cache.md.
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="build_cache.py",
+        prog="fastst build-cache",
         description="Decode and resize a folder of photos once into a compact uint8 cache "
         "(memory-mapped .npy shards) for data=cache training.",
         epilog=EPILOG,
@@ -368,7 +368,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min-size", type=int, default=64, help="skip images whose short side is below this (default: 64)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_progress(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const="none", help=argparse.SUPPRESS)
     parser.add_argument(
         "--compare-loaders",
         type=int,
@@ -380,31 +381,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command(interrupted="re-run the same command to continue (finished shards are kept)")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        index = build_cache(
-            args.src,
-            args.out,
-            size=args.size,
-            shard_size=args.shard_size,
-            workers=args.workers,
-            min_size=args.min_size,
-            progress=not args.no_progress,
-        )
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; re-run the same command to continue (finished shards are kept)", file=sys.stderr)
-        return 130
+    index = build_cache(
+        args.src,
+        args.out,
+        size=args.size,
+        shard_size=args.shard_size,
+        workers=args.workers,
+        min_size=args.min_size,
+        progress=resolve_progress(args.progress) == "bar",
+    )
     print(
         f"cached {index['count']} images ({len(index['skipped'])} skipped, listed in {args.out / CACHE_INDEX}) "
         f"in {index['build_seconds']:.1f} s: {disk_usage(args.out) / 1e6:.1f} MB in {args.out}"
     )
-    print(f"train with: python train.py data=cache data.root={args.out}")
+    print(f"train with: fastst train data=cache data.root={args.out}")
     if args.compare_loaders:
         image_size = args.size - args.size % 4
         rates = compare_loaders(args.src, args.out, image_size=image_size, n_batches=args.compare_loaders)

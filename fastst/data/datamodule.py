@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from fastst.data.sources import CacheSource, DataError, FolderSource, HFSource
 from fastst.errors import ConfigError
-from fastst.images import ImageError, pil_to_uint8
+from fastst.io.images import ImageError, pil_to_uint8
 
 log = logging.getLogger(__name__)
 

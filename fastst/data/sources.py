@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastst.errors import first_line
-from fastst.fileio import walk_files
-from fastst.images import IMAGE_EXTENSIONS, ImageError, _to_rgb, load_image
-
-
-class DataError(ValueError):
-    """A content data set that cannot be used at all (missing, empty, misconfigured)."""
+from fastst.errors import (
+    DataError,
+    first_line,
+)
+from fastst.io.files import walk_files
+from fastst.io.images import IMAGE_EXTENSIONS, ImageError, _to_rgb, load_image
 
 
 def find_images(root: str | Path) -> list[Path]:

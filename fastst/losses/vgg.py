@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError
+from fastst.errors import (
+    ConfigError,
+    WeightsError,
+)
 
 BLOCKS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 CHANNELS = (64, 128, 256, 512, 512)
@@ -29,10 +32,6 @@ PREPROCESSING = ("torchvision", "caffe")
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-class WeightsError(RuntimeError):
-    """Loss-network weights could not be obtained or do not fit the network."""
 
 
 def layer_names(arch: str) -> list[str]:

@@ -1,0 +1,180 @@
+"""Style images: find, or download once and verify, the painting a ``style/*.yaml`` config names.
+
+Where a style's image is looked for, in order (``resolve_style_path``):
+
+1. ``style.image`` as a path (absolute, or relative to the working directory);
+2. the style folder: ``paths.style_dir`` / ``$FASTST_STYLE_DIR`` (default ``styles/``);
+3. the user cache: ``$FASTST_CACHE_DIR/styles`` (default ``~/.cache/fastst/styles``);
+4. ``style.url``: downloaded into the cache, checked against ``style.sha256`` (a mismatch keeps
+   nothing), and used from there ever after.
+
+Every shipped style (``fastst/configs/style/*.yaml``) pins a public copy of its painting at a fixed
+commit with its sha256. ``fastst styles`` lists them; ``fastst styles --fetch`` downloads them ahead
+of time (for cluster nodes without internet, fetch on a login node: the cache is a plain folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastst.errors import ChecksumError, DownloadError, ImageError, StyleImageError, UsageError, command
+from fastst.io.download import download
+from fastst.io.images import load_image_tensor
+
+log = logging.getLogger(__name__)
+
+STYLE_DIR_ENV = "FASTST_STYLE_DIR"
+CACHE_ENV = "FASTST_CACHE_DIR"
+STYLE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "style"
+DOWNLOAD_RETRIES = 2  # a small file: fail fast when offline
+
+
+def cache_dir() -> Path:
+    """fastst's download cache: ``$FASTST_CACHE_DIR``, else ``$XDG_CACHE_HOME/fastst``, else ``~/.cache/fastst``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "fastst"
+
+
+def style_cache_dir() -> Path:
+    """Where downloaded style images are kept."""
+    return cache_dir() / "styles"
+
+
+def _download(name: str, url: str, dest: Path, sha256: str | None) -> None:
+    # fastst.io.download: streamed to a .part file, retried, checked against sha256, then renamed into place.
+    try:
+        download(url, dest, sha256=sha256, progress=False, retries=DOWNLOAD_RETRIES)
+    except ChecksumError:
+        raise StyleImageError(
+            f"style={name}: the file downloaded from {url} does not match style.sha256={sha256}; not using it "
+            f"(nothing was kept). Check the URL, or put the right image in {dest.parent}"
+        ) from None
+
+
+def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, cache: str | Path | None = None) -> Path:
+    """The style image file (see the module docstring for the search order).
+
+    ``cache``: where downloads go and are looked up (default :func:`style_cache_dir`).
+    """
+    name = style.get("name", "?")
+    image = style.get("image")
+    if not image:
+        raise StyleImageError(f"style={name}: style.image is not set; pass style.image=/path/to/painting.jpg")
+    direct = Path(str(image)).expanduser()
+    folder = Path(str(style_dir)).expanduser() if style_dir else None
+    cache_folder = Path(cache).expanduser() if cache else style_cache_dir()
+    candidates = [direct]
+    if not direct.is_absolute():
+        if folder is not None:
+            candidates.append(folder / direct)
+        candidates.append(cache_folder / direct.name)
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    url = style.get("url")
+    if url:
+        dest = cache_folder / direct.name
+        log.info("downloading the style image of style=%s from %s to %s", name, url, dest)
+        try:
+            _download(str(name), str(url), dest, style.get("sha256"))
+            return dest.resolve()
+        except (DownloadError, OSError) as e:
+            if isinstance(e, StyleImageError):
+                raise
+            into = folder if folder is not None else cache_folder
+            raise StyleImageError(
+                f"style={name}: {direct.name} is not here and the download from {url} failed ({_reason(e)}); "
+                f"download that file by hand and copy it into {into.resolve()} as {direct.name} "
+                f"(the style folder: paths.style_dir or {STYLE_DIR_ENV}), or pass style.image=/path/to/image"
+            ) from None
+    looked = ", ".join(str(p.resolve()) for p in dict.fromkeys(candidates))
+    raise StyleImageError(
+        f"style={name}: style image not found (looked at {looked}). Put {direct.name} in that folder, "
+        f"point {STYLE_DIR_ENV} or paths.style_dir at the folder that has it, or pass style.image=/path/to/image"
+    )
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] or type(e).__name__
+
+
+def load_style_image(path: str | Path, long_side: int | None) -> torch.Tensor:
+    """1 x 3 x H x W float [0,1] style image, long side resized to ``long_side`` (None keeps it)."""
+    try:
+        return load_image_tensor(path, long_side, what="style image")
+    except ImageError as e:
+        raise StyleImageError(str(e)) from None
+
+
+# -- the shipped styles --------------------------------------------------------------------------
+def shipped_styles() -> dict[str, dict[str, Any]]:
+    """``{name: style config}`` of every ``configs/style/*.yaml`` that names an image (``custom`` is not one)."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for path in sorted(STYLE_CONFIG_DIR.glob("*.yaml")):
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        if isinstance(data, dict) and data.get("image"):
+            out[path.stem] = data
+    return out
+
+
+def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Path:
+    """``--style``: an image path, or the name of a shipped style (found, cached or downloaded as in training)."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.resolve()
+    styles = shipped_styles()
+    if value in styles:
+        return resolve_style_path(styles[value], style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
+    if path.suffix or os.sep in value:
+        raise StyleImageError(f"--style {value}: no such image file")
+    raise StyleImageError(f"--style {value}: neither an image file nor a shipped style ({', '.join(styles)})")
+
+
+@command()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastst styles``: list the shipped styles and where each image is; ``--fetch`` downloads them."""
+    p = argparse.ArgumentParser(
+        prog="fastst styles",
+        description="List the shipped styles (fastst train style=NAME) and where their images are; "
+        "--fetch downloads them into the cache now.",
+    )
+    p.add_argument("names", nargs="*", help="styles to show or fetch (default: all)")
+    p.add_argument("--fetch", action="store_true", help="download the images that are not here yet")
+    p.add_argument(
+        "--style-dir",
+        default=os.environ.get(STYLE_DIR_ENV, "styles"),
+        help=f"style folder (default: ${STYLE_DIR_ENV} or styles)",
+    )
+    args = p.parse_args(argv)
+    styles = shipped_styles()
+    unknown = [n for n in args.names if n not in styles]
+    if unknown:
+        raise UsageError(f"unknown style(s) {unknown}; shipped: {', '.join(styles)}")
+    rows = []
+    for name in args.names or list(styles):
+        style = styles[name]
+        if args.fetch:
+            where = str(resolve_style_path(style, args.style_dir))
+        else:
+            try:
+                where = str(resolve_style_path({**style, "url": None}, args.style_dir))
+            except StyleImageError:
+                where = f"not here yet: downloaded on first use into {style_cache_dir()}"
+        rows.append((name, f"{style.get('title')}, {style.get('artist')} ({style.get('year')})", where))
+    width = max(len(r[0]) for r in rows)
+    title_width = max(len(r[1]) for r in rows)
+    for name, title, where in rows:
+        print(f"{name:<{width}}  {title:<{title_width}}  {where}")
+    return 0

@@ -1,0 +1,123 @@
+"""Image I/O with one convention: float RGB in [0, 1], shape (B x) 3 x H x W.
+
+Loading is defensive because content sets are large and dirty: EXIF orientation is
+applied, every mode (grayscale, palette, CMYK, RGBA, 16-bit) becomes 8-bit RGB, and any
+file Pillow cannot decode fully raises ``ImageError`` with the file name and the reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from fastst.errors import (
+    ImageError,
+    first_line,
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Pillow warns above MAX_IMAGE_PIXELS (~89 MP) and raises above twice that; we refuse
+# anything above this many pixels (a 16k x 16k image) outright as a likely decompression bomb.
+MAX_PIXELS = 16384 * 16384
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels have arbitrary colour underneath: composite on white.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")  # L, CMYK, YCbCr, RGB;16 ... -> RGB
+
+
+def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    """Open, fully decode, EXIF-rotate and convert an image file to 8-bit RGB.
+
+    ``draft_size`` lets the JPEG decoder skip resolution it will not need (DCT scaling to
+    at least that size on the short side), which is much faster for large photos.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageError(f"{path}: {img.width}x{img.height} is too large (possible decompression bomb)")
+                if draft_size and img.format == "JPEG":
+                    short = min(img.size)
+                    scale = max(1, short // draft_size)
+                    img.draft("RGB", (img.width // scale, img.height // scale))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{path}: too many pixels (possible decompression bomb)") from None
+    except Exception as e:  # UnidentifiedImageError, truncated data, OSError, SyntaxError, ...
+        raise ImageError(f"{path}: cannot decode image ({first_line(e)})") from None
+
+
+def load_image_tensor(path: str | Path, long_side: int | None = None, what: str = "image") -> torch.Tensor:
+    """1 x 3 x H x W float [0,1] from a file, long side resized to ``long_side`` (None keeps the size).
+
+    ``ImageError`` messages start with ``what`` (e.g. "content image") so the user knows which input failed.
+    """
+    try:
+        img = load_image(path)
+    except ImageError as e:
+        raise ImageError(f"{what} {e}") from None
+    return pil_to_tensor(resize_long_side(img, long_side))[None]
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image -> 3 x H x W float tensor in [0, 1]."""
+    return pil_to_uint8(img).float().div_(255.0)
+
+
+def pil_to_uint8(img: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image -> 3 x H x W uint8 tensor (compact for data loader transfer)."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # H x W x 3
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """3 x H x W (or 1 x 3 x H x W) float tensor in [0, 1] -> 8-bit RGB PIL image."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    arr = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def resize_long_side(img: Image.Image, size: int | None) -> Image.Image:
+    """Resize so that the long side is ``size`` (no-op for None), keeping the aspect ratio."""
+    if size is None or max(img.size) == size:
+        return img
+    scale = size / max(img.size)
+    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(new, Image.Resampling.LANCZOS)
+
+
+def save_image(image: torch.Tensor, path: str | Path) -> None:
+    """Save a [0,1] image tensor; the format follows the file extension."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensor_to_pil(image).save(path)

@@ -1,0 +1,238 @@
+"""The one schema of an exported model file, and the only code that reads and writes it.
+
+A model file is a ``.safetensors`` file: the transform net's weights plus one JSON string under the
+metadata key ``"fastst"``:
+
+* ``format`` / ``format_version``: ``fastst-stylizer``, version :data:`FORMAT_VERSION`; older versions load,
+  newer ones are refused with "upgrade fastst";
+* ``family`` and ``net``: which net (a module of ``fastst.models``) and its config, to rebuild it;
+* ``style``: the painting (:data:`STYLE_FIELDS`; the image's file name only, never a local path);
+* ``loss``: the training criterion, every field of :class:`~fastst.losses.perceptual.LossConfig`
+  (:func:`loss_summary` writes it, :func:`loss_config` reads it back), so evaluation rebuilds it exactly;
+* ``training``: steps, batches seen, the fastst version and checkpoint it came from;
+* ``image_convention`` and ``created``.
+
+Loading never unpickles anything, so a model file from a stranger cannot run code. Only torch and
+safetensors are needed: no Lightning, no Hydra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import fastst
+from fastst import models
+from fastst.errors import ConfigError, ModelFileError, UsageError, first_line
+from fastst.io.files import atomic_path
+from fastst.losses.perceptual import LossConfig
+
+FORMAT = "fastst-stylizer"
+FORMAT_VERSION = 1
+METADATA_KEY = "fastst"
+IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
+# Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
+STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image")
+LOSS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(LossConfig))
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a style name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+
+
+def plain_json(value: Any) -> Any:
+    """JSON-safe copy of checkpoint metadata (tuples -> lists, tensors and paths -> plain values)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _style_summary(style: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: plain_json(style[k]) for k in STYLE_FIELDS if k in style}
+    if out.get("image"):
+        out["image"] = Path(str(out["image"])).name  # file name only: no local directories
+    return out
+
+
+def _loss_summary(loss: Mapping[str, Any]) -> dict[str, Any]:
+    # Every LossConfig field: a new loss field is exported (and read back by loss_config) with no edit here.
+    out = {k: plain_json(loss[k]) for k in LOSS_FIELD_NAMES if k in loss}
+    weights = out.get("weights")
+    if isinstance(weights, str) and weights not in ("imagenet", "random"):
+        out["weights"] = Path(weights).name  # a local VGG file: keep its name, not where it was
+    return out
+
+
+def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[str, Any]:
+    """A model file's metadata from a training checkpoint's ``fastst`` entry (``StyleTransferModule.metadata``)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "fastst_version": fastst.__version__,
+        "family": str(meta.get("family") or models.DEFAULT_FAMILY),
+        "net": plain_json(dict(meta["net"])),
+        "style": _style_summary(dict(meta.get("style") or {})),
+        "training": {
+            "steps": int(steps),
+            "batches_seen": int(meta.get("batches_seen", 0)),
+            "fastst_version": str(meta.get("fastst_version", "unknown")),
+            "checkpoint": checkpoint,
+        },
+        "loss": _loss_summary(dict(meta.get("loss") or {})),
+        "image_convention": IMAGE_CONVENTION,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+
+
+def save_model_file(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
+    """Write weights + metadata atomically (a temporary file renamed into place: never half a model)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)})
+    return path
+
+
+def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: str) -> torch.nn.Module:
+    """The net of a model file's family (``family``; ``johnson`` when absent) with its weights, eval mode, CPU."""
+    try:
+        family = metadata.get("family") or models.DEFAULT_FAMILY
+        config = models.build_config(family, dict(metadata["net"]))
+    except (ConfigError, TypeError, KeyError) as e:
+        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in models.build_net(family, config).state_dict().items()}
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{where}: bad net config in the metadata ({first_line(e)})") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:  # checked on the meta device first: a bogus config allocates nothing
+        raise ModelFileError(f"{where}: the weights do not match the net config; export the model again")
+    try:
+        net = models.build_net(family, config)
+        net.load_state_dict(dict(state), strict=True)
+    except (RuntimeError, ValueError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise ModelFileError(f"{where}: the weights do not match the net config ({detail})") from None
+    return net.eval()
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model file, checked for format and version (weights not loaded)."""
+    return _open_model_file(Path(path), load_weights=False)[1]
+
+
+def load_model_file(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a ``.safetensors`` model file: ``(net in eval mode on the CPU, metadata)``.
+
+    Refuses (``ModelFileError``) files that are missing, truncated or not safetensors, safetensors
+    files without fastst metadata, other formats, and files from a newer fastst.
+    """
+    path = Path(path)
+    state, metadata = _open_model_file(path, load_weights=True)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(f"{path}: weights contain NaN or inf ({bad[0]}); re-export from a healthy checkpoint")
+    return build_net(metadata, state, where=str(path)), metadata
+
+
+def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found; export one with fastst export RUN.ckpt")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # a zip: torch.save / Lightning checkpoint
+        raise ModelFileError(
+            f"{path}: this is a training checkpoint, not a model file; export it first with fastst export {path}"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+            if raw is None:
+                raise ModelFileError(
+                    f"{path}: a safetensors file without fastst metadata (not a fastst model); "
+                    "export a training checkpoint with fastst export"
+                )
+            metadata = _check_metadata(path, raw)
+            state = {k: f.get_tensor(k) for k in f.keys()} if load_weights else {}
+    except ModelFileError:
+        raise
+    except Exception as e:  # SafetensorError (truncated, garbage), OSError, ...
+        raise ModelFileError(
+            f"{path}: not a readable safetensors model file ({first_line(e)}); "
+            "the file is damaged or of another kind: export it again with fastst export"
+        ) from None
+    return state, metadata
+
+
+def _check_metadata(path: Path, raw: str) -> dict[str, Any]:
+    try:
+        metadata = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path}: the fastst metadata is not valid JSON ({e}); export the model again") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        fmt = metadata.get("format") if isinstance(metadata, dict) else None
+        raise ModelFileError(f"{path}: unknown model format {fmt!r} (expected {FORMAT!r}); export the model again")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFileError(f"{path}: invalid format_version {version!r}; export the model again")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: written by a newer fastst (format {version} > {FORMAT_VERSION}); upgrade fastst "
+            f"(this is fastst {fastst.__version__})"
+        )
+    if not isinstance(metadata.get("net"), dict):
+        raise ModelFileError(f"{path}: the metadata has no net config; export the model again")
+    if not isinstance(metadata.get("style", {}), dict):
+        metadata["style"] = {}
+    return metadata
+
+
+def loss_config(
+    metadata: Mapping[str, Any],
+    network: str | None = None,
+    weights: str | None = None,
+    preprocessing: str | None = None,
+) -> LossConfig:
+    """The model's training criterion (its file's ``loss``), with the loss network overridable."""
+    summary = dict(metadata.get("loss") or {})
+    if not summary:
+        raise UsageError("the model file has no loss summary; cannot rebuild its criterion")
+    data = {k: v for k, v in summary.items() if k in LOSS_FIELD_NAMES}
+    for group in ("content", "style"):  # format 1 files may hold {layer: weight} mappings
+        layers = data.get(f"{group}_layers")
+        if isinstance(layers, Mapping):
+            data[f"{group}_layers"] = list(layers)
+            data[f"{group}_layer_weights"] = [float(v) for v in layers.values()]
+    if network:
+        data["network"] = network
+    if preprocessing:
+        data["preprocessing"] = preprocessing
+    w = weights or data.get("weights") or "imagenet"
+    if w not in ("imagenet", "random") and not Path(w).expanduser().is_file():
+        raise UsageError(
+            f"the model was trained with loss weights {w!r}, which is not a file here; pass --loss-weights PATH"
+        )
+    data["weights"] = w
+    try:
+        return LossConfig.from_dict(data)
+    except ConfigError as e:
+        raise ModelFileError(f"the model file's loss summary is not a valid criterion ({e})") from None

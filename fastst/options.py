@@ -1,0 +1,71 @@
+"""One name and one set of values per concept, for every command and config.
+
+* device: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N``; ``--device``.
+* dtype: ``fp32``, ``bf16``, ``fp16``; ``--dtype``. (Training says ``trainer.precision``, Lightning's word.)
+* size: the long side in px; ``0`` keeps the image's own size; ``--size``.
+* progress: ``auto`` (a bar on a terminal, plain lines otherwise), ``bar``, ``plain``, ``none``;
+  ``--progress`` and the ``progress=`` key of ``fastst train`` / ``fastst optimize``. ``rich`` is kept
+  as an older spelling of ``bar``.
+* style: a name of a shipped style (``configs/style/NAME.yaml``) or a path to an image; ``--style``
+  and ``style=``.
+
+Plain argparse and the standard library only: the lean inference path imports this module too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from fastst.errors import ConfigError
+
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N"
+DTYPES = ("fp32", "bf16", "fp16")
+PROGRESS_MODES = ("auto", "bar", "plain", "none")
+_PROGRESS_ALIASES = {"rich": "bar"}  # train.py's older spelling
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default})")
+
+
+def add_dtype(p: argparse.ArgumentParser, default: str = "fp32") -> None:
+    p.add_argument("--dtype", choices=DTYPES, default=default, help=f"compute precision (default: {default})")
+
+
+def add_progress(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument(
+        "--progress",
+        default=default,
+        type=progress_mode,
+        metavar="{" + ",".join(PROGRESS_MODES) + "}",
+        help=f"auto (a bar on a terminal, plain lines otherwise), bar, plain or none (default: {default})",
+    )
+
+
+def progress_mode(value: Any, key: str = "--progress") -> str:
+    """A checked progress mode (``auto`` not yet resolved); ``ConfigError`` names ``key``."""
+    mode = _PROGRESS_ALIASES.get(str(value), str(value))
+    if mode not in PROGRESS_MODES:
+        raise (argparse.ArgumentTypeError if key == "--progress" else ConfigError)(
+            f"{key} must be one of {', '.join(PROGRESS_MODES)}, got {value!r}"
+        )
+    return mode
+
+
+def resolve_progress(value: Any, key: str = "--progress", stream: Any = None) -> str:
+    """``bar``, ``plain`` or ``none``: ``auto`` is a bar when ``stream`` (stderr) is a terminal."""
+    mode = progress_mode(value, key)
+    if mode == "auto":
+        return "bar" if (stream or sys.stderr).isatty() else "plain"
+    return mode
+
+
+def size_or_none(size: int | None) -> int | None:
+    """``--size``: None or 0 keep the image's size; negative sizes are refused."""
+    if size is None or size == 0:
+        return None
+    if size < 0:
+        raise ConfigError(f"--size must be a positive long side in px, or 0 to keep the image's size, got {size}")
+    return int(size)

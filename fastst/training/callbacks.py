@@ -1,0 +1,170 @@
+"""Lightning callbacks: preview grids, throughput, and plain progress lines for non-TTY runs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+from fastst.io.images import save_image
+
+log = logging.getLogger(__name__)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves the final step when training ends.
+
+    Lightning's ``save_last`` skips the end-of-training save once any checkpoint was written,
+    so ``max_steps=2500`` with a checkpoint every 1000 steps would leave ``last.ckpt`` at 2000.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.global_step != self._last_global_step_saved and trainer.global_step > 0:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+
+class PreviewImages(pl.Callback):
+    """Every ``every_n_steps`` (and at the start and end) stylize the datamodule's fixed preview set.
+
+    The grid has one row per preview image: content | stylized. It goes to TensorBoard
+    (``previews``) and to ``<dirpath>/step_XXXXXXX.png``. Rank zero only.
+    """
+
+    def __init__(self, every_n_steps: int = 500, dirpath: str | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.dirpath = Path(dirpath) if dirpath else None
+        self._last_step = -1
+
+    @rank_zero_only
+    def _render(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_step or self.every_n_steps <= 0:
+            return
+        self._last_step = step
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "preview_images"):
+            return
+        content = datamodule.preview_images()
+        if content.numel() == 0:
+            return
+        was_training = module.net.training
+        module.net.eval()
+        with torch.no_grad():
+            stylized = torch.cat([module.net(c[None].to(module.device)).float().cpu() for c in content])
+        module.net.train(was_training)
+        pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # 2N x 3 x P x P
+        grid = make_grid(pairs, nrow=2, padding=4, pad_value=1.0)  # 3 x H x W
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("previews", grid, global_step=step)
+        if self.dirpath is not None:
+            save_image(grid, self.dirpath / f"step_{step:07d}.png")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._render(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._render(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._render(trainer, pl_module)
+
+
+class TrainingMonitor(pl.Callback):
+    """Logs images/s (``perf/images_per_sec``, all ranks' images) and, when ``print_lines`` is
+    on (no TTY), prints one plain progress line every ``every_n_steps`` steps."""
+
+    def __init__(self, every_n_steps: int = 50, print_lines: bool = False) -> None:
+        self.every_n_steps = max(1, every_n_steps)
+        self.print_lines = print_lines
+        self._t0: float | None = None
+        self._start_time: float | None = None
+        self._start_step = 0
+        self._images = 0
+        self.images_per_sec: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = self._start_time = time.perf_counter()
+        self._start_step = trainer.global_step
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += int(batch["image"].shape[0]) * trainer.world_size
+        step = trainer.global_step
+        if step % self.every_n_steps:
+            return
+        now = time.perf_counter()
+        elapsed = now - (self._t0 or now)
+        if elapsed > 0:
+            self.images_per_sec = self._images / elapsed
+            pl_module.log("perf/images_per_sec", self.images_per_sec, on_step=True, rank_zero_only=True)
+        self._t0, self._images = now, 0
+        if self.print_lines and trainer.is_global_zero:
+            self._print(trainer, step, now)
+
+    def _print(self, trainer: pl.Trainer, step: int, now: float) -> None:
+        m = trainer.callback_metrics
+        parts = [f"step {step}/{trainer.max_steps}"]
+        for key in ("train/loss", "train/content", "train/style", "train/tv"):
+            if key in m:
+                parts.append(f"{key.split('/')[-1]} {float(m[key]):.4g}")
+        if self.images_per_sec:
+            parts.append(f"{self.images_per_sec:.1f} img/s")
+        done = step - self._start_step
+        if done > 0 and trainer.max_steps and trainer.max_steps > 0 and self._start_time:
+            eta = (now - self._start_time) / done * (trainer.max_steps - step)
+            parts.append(f"eta {eta / 60:.1f} min")
+        print("  ".join(parts), flush=True)
+
+
+class ExportOnFitEnd(pl.Callback):
+    """After training, export ``last.ckpt`` to ``<export_dir>/<style>.safetensors`` (rank zero).
+
+    Runs in ``on_fit_end``, after every checkpoint callback's ``on_train_end`` has saved the final step.
+    """
+
+    def __init__(self, enabled: bool = True, export_dir: str = "export", onnx: bool = False) -> None:
+        self.enabled, self.export_dir, self.onnx = enabled, export_dir, onnx
+        self.written: list[Path] = []
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+        if not self.enabled or not ckpt or not Path(ckpt).is_file():
+            return
+        if getattr(pl_module, "stopped_by_signal", None):  # preempted: the model is not finished
+            log.info("not exporting: training stopped early (%s) and will resume", pl_module.stopped_by_signal)
+            return
+        from fastst.export import export_checkpoint, export_onnx, load_model_file
+
+        try:
+            path = export_checkpoint(ckpt, export_dir=self.export_dir)
+            self.written.append(path)
+            log.info("exported %s", path)
+            if self.onnx:
+                net, _ = load_model_file(path)
+                export_onnx(net, path.with_suffix(".onnx"))
+                self.written.append(path.with_suffix(".onnx"))
+                log.info("exported %s", path.with_suffix(".onnx"))
+        except Exception as e:  # training itself succeeded: keep its result, say how to export by hand
+            log.error(
+                "export at the end of training failed (%s: %s); the checkpoint is fine, run "
+                "python scripts/export.py %s",
+                type(e).__name__,
+                e,
+                ckpt,
+            )
