@@ -45,7 +45,7 @@ from fastst.io.images import (
 )
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from fastst.modelfile import loss_config
-from fastst.options import size_or_none
+from fastst.options import add_device, add_progress, resolve_progress, size_or_none
 
 
 # -- SSIM --------------------------------------------------------------------------------------
@@ -90,8 +90,9 @@ def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -
 
 
 def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossConfig]:
-    from fastst.inference.stylizer import load_stylizer
+    from fastst.inference.stylizer import load_stylizer, resolve_device
 
+    args.device = str(resolve_device(args.device))  # auto -> cuda or cpu, once for the model and the loss
     model = load_stylizer(args.model, device=args.device)
     loss_cfg = loss_config(model.metadata, args.network, args.loss_weights, args.preprocessing)
     style_path = style_path_for(model.metadata, args.style, getattr(args, "style_dir", None))
@@ -107,7 +108,7 @@ def _add_loss_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preprocessing", choices=("torchvision", "caffe"), help="loss input convention (default: the model's)"
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
@@ -185,7 +186,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             opt_times = []
             result = None
             for _ in range(args.opt_repeats):
-                result = run_optimization(loss, x, settings, progress=args.progress)
+                result = run_optimization(loss, x, settings, progress=resolve_progress(args.progress) == "bar")
                 opt_times.append(result.wall_time_s)
             assert result is not None
             opt_terms = _measure(loss, result.image, x)
@@ -312,7 +313,7 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
     )
-    p.add_argument("--progress", action="store_true", help="tqdm bar for each optimisation")
+    add_progress(p, default="none")  # a bar per optimisation
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_loss_args(p)
     return p

@@ -43,6 +43,7 @@ from fastst.inference.stylizer import resolve_device
 from fastst.io.color import grey, luminance, match_color, match_luminance, preserve_color
 from fastst.io.images import load_image_tensor, save_image
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
+from fastst.options import resolve_progress
 
 log = logging.getLogger(__name__)
 
@@ -389,8 +390,7 @@ def optimize(cfg: Any) -> dict[str, Any]:
     def save_intermediate(i: int, x: torch.Tensor) -> None:
         save_image(x, out_dir / "intermediate" / f"iter_{i:05d}.png")
 
-    progress = str(plain.get("progress", "auto"))
-    show = sys.stderr.isatty() if progress == "auto" else progress == "bar"
+    show = resolve_progress(plain.get("progress", "auto"), key="progress") == "bar"
     log.info("optimising %s (%dx%d) with %s", plain["content"], content.shape[-1], content.shape[-2], settings)
     result = stylize(
         loss,

@@ -23,6 +23,7 @@ from fastst.errors import UsageError, command
 from fastst.inference.stylizer import Stylizer, load_stylizer
 from fastst.io.files import atomic_path, walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
+from fastst.options import add_device, add_dtype, size_or_none
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")  # what fastst.io.video writes and reads
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
@@ -121,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model file written by fastst export")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image, video or folder (recursive)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or file, for one input file)")
-    p.add_argument("--size", type=int, help="resize so the long side is SIZE px first (videos: processing size)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="resize so the long side is SIZE px first (videos: processing size); 0 = as is",
+    )
     p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
     p.add_argument("--strength", type=float, default=1.0, help="blend with the input: 0 = input, 1 = full style")
     p.add_argument("--median", type=int, default=0, help="median filter of odd size K on the output (0 = off)")
@@ -136,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile-stats-size", type=int, default=1024, help="long side of the downscaled copy (--tile-stats downscaled)"
     )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="compute precision")
+    add_device(p)
+    add_dtype(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     p.add_argument(
         "--compile",
@@ -159,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    args.size = size_or_none(args.size)
     jobs = plan_jobs(args.inputs, args.output)
     check_outputs(jobs, args.overwrite)
     if args.batch_size < 1:
@@ -168,10 +175,6 @@ def run(args: argparse.Namespace) -> int:
             import fastst.io.video  # noqa: F401  (PyAV)
         except ImportError as e:
             raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.keep_freed_memory:
         keep_freed_memory()  # every image/frame allocates the same big activations again
     stylizer = load_stylizer(

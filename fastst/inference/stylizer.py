@@ -509,7 +509,7 @@ def load_stylizer(
     (see the module docstring). Raises ``ModelFileError`` for a bad file and
     ``InferenceError`` for a bad device, dtype or option.
     """
-    from fastst.export import load_model_file  # plain torch + safetensors; no Lightning
+    from fastst.modelfile import load_model_file  # plain torch + safetensors; no Lightning
 
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:

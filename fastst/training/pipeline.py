@@ -28,6 +28,7 @@ from fastst.errors import (
     TrainingOutOfMemoryError,
     first_line,
 )
+from fastst.options import resolve_progress
 from fastst.training.callbacks import TrainingMonitor
 from fastst.training.checkpointing import (
     AtomicCheckpointIO,
@@ -118,17 +119,13 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _progress(cfg: DictConfig) -> str:
-    mode = str(cfg.get("progress", "auto"))
-    if mode not in ("auto", "rich", "plain", "none"):
-        raise ConfigError(f"progress must be auto, rich, plain or none, got {mode!r}")
-    if mode == "auto":
+    """``progress`` (fastst.options' vocabulary): a rich bar on a terminal, else plain log lines."""
+    mode = resolve_progress(cfg.get("progress", "auto"), key="progress", stream=sys.stdout)
+    if mode == "bar":
         try:
             import rich  # noqa: F401
-
-            has_rich = True
         except ImportError:
-            has_rich = False
-        mode = "rich" if sys.stdout.isatty() and has_rich else "plain"
+            return "plain"
     return mode
 
 
@@ -233,7 +230,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     callbacks.append(
         TrainingMonitor(every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50)), print_lines=progress == "plain")
     )
-    if progress == "rich":
+    if progress == "bar":
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
@@ -245,7 +242,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
             cfg.trainer,
             callbacks=callbacks,
             logger=loggers or False,
-            enable_progress_bar=progress == "rich",
+            enable_progress_bar=progress == "bar",
             # crash-safe checkpoint writes and weights-only loads; SLURM ranks without re-executing train.py
             plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         )
