@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quality of the half-width net (model=johnson_small, 16 channels) against the default net
-# (model=johnson, 32 channels): both trained the same way through train.py, then scored by
-# scripts/evaluate.py on held-out photos (content loss, style loss, SSIM to the content).
+# (model=johnson, 32 channels): both trained the same way with `fastst train`, then scored by
+# `fastst evaluate` on held-out photos (content loss, style loss, SSIM to the content).
 #
 #   bash scripts/small_net_quality.sh [WORK_DIR]        # ~9 min on a 2-core CPU
 #
@@ -43,14 +43,14 @@ for model in johnson johnson_small; do
   run="$WORK/run_$model"
   rm -rf "$run"
   start=$(date +%s)
-  python train.py model="$model" style=custom style.name=starry_night style.image="'$STYLE'" \
+  fastst train model="$model" style=custom style.name=starry_night style.image="'$STYLE'" \
     data.root="'$WORK/train'" data.image_size="$SIZE" data.resize=$((SIZE * 9 / 8)) \
     loss.network=vgg16 loss.weights="'$VGG16'" loss.preprocessing=caffe \
     trainer.max_steps="$STEPS" logger=none progress=plain trainer.log_every_n_steps=$((STEPS / 5)) \
     callbacks.model_checkpoint.every_n_train_steps="$STEPS" callbacks.preview.every_n_steps="$STEPS" \
     hydra.run.dir="'$run'" > "$WORK/train_$model.log" 2>&1 || { tail -5 "$WORK/train_$model.log"; exit 1; }
   echo "$model: trained $STEPS steps in $(( $(date +%s) - start )) s"
-  python scripts/evaluate.py "$run/export/starry_night.safetensors" --content "$WORK/val" --style "$STYLE" \
+  fastst evaluate "$run/export/starry_night.safetensors" --content "$WORK/val" --style "$STYLE" \
     --size 256 -o "$WORK/eval_$model.json" --network vgg16 --loss-weights "$VGG16" --preprocessing caffe
 done
 for model in johnson johnson_small; do
