@@ -1,6 +1,6 @@
 """The slow baseline: optimise the pixels of one image (Gatys, Ecker and Bethge 2016).
 
-``python optimize.py style=starry_night content=photo.jpg`` composes ``configs/optimize.yaml``
+``python optimize.py style=starry_night content=photo.jpg`` composes ``fastst/configs/optimize.yaml``
 (the same ``style/``, ``loss/`` and ``paths/`` groups as training) and calls :func:`optimize`.
 The criterion is :class:`fastst.losses.PerceptualLoss`, the very module the fast model is trained
 and measured with, so a comparison of the two methods is a comparison of optimisers only.

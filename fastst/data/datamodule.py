@@ -184,7 +184,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class ContentDataModule(pl.LightningDataModule):
     """Content photos for training, from a folder (``data=folder``), Hugging Face (``data=hf``) or a
-    preprocessed cache (``data=cache``, built by ``scripts/build_cache.py``)."""
+    preprocessed cache (``data=cache``, built by ``fastst build-cache``)."""
 
     def __init__(
         self,
@@ -256,18 +256,18 @@ class ContentDataModule(pl.LightningDataModule):
     def _build_cache_source(self) -> CacheSource:
         if not self.root:
             raise DataError(
-                "data.root is not set: pass data.root=/path/to/cache (a folder built by scripts/build_cache.py)"
+                "data.root is not set: pass data.root=/path/to/cache (a folder built by fastst build-cache)"
             )
         source = CacheSource(self.root)
         if self.image_size > source.size:
             raise ConfigError(
                 f"data.image_size={self.image_size} is larger than the cache at {source.root} ({source.size} px); "
-                f"lower data.image_size or rebuild the cache with scripts/build_cache.py --size {self.image_size}"
+                f"lower data.image_size or rebuild the cache with fastst build-cache --size {self.image_size}"
             )
         if self.resize is not None and self.resize != source.size:
             raise ConfigError(
                 f"data.resize={self.resize} does not apply to a cache: its images are stored at {source.size} px; "
-                f"leave data.resize=null or rebuild the cache with scripts/build_cache.py --size {self.resize}"
+                f"leave data.resize=null or rebuild the cache with fastst build-cache --size {self.resize}"
             )
         assert isinstance(self.transform, CropTransform)
         if source.min_size < self.transform.min_size:

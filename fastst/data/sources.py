@@ -1,5 +1,5 @@
 """Where content images come from: a folder tree (COCO layout included), a Hugging Face dataset,
-or a preprocessed cache of uint8 shards (built by ``scripts/build_cache.py``, see ``fastst.data.cache``).
+or a preprocessed cache of uint8 shards (built by ``fastst build-cache``, see ``fastst.data.cache``).
 
 A source is a random-access list of images (``len`` + ``load(i) -> PIL RGB``) or, for a
 streaming Hugging Face dataset, an iterable of PIL images. Both raise ``ImageError``
@@ -152,7 +152,7 @@ CACHE_INDEX = "index.json"
 
 
 def cache_build_hint(root: str | Path) -> str:
-    return f"build it with: python scripts/build_cache.py PHOTOS_FOLDER {root} --size 256"
+    return f"build it with: fastst build-cache PHOTOS_FOLDER {root} --size 256"
 
 
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 STYLE_DIR_ENV = "FASTST_STYLE_DIR"
 CACHE_ENV = "FASTST_CACHE_DIR"
 STYLE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "style"
-DOWNLOAD_RETRIES = 2  # a small file: fail fast when offline
+DOWNLOAD_RETRIES = 0  # a small file: one attempt, so offline is one clear line at once (re-run to retry)
 
 
 def cache_dir() -> Path:
@@ -51,13 +51,20 @@ def style_cache_dir() -> Path:
 
 def _download(name: str, url: str, dest: Path, sha256: str | None) -> None:
     # fastst.io.download: streamed to a .part file, retried, checked against sha256, then renamed into place.
+    # Each process downloads to a name of its own and renames it into place: DDP or SLURM ranks that
+    # all find the cache empty never write one .part file at once (identical files; the last rename wins).
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.download")
     try:
-        download(url, dest, sha256=sha256, progress=False, retries=DOWNLOAD_RETRIES)
+        download(url, tmp, sha256=sha256, progress=False, retries=DOWNLOAD_RETRIES)
+        os.replace(tmp, dest)
     except ChecksumError:
         raise StyleImageError(
             f"style={name}: the file downloaded from {url} does not match style.sha256={sha256}; not using it "
             f"(nothing was kept). Check the URL, or put the right image in {dest.parent}"
         ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".part").unlink(missing_ok=True)
 
 
 def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, cache: str | Path | None = None) -> Path:
@@ -92,7 +99,7 @@ def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, c
                 raise
             into = folder if folder is not None else cache_folder
             raise StyleImageError(
-                f"style={name}: {direct.name} is not here and the download from {url} failed ({_reason(e)}); "
+                f"style={name}: {direct.name} is not here and the download from {url} failed ({_reason(e, str(url))}); "
                 f"download that file by hand and copy it into {into.resolve()} as {direct.name} "
                 f"(the style folder: paths.style_dir or {STYLE_DIR_ENV}), or pass style.image=/path/to/image"
             ) from None
@@ -103,8 +110,13 @@ def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, c
     )
 
 
-def _reason(e: BaseException) -> str:
+def _reason(e: BaseException, url: str) -> str:
+    """Why a download failed, without repeating the URL the message already names."""
+    import re
+
     text = " ".join(str(e).split())
+    inner = re.search(r"failed after \d+ attempts? \((.*)\); ", text)  # fastst.io.download's wording
+    text = inner.group(1) if inner else text.replace(url, "the URL")
     return text[:200] or type(e).__name__
 
 

@@ -20,7 +20,7 @@ weights are folded into the compiled graph as constants and prepacked for oneDNN
 per input shape pays the compilation (measured 10-25 s on a 2-core CPU for the default net at
 1024 px; after a second distinct shape the graph is recompiled once with dynamic sizes). Tiled
 inference keeps the eager net for its statistics passes and blended tiles (they patch the instance
-norms, which a compiled graph would not see). ``python scripts/bench.py`` measures every option.
+norms, which a compiled graph would not see). ``fastst bench`` measures every option.
 """
 
 from __future__ import annotations
@@ -502,7 +502,7 @@ def load_stylizer(
     compile: bool = False,
     **options: Any,
 ) -> Stylizer:
-    """Load a ``.safetensors`` model file written by ``scripts/export.py`` into a :class:`Stylizer`.
+    """Load a ``.safetensors`` model file written by ``fastst export`` into a :class:`Stylizer`.
 
     ``options`` set the stylizer's defaults (``size``, ``preserve_color``, ``strength``, ``median``,
     ``tile``, ``tile_overlap``, ``tile_stats_size``). ``compile`` wraps the net in ``torch.compile``

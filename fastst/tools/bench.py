@@ -640,7 +640,7 @@ def run_eager_inference(spec: dict[str, Any]) -> dict[str, Any]:
     """fp32 eager inference timed in its own process, on whatever allocator that process has.
 
     The benchmark runs it in a fresh process on glibc's default allocator, to show what
-    ``keep_freed_memory`` (on in the inference table's process, as in ``stylize.py``) gains.
+    ``keep_freed_memory`` (on in the inference table's process, as in ``fastst stylize``) gains.
     """
     import torch
     from torch.utils.benchmark import Timer
@@ -1074,7 +1074,7 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
 
     device = args.device
     if not args.default_malloc:
-        keep_freed_memory()  # as scripts/stylize.py does
+        keep_freed_memory()  # as fastst stylize does
     options = inference_options(device, args.quick, args.no_compile)
     onnx_dir = Path(args.cache_dir) / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -1328,7 +1328,7 @@ def render(result: dict[str, Any]) -> str:
         notes.append(
             f"{DEFAULT_MALLOC_OPTION}: plain PyTorch, the default net's fp32 eager in a fresh process on glibc's "
             "default allocator; every other inference row runs in this process, which keeps freed memory as "
-            "stylize.py does (--default-malloc: it does not)."
+            "fastst stylize does (--default-malloc: it does not)."
         )
     if "vgg19" in meta.get("networks", []) and train:
         notes.append("VGG-19 rows use random weights (ImageNet VGG-19 is not available offline): same speed.")
@@ -1379,7 +1379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--default-malloc",
         action="store_true",
-        help="time inference on glibc's default allocator (default: keep freed memory, as stylize.py does; a "
+        help="time inference on glibc's default allocator (default: keep freed memory, as fastst stylize does; a "
         "separate 'fp32 eager, default malloc' row shows the difference)",
     )
     # Scale knobs (tests, experiments).

@@ -162,8 +162,7 @@ class ExportOnFitEnd(pl.Callback):
                 log.info("exported %s", path.with_suffix(".onnx"))
         except Exception as e:  # training itself succeeded: keep its result, say how to export by hand
             log.error(
-                "export at the end of training failed (%s: %s); the checkpoint is fine, run "
-                "python scripts/export.py %s",
+                "export at the end of training failed (%s: %s); the checkpoint is fine, run fastst export %s",
                 type(e).__name__,
                 e,
                 ckpt,

@@ -1,7 +1,8 @@
 """Entry-point logic: turns a composed Hydra config into objects and runs them.
 
-This is the only module that knows about Hydra/OmegaConf; tests compose a config and call
-``train(cfg)`` directly, ``train.py`` is a thin ``@hydra.main`` shim around it.
+Hydra/OmegaConf stay at the edges (here, ``fastst.cli`` and ``fastst.data.styles``, which reads the
+style YAMLs). Tests compose a config and call ``train(cfg)`` directly; ``fastst train`` and
+``train.py`` are thin ``@hydra.main`` shims around it.
 """
 
 from __future__ import annotations
