@@ -216,6 +216,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     module = StyleTransferModule(
         net=_container(cfg.model.net),
         family=str(cfg.model.get("family") or "johnson"),
+        seed=int(cfg.seed),
         loss=_container(cfg.loss),
         style=style_cfg,
         style_image=style_image,
