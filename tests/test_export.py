@@ -21,22 +21,15 @@ from fastst.export import (
     main,
 )
 from fastst.models.johnson import TransformerConfig, TransformerNet
-from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
+from tests.conftest import ROOT, TrainedModel, tiny_trained_model, write_tiny_data
 
 
 def make_checkpoint(root: Path) -> Path:
-    """A tiny trained checkpoint (8 channels, 1 residual block, 2 steps on 64 px crops): about a second."""
-    from fastst.training.pipeline import train
-
-    photos, styles = root / "photos", root / "styles"
-    photos.mkdir(parents=True)
-    styles.mkdir()
-    for i in range(4):
-        synthetic_image(i, (96 + 4 * i, 80)).save(photos / f"img_{i}.jpg", quality=92)
-    synthetic_image(1234, (120, 96)).save(styles / "starry_night.jpg")
-    overrides = fast_overrides(photos, styles, "trainer.max_steps=2", "callbacks.preview=null")
-    train(compose(overrides, root / "run"))
-    return root / "run" / "checkpoints" / "last.ckpt"
+    """The session's tiny trained checkpoint (``tests.conftest.tiny_trained_model``: trained once, then
+    shared; read it, never write it), with its photos and style image also written into ``root``
+    (``root/photos``, ``root/styles/starry_night.jpg``) for callers that use them."""
+    write_tiny_data(root)
+    return tiny_trained_model(root / "trained").checkpoint
 
 
 def net_from_checkpoint(ckpt_path: Path) -> TransformerNet:
@@ -47,14 +40,14 @@ def net_from_checkpoint(ckpt_path: Path) -> TransformerNet:
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("export_ckpt"))
+@pytest.fixture
+def ckpt(trained_model: TrainedModel) -> Path:
+    return trained_model.checkpoint
 
 
-@pytest.fixture(scope="module")
-def model_file(ckpt, tmp_path_factory) -> Path:
-    return export_checkpoint(ckpt, export_dir=tmp_path_factory.mktemp("exported"))
+@pytest.fixture
+def model_file(trained_model: TrainedModel) -> Path:
+    return trained_model.model_file
 
 
 def rewrite_metadata(src: Path, dst: Path, **changes) -> Path:

@@ -14,26 +14,25 @@ import torch
 from PIL import Image
 
 from fastst.errors import InferenceError
-from fastst.export import ModelFileError, export_checkpoint, load_model_file
+from fastst.export import ModelFileError, load_model_file
 from fastst.inference.stylize import main
 from fastst.inference.stylizer import Stylizer, load_stylizer, median_filter
 from fastst.io.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fastst.io.images import pil_to_tensor, tensor_to_pil
-from tests.conftest import ROOT, synthetic_image
-from tests.test_export import make_checkpoint
+from tests.conftest import ROOT, TrainedModel, synthetic_image
 
 # Tiled vs untiled output on an image that fits (stated in fastst.inference.stylizer.Stylizer's docstring).
 TILE_MAX_TOL, TILE_MEAN_TOL = 0.02, 1e-3
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("inference")
-    return export_checkpoint(make_checkpoint(root), export_dir=root / "models")
+@pytest.fixture
+def model_path(trained_model: TrainedModel) -> Path:
+    return trained_model.model_file
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stylizer(model_path) -> Stylizer:
+    """A fresh Stylizer per test (a few ms): tests set its attributes (``size``), none sees another's."""
     return load_stylizer(model_path)
 
 
