@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,3 +155,38 @@ def trained_model(tmp_path_factory) -> Iterator[TrainedModel]:
     yield model
     changed = [str(p) for p, digest in before.items() if _digest(p) != digest]
     assert not changed, f"a test modified the shared trained model: {changed}"
+
+
+# -- fastst commands in this process ------------------------------------------------------------------
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back afterwards: an in-process Hydra run installs its
+    own (a console handler on this test's captured stdout, a file handler in the run directory)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def run_fastst(*args: str | Path) -> int:
+    """``fastst ARGS`` as a function call in this process: its exit status (read stdout and stderr with
+    capsys). Hydra commands (train, optimize) end in ``sys.exit`` on errors; that status is returned.
+    ``sys.argv`` and logging are put back afterwards."""
+    from fastst import cli
+
+    argv = sys.argv[:]
+    with restored_logging():
+        try:
+            return cli.main([str(a) for a in args])
+        except SystemExit as e:
+            if isinstance(e.code, str):  # what the interpreter would print on the way out
+                print(e.code, file=sys.stderr)
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.argv[:] = argv

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from fastst.errors import ConfigError
 from fastst.training.pipeline import build, train
-from tests.conftest import ROOT, compose, fast_overrides
+from tests.conftest import ROOT, compose, fast_overrides, run_fastst
 
 # SGD without momentum on fp32: a 2-process run with batch 2 per process and a 1-process run with
 # batch 4 see the same 4 images per step (the sampler interleaves ranks over one shuffled order, and
@@ -53,7 +53,7 @@ def net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = net_weights(a), net_weights(b)
-    assert wa.keys() == wb.keys()
+    assert wa and wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], **TOL, msg=lambda m, k=key: f"{k}: {m}")
 
@@ -130,7 +130,7 @@ def test_slurm_environment_is_detected(photos_dir, style_dir, tmp_path, monkeypa
     assert env.main_address == "gpu01"
 
 
-def test_slurm_launcher_config_composes(monkeypatch, tmp_path) -> None:
+def test_slurm_launcher_config_composes(monkeypatch, tmp_path, capsys) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     monkeypatch.setenv("FASTST_SLURM_PARTITION", "gpu")
     monkeypatch.setenv("FASTST_SLURM_GPUS_PER_NODE", "4")
@@ -150,16 +150,11 @@ def test_slurm_launcher_config_composes(monkeypatch, tmp_path) -> None:
     assert launcher["gpus_per_node"] == 4 and launcher["tasks_per_node"] == 4  # one task per GPU
     assert launcher["partition"] == "gpu" and launcher["account"] is None
     assert launcher["timeout_min"] == 600 and launcher["signal_delay_s"] > 0 and launcher["max_num_timeout"] > 0
-    # The same through the command line, as a user would check it.
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hydra/launcher=slurm", "trainer=ddp", "--cfg", "hydra", "-p", "hydra.launcher"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "SlurmLauncher" in proc.stdout and "tasks_per_node" in proc.stdout
+    # The same through the command line, as a user would check it (fastst train ... --cfg hydra).
+    code = run_fastst("train", "hydra/launcher=slurm", "trainer=ddp", "--cfg", "hydra", "-p", "hydra.launcher")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "SlurmLauncher" in captured.out and "tasks_per_node" in captured.out
 
 
 def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:

@@ -21,7 +21,7 @@ from fastst.export import (
     main,
 )
 from fastst.models.johnson import TransformerConfig, TransformerNet
-from tests.conftest import ROOT, TrainedModel, tiny_trained_model, write_tiny_data
+from tests.conftest import ROOT, TrainedModel, run_fastst, tiny_trained_model, write_tiny_data
 
 
 def make_checkpoint(root: Path) -> Path:
@@ -275,17 +275,13 @@ def test_export_cli(ckpt, tmp_path, capsys) -> None:
     assert (tmp_path / "x.safetensors").is_file()
 
 
-def test_export_script_errors(tmp_path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastst", "export", str(tmp_path / "nope.ckpt")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "nope.ckpt: checkpoint not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_export_command_error_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """``fastst export`` on a missing checkpoint, through the command table (``fastst.cli.main``)."""
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
+    assert run_fastst("export", tmp_path / "nope.ckpt") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.ckpt: checkpoint not found" in err
+    assert "Traceback" not in err
 
 
 def test_bogus_net_config_and_output_suffix(model_file, ckpt, tmp_path, capsys) -> None:

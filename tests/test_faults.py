@@ -23,7 +23,7 @@ from fastst.training.checkpointing import (
     newest_valid_checkpoint,
 )
 from fastst.training.pipeline import TrainingOutOfMemoryError, find_checkpoint, train
-from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
+from tests.conftest import ROOT, compose, fast_overrides, run_fastst, synthetic_image
 
 MAX_STEPS = 12
 # The driver slows every checkpoint write down (64 KiB chunks, 30 ms apart: ~0.25 s per 460 KB file) so that
@@ -161,15 +161,11 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, tmp_pat
     # A truncated last.ckpt (as a non-atomic writer would leave): named in one line, skipped.
     data_bytes = (ckpts / "last.ckpt").read_bytes()
     (ckpts / "last.ckpt").write_bytes(data_bytes[: len(data_bytes) // 2])
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, "ckpt_path=last"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    # The resume itself needs no separate process: `fastst train ... ckpt_path=last` in this one.
+    code = run_fastst("train", *args, "ckpt_path=last")
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert code == 0, out[-3000:]
     skipped = [line for line in out.splitlines() if "skipping a broken checkpoint" in line]
     assert len(skipped) == 1 and "last.ckpt" in skipped[0], out[-3000:]
     assert f"done: {MAX_STEPS} steps" in out
@@ -177,7 +173,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, tmp_pat
     valid, broken, _ = ckpt_report(ckpts)
     assert not broken and torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == MAX_STEPS
     full, resumed = net_state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), net_state(ckpts / "last.ckpt")
-    assert full.keys() == resumed.keys()
+    assert full and full.keys() == resumed.keys()
     for k in full:
         torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=1e-6, msg=k)
 
