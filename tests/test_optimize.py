@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from tests.conftest import compose, run_fastst, synthetic_image
 
 
 @pytest.fixture(scope="module")
-def loss() -> PerceptualLoss:
+def _loss_template() -> PerceptualLoss:
+    """Built once (random VGG-16 up to relu3_1); tests get copies, never this one."""
     torch.manual_seed(0)
     cfg = LossConfig(
         network="vgg16",
@@ -36,6 +38,13 @@ def loss() -> PerceptualLoss:
         style_size=64,
     )
     return PerceptualLoss(cfg)
+
+
+@pytest.fixture
+def loss(_loss_template: PerceptualLoss) -> PerceptualLoss:
+    """Each test's own criterion (a copy, milliseconds): set_style and the optimisers change its state, so a
+    shared one would make a test's result depend on which tests ran before it."""
+    return copy.deepcopy(_loss_template)
 
 
 def image(seed: int, size: tuple[int, int] = (48, 40)) -> torch.Tensor:
