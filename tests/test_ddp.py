@@ -58,6 +58,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(wa[key], wb[key], **TOL, msg=lambda m, k=key: f"{k}: {m}")
 
 
+@pytest.mark.slow  # two 2-process runs of train.py
 def test_ddp_sim_equals_single_process_and_resumes(photos_dir, style_dir, tmp_path) -> None:
     common = _common(photos_dir, style_dir)
     single = train(compose([*common, "data.batch_size=4", "trainer.max_steps=4"], tmp_path / "single"))
@@ -172,6 +173,7 @@ def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) ->
     raise AssertionError(f"{needle!r} not seen:\n{''.join(lines[-40:])}")
 
 
+@pytest.mark.slow  # train.py processes, a signal, a resumed run
 @pytest.mark.parametrize("ddp", [False, True], ids=["1-process", "ddp_sim"])
 def test_preemption_signal_checkpoints_requeues_and_resumes(photos_dir, style_dir, tmp_path, ddp) -> None:
     """SIGUSR1 (SLURM's warning before the time limit) mid-run: last.ckpt after the step, requeue, exit 3;
@@ -217,6 +219,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(photos_dir, style_di
     assert state["global_step"] == stopped + 2
 
 
+@pytest.mark.slow  # a local submitit launcher, its job, the requeued job
 def test_submitit_sweep_requeues_on_preemption_and_resumes(photos_dir, style_dir, tmp_path) -> None:
     """The real launcher path, run locally: `-m hydra/launcher=submitit_local`; USR2 (what submitit asks
     SLURM to send before the time limit) -> last.ckpt -> submitit requeues -> the new job resumes."""

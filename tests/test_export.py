@@ -85,6 +85,7 @@ def test_export_then_load_equals_training_net(ckpt, model_file) -> None:
         assert torch.equal(net(x), reference(x))
 
 
+@pytest.mark.slow  # a fresh interpreter: what a loading process imports
 def test_loading_needs_no_lightning_or_hydra(model_file) -> None:
     code = (
         "import sys; from fastst.export import load_model_file; from fastst.inference.stylizer import load_stylizer; "
