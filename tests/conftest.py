@@ -1,9 +1,15 @@
-"""Shared fixtures: tiny synthetic photos and styles, and composed Hydra configs."""
+"""Shared fixtures: tiny synthetic photos and styles, composed Hydra configs, one trained model per session."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +96,97 @@ def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
         "model.net.num_res_blocks=1",
         *extra,
     ]
+
+
+# -- one tiny trained model for the whole session ----------------------------------------------------
+def write_tiny_data(root: Path) -> tuple[Path, Path]:
+    """4 synthetic photos in ``root/photos`` and ``root/styles/starry_night.jpg``; returns both folders."""
+    photos, styles = root / "photos", root / "styles"
+    photos.mkdir(parents=True, exist_ok=True)
+    styles.mkdir(exist_ok=True)
+    for i in range(4):
+        synthetic_image(i, (96 + 4 * i, 80)).save(photos / f"img_{i}.jpg", quality=92)
+    synthetic_image(1234, (120, 96)).save(styles / "starry_night.jpg")
+    return photos, styles
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The session's tiny model (8 channels, 1 residual block, 2 steps on 64 px crops of ``photos``).
+
+    Shared by every test that needs "some trained checkpoint / model file": read its files, never
+    write them (the session fixture checks at the end that they are unchanged).
+    """
+
+    checkpoint: Path  # run/checkpoints/last.ckpt
+    model_file: Path  # exported/starry_night.safetensors, written by fastst.export.export_checkpoint
+    photos: Path
+    styles: Path
+
+
+_TRAINED: TrainedModel | None = None
+
+
+def tiny_trained_model(root: Path) -> TrainedModel:
+    """Train (through ``fastst.training.pipeline.train``) and export the tiny model into ``root`` on the
+    first call of the session (a few seconds); every later call returns those same files."""
+    global _TRAINED
+    if _TRAINED is None:
+        from fastst.export import export_checkpoint
+        from fastst.training.pipeline import train
+
+        photos, styles = write_tiny_data(root)
+        overrides = fast_overrides(photos, styles, "trainer.max_steps=2", "callbacks.preview=null")
+        train(compose(overrides, root / "run"))
+        ckpt = root / "run" / "checkpoints" / "last.ckpt"
+        _TRAINED = TrainedModel(ckpt, export_checkpoint(ckpt, export_dir=root / "exported"), photos, styles)
+    return _TRAINED
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> Iterator[TrainedModel]:
+    """The session's :class:`TrainedModel`, trained once however many test modules use it."""
+    model = _TRAINED or tiny_trained_model(tmp_path_factory.mktemp("trained_model"))
+    before = {p: _digest(p) for p in (model.checkpoint, model.model_file)}
+    yield model
+    changed = [str(p) for p, digest in before.items() if _digest(p) != digest]
+    assert not changed, f"a test modified the shared trained model: {changed}"
+
+
+# -- fastst commands in this process ------------------------------------------------------------------
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back afterwards: an in-process Hydra run installs its
+    own (a console handler on this test's captured stdout, a file handler in the run directory)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def run_fastst(*args: str | Path) -> int:
+    """``fastst ARGS`` as a function call in this process: its exit status (read stdout and stderr with
+    capsys). Hydra commands (train, optimize) end in ``sys.exit`` on errors; that status is returned.
+    ``sys.argv`` and logging are put back afterwards."""
+    from fastst import cli
+
+    argv = sys.argv[:]
+    with restored_logging():
+        try:
+            return cli.main([str(a) for a in args])
+        except SystemExit as e:
+            if isinstance(e.code, str):  # what the interpreter would print on the way out
+                print(e.code, file=sys.stderr)
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.argv[:] = argv

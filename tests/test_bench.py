@@ -22,6 +22,7 @@ def test_parse_size() -> None:
     assert bench.size_label((1080, 1920)) == "1920x1080"
 
 
+@pytest.mark.slow  # trains 2 tiny models and times every training and inference row: about 20 s
 def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_dir: Path, style_dir: Path, capsys):
     out = tmp_path / "bench.json"
     argv = [
@@ -120,12 +121,10 @@ def test_inference_options_without_gpu(device: str) -> None:
     assert not [o for o in bench.inference_options(device, quick=True, no_compile=True) if o.compile]
 
 
-def test_default_malloc_row_runs_in_its_own_process(tmp_path: Path, photos_dir: Path) -> None:
+@pytest.mark.slow  # a worker process
+def test_default_malloc_row_runs_in_its_own_process(tmp_path: Path, photos_dir: Path, trained_model) -> None:
     """The plain-PyTorch inference baseline: fp32 eager in a fresh process, glibc's allocator untouched."""
-    from fastst.export import export_checkpoint
-    from tests.test_export import make_checkpoint
-
-    model = export_checkpoint(make_checkpoint(tmp_path / "ckpt"), export_dir=tmp_path / "models")
+    model = trained_model.model_file
     args = bench.resolve_args(bench.build_parser().parse_args(["--repeats=2", "--warmup=1", f"--cache-dir={tmp_path}"]))
     photos = [str(p) for p in sorted(photos_dir.iterdir())[:2]]
     row = bench._default_malloc_row(args, str(model), (64, 96), photos)

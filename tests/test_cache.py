@@ -104,7 +104,7 @@ def test_source_pickles_without_arrays(built: Path) -> None:
 def test_interrupted_build_is_not_a_cache_and_rerun_resumes(dirty_photos: Path, built: Path, caplog) -> None:
     reference = {p.name: p.read_bytes() for p in built.glob("shard_*.npy")}
     (built / "index.json").unlink()  # killed before the end
-    with pytest.raises(DataError, match=r"data.root=.*not a complete data cache.*scripts/build_cache.py"):
+    with pytest.raises(DataError, match=r"data.root=.*not a complete data cache.*fastst build-cache"):
         dm(built).setup()
     # A killed build leaves a temp file and a shard without its metadata; a re-run redoes only that shard.
     (built / ".shard_00001.npy.123.deadbeef.tmp").write_bytes(b"partial")
@@ -164,9 +164,9 @@ def test_config_errors(built: Path, tmp_path: Path) -> None:
         dm(built, image_size=64).setup()
     with pytest.raises(ConfigError, match="data.resize=64 does not apply to a cache"):
         dm(built, resize=64).setup()
-    with pytest.raises(DataError, match="data.root is not set.*build_cache.py"):
+    with pytest.raises(DataError, match="data.root is not set.*fastst build-cache"):
         dm(None).setup()
-    with pytest.raises(DataError, match="cache folder not found.*build_cache.py"):
+    with pytest.raises(DataError, match="cache folder not found.*fastst build-cache"):
         dm(tmp_path / "nope").setup()
     with pytest.raises(ConfigError, match="data.source must be"):
         dm(built, source="lmdb")

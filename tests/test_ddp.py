@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from fastst.errors import ConfigError
 from fastst.training.pipeline import build, train
-from tests.conftest import ROOT, compose, fast_overrides
+from tests.conftest import ROOT, compose, fast_overrides, run_fastst
 
 # SGD without momentum on fp32: a 2-process run with batch 2 per process and a 1-process run with
 # batch 4 see the same 4 images per step (the sampler interleaves ranks over one shuffled order, and
@@ -53,11 +53,12 @@ def net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
 def assert_same_weights(a: Path, b: Path) -> None:
     wa, wb = net_weights(a), net_weights(b)
-    assert wa.keys() == wb.keys()
+    assert wa and wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], **TOL, msg=lambda m, k=key: f"{k}: {m}")
 
 
+@pytest.mark.slow  # two 2-process runs of train.py
 def test_ddp_sim_equals_single_process_and_resumes(photos_dir, style_dir, tmp_path) -> None:
     common = _common(photos_dir, style_dir)
     single = train(compose([*common, "data.batch_size=4", "trainer.max_steps=4"], tmp_path / "single"))
@@ -130,7 +131,7 @@ def test_slurm_environment_is_detected(photos_dir, style_dir, tmp_path, monkeypa
     assert env.main_address == "gpu01"
 
 
-def test_slurm_launcher_config_composes(monkeypatch, tmp_path) -> None:
+def test_slurm_launcher_config_composes(monkeypatch, tmp_path, capsys) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     monkeypatch.setenv("FASTST_SLURM_PARTITION", "gpu")
     monkeypatch.setenv("FASTST_SLURM_GPUS_PER_NODE", "4")
@@ -150,16 +151,11 @@ def test_slurm_launcher_config_composes(monkeypatch, tmp_path) -> None:
     assert launcher["gpus_per_node"] == 4 and launcher["tasks_per_node"] == 4  # one task per GPU
     assert launcher["partition"] == "gpu" and launcher["account"] is None
     assert launcher["timeout_min"] == 600 and launcher["signal_delay_s"] > 0 and launcher["max_num_timeout"] > 0
-    # The same through the command line, as a user would check it.
-    proc = subprocess.run(
-        [sys.executable, "train.py", "hydra/launcher=slurm", "trainer=ddp", "--cfg", "hydra", "-p", "hydra.launcher"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "SlurmLauncher" in proc.stdout and "tasks_per_node" in proc.stdout
+    # The same through the command line, as a user would check it (fastst train ... --cfg hydra).
+    code = run_fastst("train", "hydra/launcher=slurm", "trainer=ddp", "--cfg", "hydra", "-p", "hydra.launcher")
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "SlurmLauncher" in captured.out and "tasks_per_node" in captured.out
 
 
 def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
@@ -177,6 +173,7 @@ def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) ->
     raise AssertionError(f"{needle!r} not seen:\n{''.join(lines[-40:])}")
 
 
+@pytest.mark.slow  # train.py processes, a signal, a resumed run
 @pytest.mark.parametrize("ddp", [False, True], ids=["1-process", "ddp_sim"])
 def test_preemption_signal_checkpoints_requeues_and_resumes(photos_dir, style_dir, tmp_path, ddp) -> None:
     """SIGUSR1 (SLURM's warning before the time limit) mid-run: last.ckpt after the step, requeue, exit 3;
@@ -222,6 +219,7 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(photos_dir, style_di
     assert state["global_step"] == stopped + 2
 
 
+@pytest.mark.slow  # a local submitit launcher, its job, the requeued job
 def test_submitit_sweep_requeues_on_preemption_and_resumes(photos_dir, style_dir, tmp_path) -> None:
     """The real launcher path, run locally: `-m hydra/launcher=submitit_local`; USR2 (what submitit asks
     SLURM to send before the time limit) -> last.ckpt -> submitit requeues -> the new job resumes."""

@@ -21,22 +21,15 @@ from fastst.export import (
     main,
 )
 from fastst.models.johnson import TransformerConfig, TransformerNet
-from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
+from tests.conftest import ROOT, TrainedModel, run_fastst, tiny_trained_model, write_tiny_data
 
 
 def make_checkpoint(root: Path) -> Path:
-    """A tiny trained checkpoint (8 channels, 1 residual block, 2 steps on 64 px crops): about a second."""
-    from fastst.training.pipeline import train
-
-    photos, styles = root / "photos", root / "styles"
-    photos.mkdir(parents=True)
-    styles.mkdir()
-    for i in range(4):
-        synthetic_image(i, (96 + 4 * i, 80)).save(photos / f"img_{i}.jpg", quality=92)
-    synthetic_image(1234, (120, 96)).save(styles / "starry_night.jpg")
-    overrides = fast_overrides(photos, styles, "trainer.max_steps=2", "callbacks.preview=null")
-    train(compose(overrides, root / "run"))
-    return root / "run" / "checkpoints" / "last.ckpt"
+    """The session's tiny trained checkpoint (``tests.conftest.tiny_trained_model``: trained once, then
+    shared; read it, never write it), with its photos and style image also written into ``root``
+    (``root/photos``, ``root/styles/starry_night.jpg``) for callers that use them."""
+    write_tiny_data(root)
+    return tiny_trained_model(root / "trained").checkpoint
 
 
 def net_from_checkpoint(ckpt_path: Path) -> TransformerNet:
@@ -47,14 +40,14 @@ def net_from_checkpoint(ckpt_path: Path) -> TransformerNet:
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("export_ckpt"))
+@pytest.fixture
+def ckpt(trained_model: TrainedModel) -> Path:
+    return trained_model.checkpoint
 
 
-@pytest.fixture(scope="module")
-def model_file(ckpt, tmp_path_factory) -> Path:
-    return export_checkpoint(ckpt, export_dir=tmp_path_factory.mktemp("exported"))
+@pytest.fixture
+def model_file(trained_model: TrainedModel) -> Path:
+    return trained_model.model_file
 
 
 def rewrite_metadata(src: Path, dst: Path, **changes) -> Path:
@@ -92,6 +85,7 @@ def test_export_then_load_equals_training_net(ckpt, model_file) -> None:
         assert torch.equal(net(x), reference(x))
 
 
+@pytest.mark.slow  # a fresh interpreter: what a loading process imports
 def test_loading_needs_no_lightning_or_hydra(model_file) -> None:
     code = (
         "import sys; from fastst.export import load_model_file; from fastst.inference.stylizer import load_stylizer; "
@@ -282,17 +276,13 @@ def test_export_cli(ckpt, tmp_path, capsys) -> None:
     assert (tmp_path / "x.safetensors").is_file()
 
 
-def test_export_script_errors(tmp_path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastst", "export", str(tmp_path / "nope.ckpt")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "nope.ckpt: checkpoint not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_export_command_error_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """``fastst export`` on a missing checkpoint, through the command table (``fastst.cli.main``)."""
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
+    assert run_fastst("export", tmp_path / "nope.ckpt") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.ckpt: checkpoint not found" in err
+    assert "Traceback" not in err
 
 
 def test_bogus_net_config_and_output_suffix(model_file, ckpt, tmp_path, capsys) -> None:

@@ -23,7 +23,7 @@ from fastst.training.checkpointing import (
     newest_valid_checkpoint,
 )
 from fastst.training.pipeline import TrainingOutOfMemoryError, find_checkpoint, train
-from tests.conftest import ROOT, compose, fast_overrides, synthetic_image
+from tests.conftest import ROOT, compose, fast_overrides, run_fastst, synthetic_image
 
 MAX_STEPS = 12
 # The driver slows every checkpoint write down (64 KiB chunks, 30 ms apart: ~0.25 s per 460 KB file) so that
@@ -161,15 +161,11 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, tmp_pat
     # A truncated last.ckpt (as a non-atomic writer would leave): named in one line, skipped.
     data_bytes = (ckpts / "last.ckpt").read_bytes()
     (ckpts / "last.ckpt").write_bytes(data_bytes[: len(data_bytes) // 2])
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, "ckpt_path=last"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    # The resume itself needs no separate process: `fastst train ... ckpt_path=last` in this one.
+    code = run_fastst("train", *args, "ckpt_path=last")
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert code == 0, out[-3000:]
     skipped = [line for line in out.splitlines() if "skipping a broken checkpoint" in line]
     assert len(skipped) == 1 and "last.ckpt" in skipped[0], out[-3000:]
     assert f"done: {MAX_STEPS} steps" in out
@@ -177,7 +173,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, tmp_pat
     valid, broken, _ = ckpt_report(ckpts)
     assert not broken and torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == MAX_STEPS
     full, resumed = net_state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), net_state(ckpts / "last.ckpt")
-    assert full.keys() == resumed.keys()
+    assert full and full.keys() == resumed.keys()
     for k in full:
         torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=1e-6, msg=k)
 
@@ -286,15 +282,16 @@ def test_out_of_memory_is_one_clear_line(data, tmp_path, monkeypatch) -> None:
     assert "\n" not in msg and "lower data.batch_size or data.image_size" in msg and "data.batch_size=2" in msg
 
 
-def test_model_file_fuzz_only_loads_or_model_file_error(data, tmp_path) -> None:
+def test_model_file_fuzz_only_loads_or_model_file_error(trained_model, tmp_path) -> None:
     """50 seeds of byte flips and truncations of an exported .safetensors: load or ModelFileError, nothing else."""
-    from fastst.export import ModelFileError, export_checkpoint, load_model_file
+    from fastst.export import ModelFileError, load_model_file
 
-    train(compose(overrides(data, "trainer.max_steps=1"), tmp_path / "run"))
-    good = export_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", tmp_path / "good.safetensors")
+    good = trained_model.model_file
+    load_model_file(good)  # the undamaged file loads: every error below comes from the damage
     original = good.read_bytes()
     header = 8 + int.from_bytes(original[:8], "little")
-    outcomes = {"loaded": 0, "ModelFileError": 0}
+    kinds = ("truncated", "header flipped", "flipped anywhere")
+    outcomes = {(kind, result): 0 for kind in kinds for result in ("loaded", "ModelFileError")}
     for seed in range(50):
         rng = random.Random(seed)
         damaged = bytearray(original)
@@ -309,12 +306,14 @@ def test_model_file_fuzz_only_loads_or_model_file_error(data, tmp_path) -> None:
         path.write_bytes(bytes(damaged))
         try:
             load_model_file(path)
-            outcomes["loaded"] += 1
+            outcomes[kinds[kind], "loaded"] += 1
         except ModelFileError as e:
             assert "\n" not in str(e) and str(path) in str(e)
-            outcomes["ModelFileError"] += 1
+            outcomes[kinds[kind], "ModelFileError"] += 1
     print(f"model file fuzz, 50 seeds: {outcomes}")
-    assert sum(outcomes.values()) == 50 and outcomes["ModelFileError"] > 0
+    # a file shorter than its header says is never loaded, whatever the cut
+    assert outcomes["truncated", "loaded"] == 0 and outcomes["truncated", "ModelFileError"] == 17
+    assert outcomes["header flipped", "ModelFileError"] > 0
 
 
 def test_all_invalid_data_is_a_clear_error_at_start(style_dir, tmp_path) -> None:

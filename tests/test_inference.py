@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,26 +12,25 @@ import torch
 from PIL import Image
 
 from fastst.errors import InferenceError
-from fastst.export import ModelFileError, export_checkpoint, load_model_file
+from fastst.export import ModelFileError, load_model_file
 from fastst.inference.stylize import main
 from fastst.inference.stylizer import Stylizer, load_stylizer, median_filter
 from fastst.io.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fastst.io.images import pil_to_tensor, tensor_to_pil
-from tests.conftest import ROOT, synthetic_image
-from tests.test_export import make_checkpoint
+from tests.conftest import TrainedModel, run_fastst, synthetic_image
 
 # Tiled vs untiled output on an image that fits (stated in fastst.inference.stylizer.Stylizer's docstring).
 TILE_MAX_TOL, TILE_MEAN_TOL = 0.02, 1e-3
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("inference")
-    return export_checkpoint(make_checkpoint(root), export_dir=root / "models")
+@pytest.fixture
+def model_path(trained_model: TrainedModel) -> Path:
+    return trained_model.model_file
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stylizer(model_path) -> Stylizer:
+    """A fresh Stylizer per test (a few ms): tests set its attributes (``size``), none sees another's."""
     return load_stylizer(model_path)
 
 
@@ -276,18 +273,12 @@ def test_cli_video_uses_stylize_video(model_path, tmp_path, capsys, monkeypatch)
     assert "wrote 2 of 2" in capsys.readouterr().out
 
 
-def test_stylize_script_runs_from_repo_root(model_path, tmp_path) -> None:
+def test_stylize_through_the_fastst_command(model_path, tmp_path, capsys) -> None:
+    """``fastst stylize`` dispatches to the stylize CLI (``fastst.cli.main``; test_cli runs the real console script)."""
     src = tmp_path / "p.jpg"
     synthetic_image(2, (50, 30)).save(src)
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastst", "stylize", str(model_path), str(src), "-o", str(tmp_path / "out")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "out" / "p.jpg").is_file() and "wrote 1 of 1" in proc.stdout
+    assert run_fastst("stylize", model_path, src, "-o", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "p.jpg").is_file() and "wrote 1 of 1" in capsys.readouterr().out
 
 
 def test_pil_input_applies_exif_orientation(stylizer) -> None:

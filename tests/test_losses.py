@@ -96,9 +96,10 @@ def test_layer_names_follow_torchvision_indices(arch: str, factory) -> None:
 def test_caffe_preprocessing() -> None:
     enc = VGGEncoder("vgg16", ["relu1_1"], preprocessing="caffe")
     x = torch.rand(1, 3, 4, 4)
+    original = x.clone()
     expect = torch.stack([x[0, 2] * 255 - 103.939, x[0, 1] * 255 - 116.779, x[0, 0] * 255 - 123.68])[None]
     torch.testing.assert_close(enc.preprocess(x), expect, rtol=1e-5, atol=1e-4)
-    assert x.min() >= 0  # input untouched
+    assert torch.equal(x, original)  # input untouched
 
 
 def test_encoder_frozen_and_eval() -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,11 +20,12 @@ from fastst.errors import ConfigError
 from fastst.io.color import match_color, rgb_to_ycbcr
 from fastst.io.images import ImageError, pil_to_tensor
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
-from tests.conftest import ROOT, compose, synthetic_image
+from tests.conftest import compose, run_fastst, synthetic_image
 
 
 @pytest.fixture(scope="module")
-def loss() -> PerceptualLoss:
+def _loss_template() -> PerceptualLoss:
+    """Built once (random VGG-16 up to relu3_1); tests get copies, never this one."""
     torch.manual_seed(0)
     cfg = LossConfig(
         network="vgg16",
@@ -39,6 +38,13 @@ def loss() -> PerceptualLoss:
         style_size=64,
     )
     return PerceptualLoss(cfg)
+
+
+@pytest.fixture
+def loss(_loss_template: PerceptualLoss) -> PerceptualLoss:
+    """Each test's own criterion (a copy, milliseconds): set_style and the optimisers change its state, so a
+    shared one would make a test's result depend on which tests ran before it."""
+    return copy.deepcopy(_loss_template)
 
 
 def image(seed: int, size: tuple[int, int] = (48, 40)) -> torch.Tensor:
@@ -191,23 +197,22 @@ def test_unreadable_content_is_a_clear_error(tmp_path, style_dir):
         optimize(compose(_overrides(tmp_path, style_dir, "content=null"), tmp_path / "run", "optimize"))
 
 
-@pytest.mark.slow
-def test_cli_prints_one_error_line(tmp_path, style_dir):
+def test_cli_prints_one_error_line(tmp_path, style_dir, capsys, monkeypatch):
+    """``fastst optimize`` (Hydra, in this process) on an undecodable content photo."""
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
-    env = {k: v for k, v in os.environ.items() if k != "FASTST_DEBUG"}
-    proc = subprocess.run(
-        [sys.executable, "optimize.py", f"content={bad}", f"paths.style_dir={style_dir}", "loss.weights=random"]
-        + [f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
+    code = run_fastst(
+        "optimize",
+        f"content={bad}",
+        f"paths.style_dir={style_dir}",
+        "loss.weights=random",
+        f"hydra.run.dir={tmp_path / 'run'}",
     )
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and "broken.jpg" in lines[0] and "Traceback" not in proc.stderr
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "broken.jpg" in lines[0] and "Traceback" not in stderr
 
 
 def test_run_optimization_directly(loss):

@@ -37,6 +37,7 @@ def _faults(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two fresh interpreters: mallopt is process-wide and for good
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_freed_memory_stops_refaulting_big_tensors():
     default, kept = _faults("default"), _faults("keep")

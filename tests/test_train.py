@@ -11,7 +11,7 @@ import torch
 
 from fastst.training.module import NonFiniteLossError
 from fastst.training.pipeline import train
-from tests.conftest import ROOT, compose, fast_overrides
+from tests.conftest import ROOT, compose, fast_overrides, run_fastst
 from tests.test_data import make_bad_corpus
 
 
@@ -165,23 +165,32 @@ def test_train_py_end_to_end(photos_dir, style_dir, tmp_path) -> None:
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_train_py_missing_style_is_one_clear_line(photos_dir, tmp_path) -> None:
+def test_train_command_missing_style_is_one_clear_line(photos_dir, tmp_path, capsys, monkeypatch) -> None:
+    """``fastst train`` (Hydra, in this process) with a style image it cannot find or download."""
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
     # Offline: the style's URL answers nothing (port 9 on the loopback refuses connections).
     url = "http://127.0.0.1:9/starry_night.jpg"
-    proc = run_train(
-        *fast_overrides(photos_dir, tmp_path / "nostyles"), f"style.url={url}", f"hydra.run.dir={tmp_path / 'r'}"
+    code = run_fastst(
+        "train",
+        *fast_overrides(photos_dir, tmp_path / "nostyles"),
+        f"style.url={url}",
+        f"hydra.run.dir={tmp_path / 'r'}",
     )
-    assert proc.returncode == 2
-    err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    stderr = capsys.readouterr().err
+    assert code == 2
+    err = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "style=starry_night" in err[0] and "FASTST_STYLE_DIR" in err[0]
     assert url in err[0] and str(tmp_path / "nostyles") in err[0]  # the URL, and the folder to copy it into
-    assert len([line for line in proc.stderr.splitlines() if "style=starry_night" in line]) == 1  # said once
-    assert "Traceback" not in proc.stderr
+    assert len([line for line in stderr.splitlines() if "style=starry_night" in line]) == 1  # said once
+    assert "Traceback" not in stderr
+    assert err[0] in (tmp_path / "r" / "train.log").read_text()  # the run's log has the error line too
 
 
-def test_train_py_bad_data_root_and_unknown_key(style_dir, tmp_path) -> None:
-    proc = run_train(*fast_overrides(tmp_path / "nowhere", style_dir), f"hydra.run.dir={tmp_path / 'r'}")
-    assert proc.returncode == 2 and "data.root=" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_train(*fast_overrides(tmp_path, style_dir), "data.imagesize=3")
-    assert proc.returncode != 0
-    assert "Could not override 'data.imagesize'" in proc.stderr
+def test_train_command_bad_data_root_and_unknown_key(style_dir, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
+    code = run_fastst("train", *fast_overrides(tmp_path / "nowhere", style_dir), f"hydra.run.dir={tmp_path / 'r'}")
+    stderr = capsys.readouterr().err
+    assert code == 2 and "data.root=" in stderr and "Traceback" not in stderr
+    code = run_fastst("train", *fast_overrides(tmp_path, style_dir), "data.imagesize=3")
+    assert code != 0
+    assert "Could not override 'data.imagesize'" in capsys.readouterr().err
