@@ -144,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("warning: listening beyond this machine; anyone who can reach it can use it (no login)", flush=True)
         print(f"open {url_for(sock)}  (Ctrl-C stops)", flush=True)
         config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in ("debug", "info"))
-        uvicorn.Server(config).run(sockets=[sock])
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then re-raises it: stopping is the normal end
+            pass
+        print("fastst serve: stopped", flush=True)
     finally:
         sock.close()
     return 0
