@@ -315,12 +315,6 @@ class Server:
         queued_s = time.perf_counter() - admitted
         return stylize_upload(model, data, options, self.limits), queued_s
 
-    def warm_up(self) -> None:
-        """Run each model once on a small image, so the first user does not pay for one-time set-up."""
-        img = Image.new("RGB", (64, 48), (128, 96, 64))
-        for model in self.models.values():
-            model.stylizer(img)
-
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 

@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="requests admitted at once; they run one at a time, more are told to retry (default: 4)",
     )
-    p.add_argument("--no-warmup", dest="warmup", action="store_false", help="skip running each model once at start-up")
+    p.add_argument(
+        "--no-keep-freed-memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="leave glibc's allocator as it is (default: keep freed memory for the next request: faster on the "
+        "CPU, but the resident memory stays at the largest request's peak; fastst/allocator.py)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -133,10 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = bind(args.host, args.port)
     try:
         models = load_models(args.models, device=args.device, dtype=args.dtype)
-        keep_freed_memory()  # every request allocates the same big activations again (fastst/allocator.py)
+        if args.keep_freed_memory:
+            keep_freed_memory()  # every request allocates the same big activations again (fastst/allocator.py)
         app = create_app(models, limits, allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None)
-        if args.warmup:
-            app.state.server.warm_up()
         server = app.state.server
         names = ", ".join(models)
         print(f"fastst serve: {len(models)} model(s) on {server.device} ({server.dtype}): {names}", flush=True)
