@@ -47,7 +47,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import fastst
-from fastst.errors import InferenceError, first_line
+from fastst.errors import InferenceError, UsageError, first_line
 from fastst.inference.stylizer import DTYPES
 from fastst.io.images import _to_rgb
 from fastst.serve.models import ModelSet, ServedModel
@@ -225,6 +225,8 @@ class Server:
     """The app's state: the models, the limits and the one worker thread."""
 
     def __init__(self, models: ModelSet, limits: Limits) -> None:
+        if not models:
+            raise UsageError("no models to serve")
         self.models, self.limits = models, limits
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastst-serve")
         self.pending = 0  # requests admitted and not answered; touched only on the event loop
