@@ -43,6 +43,10 @@ COMMANDS: dict[str, Command] = {
     "stylize": Command("fastst.inference.stylize:main", "stylize images, folders and videos with a model file"),
     "evaluate": Command("fastst.evaluate:evaluate_main", "content/style loss and SSIM of a model on held-out photos"),
     "compare": Command("fastst.evaluate:compare_main", "fast model vs pixel optimisation of the same loss"),
+    "serve": Command(
+        "fastst.serve.command:main",
+        "a local web page to try model files: drop a photo, pick a model, download the result",
+    ),
     "styles": Command("fastst.data.styles:main", "list the shipped styles; fetch their images into the cache"),
     "build-cache": Command(
         "fastst.data.cache:main",
