@@ -8,9 +8,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from fastst import models
 from fastst.data.datamodule import ContentDataModule
 from fastst.losses.perceptual import LossConfig
-from fastst import models
 from tests.conftest import CONFIG_DIR, compose
 
 GROUPS = ["style", "data", "model", "loss", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"]
