@@ -92,8 +92,18 @@ class ConditionalInstanceNorm2d(nn.Module):
     def forward(self, x: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
         """x: B x C x H x W, mix: B x N -> B x C x H x W."""
         gamma, beta = self.affine(mix)
-        y = self.norm(x)
-        return torch.addcmul(beta[..., None, None].to(y.dtype), y, gamma[..., None, None].to(y.dtype))
+        if self.norm._forward_pre_hooks or "forward" in self.norm.__dict__:
+            # Tiled inference records or fixes this norm's statistics (fastst.inference.stylizer): go through it.
+            y = self.norm(x)
+            return torch.addcmul(beta[..., None, None].to(y.dtype), y, gamma[..., None, None].to(y.dtype))
+        # One fused kernel, as nn.InstanceNorm2d(affine=True): image b's C channels are channels
+        # b*C .. b*C + C - 1 of a 1 x BC batch, each with its own gamma and beta. An extra multiply-add
+        # pass over the activations instead costs ~6% of the net's time at 1024 px on a CPU.
+        b, c, h, w = x.shape
+        y = nn.functional.instance_norm(
+            x.reshape(1, b * c, h, w), weight=gamma.reshape(-1), bias=beta.reshape(-1), eps=self.norm.eps
+        )
+        return y.reshape(b, c, h, w)
 
 
 class _Conditional(nn.Sequential):
