@@ -93,6 +93,9 @@ def hydra_entry(config_name: str, target: str, skip: int = 1) -> Callable[[], in
     import hydra
     from omegaconf import DictConfig
 
+    from fastst.data.styles import register_resolvers
+
+    register_resolvers()  # ${fastst.run_name:...} in the run directory, resolved before the job starts
     full_argv = list(sys.argv)
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
