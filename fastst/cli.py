@@ -162,9 +162,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown command {name!r}{hint} (fastst --help lists them)", file=sys.stderr)
         return 2
     if cmd.hydra_config:
-        if argv is not None:  # called from Python: Hydra reads sys.argv
-            sys.argv[:] = [sys.argv[0], name, *rest]
-        return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        if argv is None:
+            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        caller_argv = list(sys.argv)  # called from Python: Hydra reads sys.argv, so lend it ours and give it back
+        sys.argv[:] = [sys.argv[0], name, *rest]
+        try:
+            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        finally:
+            sys.argv[:] = caller_argv
     return _load(cmd.target)(rest)  # each main has the one error path (fastst.errors.command)
 
 

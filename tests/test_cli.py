@@ -194,3 +194,10 @@ def test_regular_install_finds_its_configs(tmp_path: Path) -> None:
             ).stdout
         )
     assert "the_scream" in proc.stdout and "The Scream" in proc.stdout
+
+
+def test_a_hydra_command_called_from_python_gives_sys_argv_back(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["caller", "--its-own-flag"])
+    cli.main(["train", "--cfg", "job", "style=udnie"])
+    assert "name: udnie" in capsys.readouterr().out
+    assert sys.argv == ["caller", "--its-own-flag"]
