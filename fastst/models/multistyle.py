@@ -16,18 +16,21 @@ leading axis (:func:`from_single_style`), and a trained net grows new styles by 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError, check_known_keys
+from fastst.errors import ConfigError
+from fastst.models import NetConfig
 
 
 @dataclass(frozen=True)
-class MultiStyleConfig:
+class MultiStyleConfig(NetConfig):
     """Every hyperparameter of the multi-style net; model files carry it (``net``)."""
+
+    KIND = "multistyle net"  # class attribute (not annotated): not a dataclass field
 
     num_styles: int = 1  # rows of every norm's gamma and beta; training fills it from ``styles``
     channels: int = 32  # widths c, 2c, 4c, as the johnson family
@@ -48,15 +51,6 @@ class MultiStyleConfig:
         for name, allowed in (("upsample", ("nearest", "transpose")), ("output", ("sigmoid", "clamp"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MultiStyleConfig:
-        """Build from a mapping, refusing unknown keys with a message that names them."""
-        check_known_keys(cls, data, "multistyle net")
-        return cls(**data)
 
 
 class ConditionalInstanceNorm2d(nn.Module):
