@@ -46,6 +46,10 @@ COMMANDS: dict[str, Command] = {
         "fastst.evaluate_video:main", "flicker of stylized video (temporal warping error), style cost, time per frame"
     ),
     "compare": Command("fastst.evaluate:compare_main", "fast model vs pixel optimisation of the same loss"),
+    "serve": Command(
+        "fastst.serve.command:main",
+        "a local web page to try model files: drop a photo, pick a model, download the result",
+    ),
     "styles": Command("fastst.data.styles:main", "list the shipped styles; fetch their images into the cache"),
     "build-cache": Command(
         "fastst.data.cache:main",
@@ -92,6 +96,9 @@ def hydra_entry(config_name: str, target: str, skip: int = 1) -> Callable[[], in
     import hydra
     from omegaconf import DictConfig
 
+    from fastst.data.styles import register_resolvers
+
+    register_resolvers()  # ${fastst.run_name:...} in the run directory, resolved before the job starts
     full_argv = list(sys.argv)
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
@@ -158,9 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown command {name!r}{hint} (fastst --help lists them)", file=sys.stderr)
         return 2
     if cmd.hydra_config:
-        if argv is not None:  # called from Python: Hydra reads sys.argv
-            sys.argv[:] = [sys.argv[0], name, *rest]
-        return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        if argv is None:
+            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        caller_argv = list(sys.argv)  # called from Python: Hydra reads sys.argv, so lend it ours and give it back
+        sys.argv[:] = [sys.argv[0], name, *rest]
+        try:
+            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+        finally:
+            sys.argv[:] = caller_argv
     return _load(cmd.target)(rest)  # each main has the one error path (fastst.errors.command)
 
 

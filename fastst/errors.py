@@ -64,6 +64,11 @@ class StyleImageError(UserError, FileNotFoundError):
     """The style image is missing or unusable; the message says where we looked and what to do."""
 
 
+class UnknownStyleError(UserError, ValueError):
+    """A style name that is neither shipped (training) nor one of the model's styles (inference);
+    the message lists the known names."""
+
+
 class WeightsError(UserError, RuntimeError):
     """The loss network's weights cannot be loaded (offline, damaged file, wrong keys)."""
 

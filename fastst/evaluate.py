@@ -29,6 +29,7 @@ import torch
 
 from fastst.data.styles import STYLE_DIR_ENV, load_style_image, resolve_style_path, style_by_name_or_path
 from fastst.errors import (
+    UnknownStyleError,
     UsageError,
     command,
 )
@@ -83,6 +84,24 @@ def style_path_for(metadata: Mapping[str, Any], style: str | None, style_dir: st
     return resolve_style_path(meta_style, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
 
 
+def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Path:
+    """A multi-style model's style ``style`` (one of its names): set it on the stylizer, return its painting.
+
+    The painting is found as training finds it, from what the model file records (image name, URL).
+    """
+    from fastst.modelfile import model_styles
+
+    names = model.style_names
+    if style is None and len(names) > 1:
+        raise UnknownStyleError(f"this model holds {len(names)} styles; pass --style NAME, one of: {', '.join(names)}")
+    name = style or names[0]
+    if name not in names:
+        raise UnknownStyleError(f"unknown style {name!r}; this model's styles: {', '.join(names)}")
+    model.style = name
+    entry = model_styles(model.metadata)[names.index(name)]
+    return resolve_style_path(entry, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
+
+
 def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         terms = loss(image, content=content)
@@ -95,7 +114,10 @@ def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossCon
     args.device = str(resolve_device(args.device))  # auto -> cuda or cpu, once for the model and the loss
     model = load_stylizer(args.model, device=args.device)
     loss_cfg = loss_config(model.metadata, args.network, args.loss_weights, args.preprocessing)
-    style_path = style_path_for(model.metadata, args.style, getattr(args, "style_dir", None))
+    if model.num_styles:  # multi-style: --style picks the model's style and its painting is the target
+        style_path = model_style_path(model, args.style, getattr(args, "style_dir", None))
+    else:
+        style_path = style_path_for(model.metadata, args.style, getattr(args, "style_dir", None))
     style_image = load_style_image(style_path, loss_cfg.style_size)
     loss = PerceptualLoss(loss_cfg).to(args.device)
     loss.set_style(style_image)
@@ -360,13 +382,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     table = [{"metric": k, "mean": v["mean"], "std": v["std"]} for k, v in stats.items()]
     md = (
         f"Model `{Path(args.model).name}` on {len(per_image)} photos of `{folder}` (long side {args.size or 'as is'}), "
-        f"style `{style_path.name}`, loss {loss_cfg.network} ({Path(loss_cfg.weights).name}); "
+        f"style `{style_path.name}`{f' (model style {model.style!r})' if model.num_styles else ''}, "
+        f"loss {loss_cfg.network} ({Path(loss_cfg.weights).name}); "
         f"SSIM to the content on luminance, std over images (population).\n\n"
         + _markdown(table, [("metric", "metric"), ("mean", "mean"), ("std", "std")])
     )
     record = {
         "model": str(args.model),
         "style": str(style_path),
+        "model_style": model.style if model.num_styles else None,
         "content_dir": str(folder),
         "size": args.size,
         "n": len(per_image),
@@ -392,7 +416,11 @@ def evaluate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", help="exported .safetensors model")
     p.add_argument("--content", required=True, help="folder of held-out photos (searched recursively)")
-    p.add_argument("--style", help="style image or shipped style name (default: the model's own style)")
+    p.add_argument(
+        "--style",
+        help="style image or shipped style name (default: the model's own style); a multi-style model: "
+        "the name of its style to evaluate (required when it has several)",
+    )
     p.add_argument(
         "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
     )

@@ -99,6 +99,20 @@ def _parity_inputs(check_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]
     return [torch.rand(1 if i == 0 else 2, 3, h, w, generator=gen) for i, (h, w) in enumerate(check_sizes)]
 
 
+def parity_mixes(num_styles: int, batch: int) -> list[torch.Tensor]:
+    """Style mixes (B x N) a multi-style export is checked with: the last style alone, and a blend of all.
+
+    The batch's rows differ (row b of the one-hot case selects style (N - 1 - b) mod N), so a graph that
+    applied one row's style to every image would fail the check.
+    """
+    one_hot = torch.zeros(batch, num_styles)
+    for b in range(batch):
+        one_hot[b, (num_styles - 1 - b) % num_styles] = 1.0
+    blend = torch.arange(1, num_styles + 1, dtype=torch.float32).repeat(batch, 1)
+    blend[1:] = blend[1:].flip(-1)
+    return [one_hot, blend / blend.sum(-1, keepdim=True)]
+
+
 def export_onnx(
     net: torch.nn.Module,
     path: str | Path,
@@ -107,6 +121,10 @@ def export_onnx(
     opset: int = 18,
 ) -> dict[str, Any]:
     """Export ``net`` to ONNX with dynamic batch, height and width, then check it with onnxruntime.
+
+    A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
+    one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
+    is checked with two mixes per size (:func:`parity_mixes`).
 
     The dynamo exporter (``torch.export`` with ``dynamic_shapes``; height and width as multiples
     of 4) is tried first and the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``)
@@ -119,7 +137,10 @@ def export_onnx(
 
     path = Path(path)
     net = _cpu_copy(net)
+    n = int(getattr(net, "num_styles", 0) or 0)  # > 0: a multi-style net, forward(x, mix)
     example = torch.rand(2, 3, 64, 96)
+    args: tuple[torch.Tensor, ...] = (example, parity_mixes(n, 2)[1]) if n else (example,)
+    input_names = ["image", "style"] if n else ["image"]
     errors: list[str] = []
     with atomic_path(path) as tmp:
         exporter = None
@@ -127,10 +148,12 @@ def export_onnx(
         h4, w4 = torch.export.Dim("h4", min=2, max=8192), torch.export.Dim("w4", min=2, max=8192)
         axes = {0: "batch", 2: "height", 3: "width"}
         dynamic = {0: batch, 2: 4 * h4, 3: 4 * w4}  # H and W: multiples of 4
+        shapes: dict[str, Any] = {"x": dynamic, "mix": {0: batch}} if n else {"x": dynamic}
+        ts_axes: dict[str, Any] = {"image": axes, "stylized": axes} | ({"style": {0: "batch"}} if n else {})
         attempts: list[tuple[str, dict[str, Any]]] = [
             # external_data=False: one self-contained file, the weights inside (the net is far below 2 GB)
-            ("dynamo", {"dynamo": True, "external_data": False, "dynamic_shapes": {"x": dynamic}}),
-            ("torchscript", {"dynamo": False, "dynamic_axes": {"image": axes, "stylized": axes}}),
+            ("dynamo", {"dynamo": True, "external_data": False, "dynamic_shapes": shapes}),
+            ("torchscript", {"dynamo": False, "dynamic_axes": ts_axes}),
         ]
         for name, kwargs in attempts:
             try:
@@ -138,9 +161,9 @@ def export_onnx(
                     warnings.simplefilter("ignore")
                     torch.onnx.export(
                         net,
-                        (example,),
+                        args,
                         str(tmp),
-                        input_names=["image"],
+                        input_names=input_names,
                         output_names=["stylized"],
                         opset_version=opset,
                         verbose=False,
@@ -153,15 +176,18 @@ def export_onnx(
         if exporter is None:
             raise ModelFileError(f"{path}: ONNX export failed ({'; '.join(errors)})")
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
+        names = [i.name for i in session.get_inputs()]
         diffs: dict[str, float] = {}
         for x in _parity_inputs(check_sizes):
-            with torch.no_grad():
-                ref = net(x).numpy()
-            got = session.run(None, {input_name: x.numpy()})[0]
-            if got.shape != ref.shape:
-                raise ModelFileError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
-            diffs[f"{x.shape[2]}x{x.shape[3]}"] = float(np.abs(got - ref).max())
+            for k, mix in enumerate(parity_mixes(n, x.shape[0]) if n else [None]):
+                with torch.no_grad():
+                    ref = (net(x) if mix is None else net(x, mix)).numpy()
+                feeds = {names[0]: x.numpy()} | ({names[1]: mix.numpy()} if mix is not None else {})
+                got = session.run(None, feeds)[0]
+                if got.shape != ref.shape:
+                    raise ModelFileError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
+                key = f"{x.shape[2]}x{x.shape[3]}" + ("" if mix is None else (" one-hot" if k == 0 else " blend"))
+                diffs[key] = float(np.abs(got - ref).max())
         worst = max(diffs.values())
         if not worst <= tol:
             raise ModelFileError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} > {tol:g} ({diffs})")
@@ -183,17 +209,20 @@ def export_torchscript(
     """
     path = Path(path)
     net = _cpu_copy(net)
+    n = int(getattr(net, "num_styles", 0) or 0)  # a multi-style net is traced with its style input
     extra = {"fastst.json": json.dumps(plain_json(dict(metadata or {})), sort_keys=True)}
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant channel checks; jit deprecation
-            traced = torch.jit.trace(net, torch.rand(1, 3, 64, 96), check_trace=False)
+            example = (torch.rand(1, 3, 64, 96), *([parity_mixes(n, 1)[1]] if n else []))
+            traced = torch.jit.trace(net, example, check_trace=False)
             torch.jit.save(traced, str(tmp), _extra_files=extra)
             loaded = torch.jit.load(str(tmp), map_location="cpu")
         diffs: dict[str, float] = {}
         for x in _parity_inputs(check_sizes):
             with torch.no_grad():
-                diffs[f"{x.shape[2]}x{x.shape[3]}"] = float((loaded(x) - net(x)).abs().max())
+                inputs = (x, parity_mixes(n, x.shape[0])[0]) if n else (x,)
+                diffs[f"{x.shape[2]}x{x.shape[3]}"] = float((loaded(*inputs) - net(*inputs)).abs().max())
         worst = max(diffs.values())
         if not worst <= tol:
             raise ModelFileError(f"{path}: TorchScript output differs from PyTorch by {worst:.3g} > {tol:g}")

@@ -6,7 +6,10 @@ metadata key ``"fastst"``:
 * ``format`` / ``format_version``: ``fastst-stylizer``, version :data:`FORMAT_VERSION`; older versions load,
   newer ones are refused with "upgrade fastst";
 * ``family`` and ``net``: which net (a module of ``fastst.models``) and its config, to rebuild it;
-* ``style``: the painting (:data:`STYLE_FIELDS`; the image's file name only, never a local path);
+* ``styles`` (format 2): every painting the net renders, in the order of its style rows
+  (:data:`STYLE_FIELDS` each; the image's file name only, never a local path). A single-style net
+  has one. ``style`` is that one painting (a multi-style file: only ``name``, the label of all of
+  them); format 1 files have ``style`` alone, read as ``styles = [style]`` (:func:`model_styles`);
 * ``loss``: the training criterion, every field of :class:`~fastst.losses.perceptual.LossConfig`
   (:func:`loss_summary` writes it, :func:`loss_config` reads it back), so evaluation rebuilds it exactly;
 * ``training``: steps, batches seen, the fastst version and checkpoint it came from;
@@ -35,7 +38,7 @@ from fastst.io.files import atomic_path
 from fastst.losses.perceptual import LossConfig
 
 FORMAT = "fastst-stylizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "styles" (a list; multi-style nets). 1: "style" only. Both load.
 METADATA_KEY = "fastst"
 IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
 # Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
@@ -77,15 +80,46 @@ def _loss_summary(loss: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def model_styles(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The styles of a model file (or checkpoint metadata), in the order of the net's style rows.
+
+    Format 2 lists them under ``styles``; a format 1 file (one painting) has only ``style``.
+    """
+    styles = metadata.get("styles")
+    if isinstance(styles, list) and styles:
+        return [dict(s) for s in styles if isinstance(s, Mapping)]
+    style = metadata.get("style")
+    return [dict(style)] if isinstance(style, Mapping) and style else []
+
+
+def styles_label(names: list[str]) -> str:
+    """A short name for several styles (run folders, model files): ``a-b-c``, or ``a-and-N-more``."""
+    names = [str(n) for n in names]
+    if len(names) <= 4:
+        return "-".join(names)
+    return f"{names[0]}-and-{len(names) - 1}-more"
+
+
+def style_names(metadata: Mapping[str, Any]) -> list[str]:
+    """The names of a model's styles, in row order (``?`` for a style without a name)."""
+    return [str(s.get("name") or "?") for s in model_styles(metadata)]
+
+
 def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[str, Any]:
     """A model file's metadata from a training checkpoint's ``fastst`` entry (``StyleTransferModule.metadata``)."""
+    styles = [_style_summary(s) for s in model_styles(meta)]
+    if len(styles) == 1:
+        style = styles[0]
+    else:  # several paintings: "style" only names the model (file names); "styles" has the facts
+        style = {"name": styles_label([str(s.get("name")) for s in styles])}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fastst_version": fastst.__version__,
         "family": str(meta.get("family") or models.DEFAULT_FAMILY),
         "net": plain_json(dict(meta["net"])),
-        "style": _style_summary(dict(meta.get("style") or {})),
+        "style": style,
+        "styles": styles,
         "training": {
             "steps": int(steps),
             "batches_seen": int(meta.get("batches_seen", 0)),
@@ -124,6 +158,10 @@ def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], wh
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:  # checked on the meta device first: a bogus config allocates nothing
         raise ModelFileError(f"{where}: the weights do not match the net config; export the model again")
+    rows = getattr(config, "num_styles", 1)
+    listed = len(model_styles(metadata))
+    if listed and listed != rows:
+        raise ModelFileError(f"{where}: the net has {rows} style row(s) but the file lists {listed} styles")
     try:
         net = models.build_net(family, config)
         net.load_state_dict(dict(state), strict=True)

@@ -7,7 +7,8 @@
   ``--progress`` and the ``progress=`` key of ``fastst train`` / ``fastst optimize``. ``rich`` is kept
   as an older spelling of ``bar``.
 * style: a name of a shipped style (``configs/style/NAME.yaml``) or a path to an image; ``--style``
-  and ``style=``.
+  and ``style=``. With a multi-style model, ``--style NAME`` picks one of the model's styles and
+  ``--mix a=0.7,b=0.3`` blends several (:func:`add_style_choice`, :func:`style_choice`).
 
 Plain argparse and the standard library only: the lean inference path imports this module too.
 """
@@ -18,7 +19,7 @@ import argparse
 import sys
 from typing import Any
 
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, UsageError
 
 DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N"
 DTYPES = ("fp32", "bf16", "fp16")
@@ -69,3 +70,40 @@ def size_or_none(size: int | None) -> int | None:
     if size < 0:
         raise ConfigError(f"--size must be a positive long side in px, or 0 to keep the image's size, got {size}")
     return int(size)
+
+
+def add_style_choice(p: argparse.ArgumentParser) -> None:
+    """``--style NAME`` and ``--mix a=0.7,b=0.3``: which of a multi-style model's styles to render."""
+    p.add_argument(
+        "--style",
+        metavar="NAME",
+        help="a multi-style model's style to render (fastst styles --model MODEL lists them); "
+        "a single-style model takes none or its own",
+    )
+    p.add_argument(
+        "--mix",
+        metavar="A=W,B=W",
+        help="a blend of a multi-style model's styles, e.g. starry_night=0.7,udnie=0.3 (weights normalized to sum 1)",
+    )
+
+
+def parse_mix(value: str) -> dict[str, float]:
+    """``a=0.7,b=0.3`` -> ``{"a": 0.7, "b": 0.3}``; ``UsageError`` for anything else."""
+    out: dict[str, float] = {}
+    for part in str(value).split(","):
+        name, sep, weight = part.strip().partition("=")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = float("nan")
+        if not sep or not name.strip() or not w >= 0:
+            raise UsageError(f"--mix {value}: expected NAME=WEIGHT,NAME=WEIGHT with weights >= 0, e.g. a=0.7,b=0.3")
+        out[name.strip()] = out.get(name.strip(), 0.0) + w
+    return out
+
+
+def style_choice(style: str | None, mix: str | None) -> str | dict[str, float] | None:
+    """The ``style`` option of a stylizer from ``--style`` / ``--mix`` (at most one of them)."""
+    if style and mix:
+        raise UsageError("pass --style NAME or --mix A=W,B=W, not both")
+    return parse_mix(mix) if mix else style or None

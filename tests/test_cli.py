@@ -68,15 +68,15 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, capsys, monkeypatch
 def test_same_option_names_across_commands(capsys) -> None:
     """--device, --size and --progress mean the same thing wherever they appear."""
     helps = {}
-    for name in ("stylize", "evaluate", "compare", "bench", "build-cache", "download-coco"):
+    for name in ("stylize", "evaluate", "compare", "bench", "build-cache", "download-coco", "serve"):
         with pytest.raises(SystemExit):
             cli.main([name, "--help"])
         helps[name] = " ".join(capsys.readouterr().out.split())
-    for name in ("stylize", "evaluate", "compare", "bench"):
+    for name in ("stylize", "evaluate", "compare", "bench", "serve"):
         assert "--device DEVICE" in helps[name] and "auto (CUDA when available, else the CPU)" in helps[name], name
     for name in ("compare", "build-cache", "download-coco"):
         assert "--progress {auto,bar,plain,none}" in helps[name], name
-    assert "--dtype {fp32,bf16,fp16}" in helps["stylize"]
+    assert "--dtype {fp32,bf16,fp16}" in helps["stylize"] and "--dtype {fp32,bf16,fp16}" in helps["serve"]
 
 
 def _fastst_modules() -> dict[str, Path]:
@@ -194,3 +194,10 @@ def test_regular_install_finds_its_configs(tmp_path: Path) -> None:
             ).stdout
         )
     assert "the_scream" in proc.stdout and "The Scream" in proc.stdout
+
+
+def test_a_hydra_command_called_from_python_gives_sys_argv_back(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["caller", "--its-own-flag"])
+    cli.main(["train", "--cfg", "job", "style=udnie"])
+    assert "name: udnie" in capsys.readouterr().out
+    assert sys.argv == ["caller", "--its-own-flag"]

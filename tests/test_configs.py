@@ -8,9 +8,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from fastst import models
 from fastst.data.datamodule import ContentDataModule
 from fastst.losses.perceptual import LossConfig
-from fastst.models.johnson import TransformerConfig
 from tests.conftest import CONFIG_DIR, compose
 
 GROUPS = ["style", "data", "model", "loss", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"]
@@ -26,7 +26,10 @@ def test_every_option_composes(group: str, tmp_path: Path) -> None:
     for option in options(group):
         cfg = compose([f"{group}={option}", "data.root=/photos"], tmp_path)
         OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-        TransformerConfig.from_dict(OmegaConf.to_container(cfg.model.net))
+        net = OmegaConf.to_container(cfg.model.net)
+        if "num_styles" in net and net["num_styles"] is None:  # filled from styles=[...] by the pipeline
+            net["num_styles"] = 2
+        models.build_config(cfg.model.get("family"), net)
         LossConfig.from_dict(OmegaConf.to_container(cfg.loss))
         assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
 

@@ -138,7 +138,10 @@ def test_out_path_and_atomic_overwrite(ckpt, tmp_path) -> None:
 
 def test_newer_format_version_refused(model_file, tmp_path) -> None:
     newer = rewrite_metadata(model_file, tmp_path / "newer.safetensors", format_version=FORMAT_VERSION + 1)
-    newer_msg = r"newer\.safetensors: written by a newer fastst \(format 2 > 1\); upgrade fastst"
+    newer_msg = (
+        rf"newer\.safetensors: written by a newer fastst \(format {FORMAT_VERSION + 1} > {FORMAT_VERSION}\); "
+        "upgrade fastst"
+    )
     with pytest.raises(ModelFileError, match=newer_msg):
         load_model_file(newer)
     other = rewrite_metadata(model_file, tmp_path / "other.safetensors", format="someone-else")

@@ -14,8 +14,10 @@ from fastst.losses.functional import gram_matrix
 from fastst.training.pipeline import _speed_options, resolve_matmul_precision, resolve_precision
 
 # A child process allocates, writes and frees a 64 MB tensor (above glibc's largest mmap threshold,
-# like a 4 x 64 x 256 x 256 fp32 activation) 20 times, as training steps do, and reports the minor
-# page faults of the last 10 times (the heap settles in the first few).
+# like a 4 x 64 x 256 x 256 fp32 activation) 40 times, as training steps do, and reports the median
+# minor page faults of the last 20 times. The kept heap settles after a varying number of times
+# (5 to 8 here, about 12 once on the CI machine), so the first 20 are left out and the median
+# ignores a late one.
 _FAULTS = """
 import json, resource, sys
 import torch
@@ -23,12 +25,12 @@ from fastst.allocator import active, keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 again = keep_freed_memory() if sys.argv[1] == "keep" else False  # idempotent
 faults = []
-for _ in range(20):
+for _ in range(40):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 * 2**20)
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "again": again, "active": active(), "faults": sum(faults[10:])}))
+print(json.dumps({"applied": applied, "again": again, "active": active(), "faults": sorted(faults[20:])[10]}))
 """
 
 
@@ -44,7 +46,7 @@ def test_keep_freed_memory_stops_refaulting_big_tensors():
     assert kept["applied"] and kept["again"] and kept["active"] and not default["active"]
     # glibc's default: a fresh mmap per allocation, faulted in every time (16384 small pages, or 32
     # huge pages where transparent huge pages are "always"); kept: the heap's pages are reused
-    assert default["faults"] >= 10 * 32
+    assert default["faults"] >= 32
     assert kept["faults"] * 10 <= default["faults"]
 
 

@@ -4,7 +4,9 @@ The data order is a pure function of ``(seed, rank, world_size, position)``: eac
 a seeded permutation, each rank takes every ``world_size``-th index, and each sample's
 crop and flip come from a generator seeded by its position. Resuming at batch ``k``
 therefore replays exactly what an uninterrupted run would have seen, with any number of
-workers, without storing loader state.
+workers, without storing loader state. A multi-style run (``num_styles`` > 0) also gives each
+sample the style it trains on, :func:`style_slot` of ``(seed, position)``: the same on every rank
+and after a resume.
 """
 
 from __future__ import annotations
@@ -33,19 +35,42 @@ def sample_seed(seed: int, position: int) -> int:
     return (seed * _MIX + position * 1_000_003 + 12345) % (2**63 - 1)
 
 
-class ResumableSampler(Sampler[tuple[int, int]]):
+def style_slot(seed: int, position: int, num_styles: int) -> int:
+    """The style (0 .. num_styles - 1) that the sample at global ``position`` trains on.
+
+    Each block of ``num_styles`` consecutive positions holds every style once, in a seeded order:
+    styles are balanced exactly (with batch 4 and 4 styles every step sees each style once) and the
+    assignment is random, yet a pure function of ``(seed, position)``, so resume and DDP ranks agree.
+    """
+    if num_styles <= 1:
+        return 0
+    block, offset = divmod(position, num_styles)
+    g = torch.Generator().manual_seed(sample_seed(seed, block) ^ 0x57E1E)
+    return int(torch.randperm(num_styles, generator=g)[offset])
+
+
+class ResumableSampler(Sampler[tuple[int, ...]]):
     """Endless seeded shuffle, sharded by rank, that can start at any position.
 
-    Yields ``(index, sample_seed)``. ``start`` counts samples of this rank already consumed.
+    Yields ``(index, sample_seed)``, or ``(index, sample_seed, style)`` when ``num_styles`` > 0
+    (see :func:`style_slot`). ``start`` counts samples of this rank already consumed.
     """
 
     def __init__(
-        self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1, start: int = 0
+        self,
+        size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        start: int = 0,
+        num_styles: int = 0,
     ) -> None:
         if size < world_size:
             raise DataError(f"{size} content image(s) cannot feed {world_size} processes")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.start = rank, world_size, start
+        self.num_styles = num_styles
         self.per_rank = size // world_size  # every rank sees the same number per epoch
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -54,14 +79,21 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch) ^ 0x5EED)
         return torch.randperm(self.size, generator=g)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         epoch, offset = divmod(self.start, self.per_rank)
         while True:
             order = self.epoch_order(epoch)[: self.per_rank * self.world_size]
             mine = order[self.rank :: self.world_size]  # this rank's shard
             for j in range(offset, self.per_rank):
                 position = (epoch * self.per_rank + j) * self.world_size + self.rank  # global sample number
-                yield int(mine[j]), sample_seed(self.seed, position)
+                if self.num_styles > 0:
+                    yield (
+                        int(mine[j]),
+                        sample_seed(self.seed, position),
+                        style_slot(self.seed, position, self.num_styles),
+                    )
+                else:
+                    yield int(mine[j]), sample_seed(self.seed, position)
             epoch, offset = epoch + 1, 0
 
 
@@ -132,7 +164,11 @@ Source = FolderSource | HFSource | CacheSource
 
 
 class ContentDataset(Dataset):
-    """Map-style dataset over a source; items are ``{"image": uint8 3xSxS}`` or ``{"error": str}``."""
+    """Map-style dataset over a source; items are ``{"image": uint8 3xSxS}`` or ``{"error": str}``.
+
+    Keys are an index, ``(index, sample_seed)`` or ``(index, sample_seed, style)``; with a style,
+    good items carry it as ``"style"``.
+    """
 
     def __init__(self, source: Source, transform: CropTransform | TensorCropTransform) -> None:
         self.source, self.transform = source, transform
@@ -140,12 +176,13 @@ class ContentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        index, seed, *style = key if isinstance(key, tuple) else (key, None)
         name = self.source.name(index)
         try:
             g = torch.Generator().manual_seed(seed) if seed is not None else None
-            return {"image": self.transform(self.source.load(index), g, name)}
+            item = {"image": self.transform(self.source.load(index), g, name)}
+            return {**item, "style": style[0]} if style else item
         except ImageError as e:
             return {"error": str(e)}
         except Exception as e:  # never let one file kill an epoch
@@ -160,9 +197,19 @@ class StreamingContentDataset(IterableDataset):
     and the resume point depend on the shard layout. In one process they are exact.
     """
 
-    def __init__(self, source: HFSource, transform: CropTransform, seed: int, rank: int, world_size: int, start: int):
+    def __init__(
+        self,
+        source: HFSource,
+        transform: CropTransform,
+        seed: int,
+        rank: int,
+        world_size: int,
+        start: int,
+        num_styles: int = 0,
+    ):
         self.source, self.transform = source, transform
         self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
+        self.num_styles = num_styles
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for pos, value in self.source.stream(self.seed, skip=self.start * self.world_size):
@@ -170,16 +217,22 @@ class StreamingContentDataset(IterableDataset):
                 continue
             try:
                 g = torch.Generator().manual_seed(sample_seed(self.seed, pos))
-                yield {"image": self.transform(self.source.decode(value, pos), g, f"{self.source.name_}#{pos}")}
+                item = {"image": self.transform(self.source.decode(value, pos), g, f"{self.source.name_}#{pos}")}
+                if self.num_styles > 0:
+                    item["style"] = style_slot(self.seed, pos, self.num_styles)
+                yield item
             except ImageError as e:
                 yield {"error": str(e)}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the good images, keep the reasons for the bad ones."""
+    """Stack the good images (and their styles, in a multi-style run), keep the reasons for the bad ones."""
     good = [it["image"] for it in items if "image" in it]
     images = torch.stack(good) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)  # B x 3 x S x S uint8
-    return {"image": images, "skipped": [it["error"] for it in items if "error" in it]}
+    batch = {"image": images, "skipped": [it["error"] for it in items if "error" in it]}
+    if any("style" in it for it in items):
+        batch["style"] = torch.tensor([it["style"] for it in items if "image" in it], dtype=torch.long)  # B
+    return batch
 
 
 class ContentDataModule(pl.LightningDataModule):
@@ -207,6 +260,7 @@ class ContentDataModule(pl.LightningDataModule):
         preview_count: int = 4,
         preview_size: int = 256,
         seed: int = 0,
+        num_styles: int = 0,
     ) -> None:
         super().__init__()
         for key, value, low in (
@@ -239,6 +293,7 @@ class ContentDataModule(pl.LightningDataModule):
         self.preview_transform = CropTransform(preview_size - preview_size % 4, None, "center", False, 1)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.preview_count, self.seed = pin_memory, preview_count, seed
+        self.num_styles = num_styles  # > 0: a multi-style run; every sample carries its style (style_slot)
         self.source: Source | None = None
         self._preview: torch.Tensor | None = None
 
@@ -344,10 +399,10 @@ class ContentDataModule(pl.LightningDataModule):
             if self.num_workers:
                 log.info("data.streaming=true: decoding in the main process (num_workers ignored) for exact resume")
             common.update(num_workers=0, persistent_workers=False)
-            ds = StreamingContentDataset(self.source, self.transform, self.seed, rank, world, start)
+            ds = StreamingContentDataset(self.source, self.transform, self.seed, rank, world, start, self.num_styles)
             return DataLoader(ds, **common)  # type: ignore[arg-type]
         assert self.source is not None
-        sampler = ResumableSampler(len(self.source), self.seed, True, rank, world, start)
+        sampler = ResumableSampler(len(self.source), self.seed, True, rank, world, start, self.num_styles)
         return DataLoader(ContentDataset(self.source, self.transform), sampler=sampler, **common)  # type: ignore[arg-type]
 
     def preview_images(self) -> torch.Tensor:

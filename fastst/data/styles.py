@@ -24,7 +24,16 @@ from typing import Any
 
 import torch
 
-from fastst.errors import ChecksumError, DownloadError, ImageError, StyleImageError, UsageError, command
+from fastst.errors import (
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    ImageError,
+    StyleImageError,
+    UnknownStyleError,
+    UsageError,
+    command,
+)
 from fastst.io.download import download
 from fastst.io.images import load_image_tensor
 
@@ -141,6 +150,68 @@ def shipped_styles() -> dict[str, dict[str, Any]]:
     return out
 
 
+# -- several styles in one run (model=multistyle) ------------------------------------------------
+STYLE_KEYS = ("name", "image", "title", "artist", "year", "licence", "url", "sha256")
+
+
+def _looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or Path(value).suffix.lower() in (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def style_entry(entry: Any) -> dict[str, Any]:
+    """One entry of ``styles=[...]`` as a style config (the fields of ``configs/style/*.yaml``).
+
+    An entry is the name of a shipped style (``starry_night``), a path to a painting (its name is the
+    file's stem), or a mapping of style fields with at least ``image`` (``{name: mine, image: /p.jpg}``).
+    A name that is not shipped is an ``UnknownStyleError`` listing the shipped ones.
+    """
+    if isinstance(entry, Mapping):
+        data = {str(k): v for k, v in entry.items()}
+        unknown = sorted(set(data) - set(STYLE_KEYS))
+        if unknown:
+            raise ConfigError(f"styles entry {data}: unknown key(s) {unknown}; known: {list(STYLE_KEYS)}")
+        name = data.get("name")
+        if name in shipped_styles() and not data.get("image"):
+            return {**shipped_styles()[name], **{k: v for k, v in data.items() if v is not None}}
+        if not data.get("image"):
+            raise ConfigError(f"styles entry {data}: give image=PATH (or the name of a shipped style)")
+        return {k: None for k in STYLE_KEYS} | data | {"name": str(name or Path(str(data["image"])).stem)}
+    value = str(entry)
+    styles = shipped_styles()
+    if value in styles:
+        return dict(styles[value])
+    if _looks_like_path(value):
+        return {k: None for k in STYLE_KEYS} | {"name": Path(value).stem, "image": value}
+    raise UnknownStyleError(
+        f"styles: unknown style {value!r}; shipped: {', '.join(styles)} (or give a path, or {{name: N, image: PATH}})"
+    )
+
+
+def entry_name(entry: Any) -> str:
+    """The name ``styles=[...]`` gives an entry, without looking anything up (run directory names)."""
+    if isinstance(entry, Mapping):
+        return str(entry.get("name") or Path(str(entry.get("image") or "style")).stem)
+    value = str(entry)
+    return Path(value).stem if _looks_like_path(value) else value
+
+
+def run_name(style_name: Any, styles: Any = None) -> str:
+    """The run folder name: ``style.name``, or the label of ``styles=[...]`` when that is set."""
+    from fastst.modelfile import styles_label
+
+    if not styles:
+        return str(style_name)
+    return styles_label([entry_name(s) for s in styles])
+
+
+def register_resolvers() -> None:
+    """``${fastst.run_name:${style.name},${styles}}``, used by the run directory (configs/hydra/default.yaml)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("fastst.run_name"):
+        OmegaConf.register_new_resolver("fastst.run_name", run_name)
+
+
 def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Path:
     """``--style``: an image path, or the name of a shipped style (found, cached or downloaded as in training)."""
     path = Path(value).expanduser()
@@ -154,6 +225,22 @@ def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Pa
     raise StyleImageError(f"--style {value}: neither an image file nor a shipped style ({', '.join(styles)})")
 
 
+def _list_model_styles(path: str) -> int:
+    """``fastst styles --model MODEL``: one line per style of the model (its row, name, title, source)."""
+    from fastst.modelfile import model_styles, read_metadata
+
+    metadata = read_metadata(path)
+    styles = model_styles(metadata)
+    kind = "multi-style" if metadata.get("styles") and "num_styles" in metadata.get("net", {}) else "single-style"
+    print(f"{path}: {kind} model, {len(styles)} style(s) (--style NAME, or --mix NAME=W,NAME=W)")
+    width = max([len(str(s.get("name"))) for s in styles] + [4])
+    for i, s in enumerate(styles):
+        title = ", ".join(str(s[k]) for k in ("title", "artist", "year") if s.get(k))
+        source = s.get("url") or s.get("image") or ""
+        print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}")
+    return 0
+
+
 @command()
 def main(argv: Sequence[str] | None = None) -> int:
     """``fastst styles``: list the shipped styles and where each image is; ``--fetch`` downloads them."""
@@ -165,11 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="styles to show or fetch (default: all)")
     p.add_argument("--fetch", action="store_true", help="download the images that are not here yet")
     p.add_argument(
+        "--model", help="list the styles of this model file instead (a multi-style model's --style names, in row order)"
+    )
+    p.add_argument(
         "--style-dir",
         default=os.environ.get(STYLE_DIR_ENV, "styles"),
         help=f"style folder (default: ${STYLE_DIR_ENV} or styles)",
     )
     args = p.parse_args(argv)
+    if args.model:
+        return _list_model_styles(args.model)
     styles = shipped_styles()
     unknown = [n for n in args.names if n not in styles]
     if unknown:

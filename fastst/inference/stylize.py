@@ -5,6 +5,9 @@
   its own sub-folder ``OUT/<folder name>/``. With exactly one file input, ``-o`` may be a file.
 - Every output path is checked before anything is processed: an existing file stops the run
   (one ``error:`` line naming it) unless ``--overwrite``.
+- ``--style NAME`` / ``--mix a=0.7,b=0.3`` choose what a multi-style model renders (images, tiles and
+  videos alike); a multi-style model given neither stops with one ``error:`` line listing its styles
+  (``fastst styles --model MODEL`` lists them too).
 - Unreadable images or videos are reported (one line each) and skipped; the summary counts them.
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
@@ -24,7 +27,7 @@ from fastst.inference.stabilize import VideoStabilizer, parse_stabilize
 from fastst.inference.stylizer import load_stylizer
 from fastst.io.files import atomic_path, walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
-from fastst.options import add_device, add_dtype, size_or_none
+from fastst.options import add_device, add_dtype, add_style_choice, size_or_none, style_choice
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")  # what fastst.io.video writes and reads
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
@@ -127,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile-stats-size", type=int, default=1024, help="long side of the downscaled copy (--tile-stats downscaled)"
     )
+    add_style_choice(p)
     add_device(p)
     add_dtype(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
@@ -159,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.size = size_or_none(args.size)
     stabilize = parse_stabilize(args.stabilize)
+    style = style_choice(args.style, args.mix)
     jobs = plan_jobs(args.inputs, args.output)
     check_outputs(jobs, args.overwrite)
     if args.batch_size < 1:
@@ -184,7 +189,10 @@ def run(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
         tile_stats=args.tile_stats,
         tile_stats_size=args.tile_stats_size,
+        style=style,
     )
+    if style is None and stylizer.num_styles > 1:
+        stylizer.mix(None)  # a multi-style model needs a style: one error line listing them, before any work
     written, skipped = 0, []
     for job in tqdm(jobs, desc="stylize", unit="file", disable=None, file=sys.stderr):
         try:

@@ -5,6 +5,9 @@
 >>> stylize(Image.open("photo.jpg")).save("out.jpg")                # any size; same size out
 >>> stylize(photo, size=1024, preserve_color=True, strength=0.8)     # per-call options
 >>> stylize(torch.rand(2, 3, 333, 517))                               # tensors in [0,1] -> same shape
+>>> multi = load_stylizer("checkpoints/starry_night-the_scream-udnie.safetensors")
+>>> multi(photo, style="udnie")                                      # one of a multi-style model's styles
+>>> multi(photo, style={"starry_night": 0.7, "udnie": 0.3})          # a mix (weights normalized to sum 1)
 
 Any H x W works: the image is reflect-padded to a multiple of 4 (at least 8), stylized and cropped
 back. Post-processing runs in this order: median filter, colour preservation, strength blend.
@@ -37,12 +40,22 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from fastst.errors import InferenceError
+from fastst.errors import InferenceError, UnknownStyleError
 from fastst.io.color import preserve_color
 from fastst.io.images import _to_rgb, pil_to_tensor, resize_long_side, tensor_to_pil
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OPTIONS = ("size", "preserve_color", "strength", "median", "tile", "tile_overlap", "tile_stats", "tile_stats_size")
+OPTIONS = (
+    "style",
+    "size",
+    "preserve_color",
+    "strength",
+    "median",
+    "tile",
+    "tile_overlap",
+    "tile_stats",
+    "tile_stats_size",
+)
 TILE_STATS = ("exact", "downscaled")
 DEFAULT_TILE_OVERLAP = 96  # px; measured enough for the default 5-block net (see Stylizer)
 MIN_SIZE = 8  # the net's 9x9 reflection padding needs more than 4 px; a multiple of 4 as well
@@ -179,10 +192,48 @@ class _StopForward(Exception):
 
 
 # -- the stylizer --------------------------------------------------------------------------
+def style_mix(style: Any, names: list[str]) -> torch.Tensor:
+    """The style weights (N,) for ``style``: a name, a ``{name: weight}`` mix, or an N-vector.
+
+    A mix's weights must be >= 0 with a positive sum; they are normalized to sum to 1 (a convex
+    blend of the styles' gamma/beta, Dumoulin et al. 2017). An unknown name is an
+    ``UnknownStyleError`` that lists ``names``. ``None`` is only allowed for a one-style model.
+    """
+    n = len(names)
+    known = ", ".join(names)
+    if style is None:
+        if n == 1:
+            return torch.ones(1)
+        raise UnknownStyleError(
+            f"this model holds {n} styles; choose one with style=NAME (--style NAME) or a mix "
+            f"(--mix a=0.7,b=0.3): {known}"
+        )
+    if isinstance(style, str):
+        style = {style: 1.0}
+    if isinstance(style, Mapping):
+        weights = torch.zeros(n)
+        for name, w in style.items():
+            if name not in names:
+                raise UnknownStyleError(f"unknown style {name!r}; this model's styles: {known}")
+            weights[names.index(name)] += float(w)
+    else:
+        weights = torch.as_tensor(style, dtype=torch.float32).flatten()
+        if weights.numel() != n:
+            raise InferenceError(f"a style mix of {weights.numel()} weights for a model of {n} styles ({known})")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise InferenceError(f"style weights must be >= 0 with a positive sum, got {weights.tolist()} for {known}")
+    return weights / weights.sum()
+
+
 class Stylizer:
     """A loaded transform net plus inference options; call it on a PIL image or a tensor.
 
     Options (attributes, overridable per call as keyword arguments):
+
+    - ``style``: for a multi-style model (``model=multistyle``), the style to render: a name of
+      ``style_names``, a mix ``{name: weight}`` (normalized to sum 1) or an N-vector of weights. A
+      multi-style model given no style is an ``UnknownStyleError`` listing its styles. A
+      single-style model takes None or its own name.
 
     - ``size``: resize so the long side is ``size`` px before stylizing (the output has that size);
       None keeps the input size.
@@ -239,6 +290,7 @@ class Stylizer:
         tile_overlap: int | None = None,
         tile_stats: str = "exact",
         tile_stats_size: int = 1024,
+        style: Any = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = _dtype(dtype, self.device)
@@ -248,12 +300,20 @@ class Stylizer:
         self.net = net.to(self.device, torch.float32).to(memory_format=memory_format).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
+        from fastst.modelfile import style_names  # torch + safetensors only
+
+        self.style_names = style_names(self.metadata) or ["?"]
+        self.num_styles = int(getattr(self.net, "num_styles", 0) or 0)  # 0: a single-style net (no style input)
+        if self.num_styles and len(self.style_names) != self.num_styles:
+            self.style_names = [f"style_{i}" for i in range(self.num_styles)]
+        self.style: Any = None
         self.compile = bool(compile)
         self._compiled: Any = None
         if self.compile:
             # In-place nn.Module.compile() would also compile the hooked/patched passes of tiling.
             options = {"freezing": True} if self.device.type == "cpu" else None
             self._compiled = torch.compile(self.net, options=options)
+        self.style = style
         self.size, self.preserve_color, self.strength, self.median = size, preserve_color, strength, median
         self.tile, self.tile_overlap = tile, tile_overlap
         self.tile_stats, self.tile_stats_size = tile_stats, tile_stats_size
@@ -266,12 +326,27 @@ class Stylizer:
             f"channels_last={self.channels_last}, compile={self.compile})"
         )
 
+    def mix(self, style: Any, batch: int = 1) -> torch.Tensor | None:
+        """The B x N style weights the net gets for ``style`` (None for a single-style net)."""
+        if not self.num_styles:
+            if style is not None and not (isinstance(style, str) and style in self.style_names):
+                if isinstance(style, Mapping) and set(style) <= set(self.style_names):
+                    return None
+                given = style if isinstance(style, str) else list(style) if isinstance(style, Mapping) else style
+                raise UnknownStyleError(
+                    f"unknown style {given!r}: this is a single-style model of {', '.join(self.style_names)}"
+                )
+            return None
+        return style_mix(style, self.style_names)[None].expand(batch, -1).to(self.device)
+
     # -- options ---------------------------------------------------------------------
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(overrides) - set(OPTIONS))
         if unknown:
             raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
         o = {k: overrides.get(k, getattr(self, k)) for k in OPTIONS}
+        if o["style"] is not None:
+            self.mix(o["style"])  # an unknown style fails now, before any work
         o["median"], o["tile"] = o["median"] or 0, o["tile"] or 0
         if o["size"] is not None and (not isinstance(o["size"], int) or o["size"] < 1):
             raise InferenceError(f"size must be a positive integer (long side in px) or None, got {o['size']!r}")
@@ -326,11 +401,12 @@ class Stylizer:
         if strength == 0.0:
             return x.to(device, dtype, copy=True)
         padded, h, w = pad_to_multiple(x)
+        mix = self.mix(o["style"], x.shape[0])  # B x N, or None for a single-style net
         if o["tile"]:
             tile, overlap, size = int(o["tile"]), int(o["tile_overlap"]), int(o["tile_stats_size"])
-            y = self._run_tiled(padded, tile, overlap, o["tile_stats"], size)
+            y = self._run_tiled(padded, tile, overlap, o["tile_stats"], size, mix)
         else:
-            y = self._forward(padded)
+            y = self._forward(padded, mix=mix)
         y = y[..., :h, :w]
         if o["median"] and int(o["median"]) > 1:
             y = median_filter(y, int(o["median"]))
@@ -346,19 +422,22 @@ class Stylizer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, x: torch.Tensor, compiled: bool = True) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, compiled: bool = True, mix: torch.Tensor | None = None) -> torch.Tensor:
         """Padded B x 3 x H x W (H, W multiples of 4) -> fp32 output of the net.
 
         ``compiled=False`` forces the eager net (passes that patch or hook its instance norms).
+        ``mix``: B x N style weights of a multi-style net.
         """
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         net = self._compiled if compiled and self._compiled is not None else self.net
         with self._autocast():
-            y = net(x)
+            y = net(x) if mix is None else net(x, mix)
         return y.float().contiguous()
 
-    def norm_statistics(self, x: torch.Tensor, stats_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def norm_statistics(
+        self, x: torch.Tensor, stats_size: int, mix: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per instance norm (mean, var), each B x C, of the net run on ``x`` downscaled to ``stats_size``."""
         h, w = x.shape[-2:]
         if max(h, w) > stats_size:
@@ -373,14 +452,14 @@ class Stylizer:
 
         handles = [m.register_forward_pre_hook(record) for m in _instance_norms(self.net)]
         try:
-            self._forward(x, compiled=False)
+            self._forward(x, compiled=False, mix=mix)
         finally:
             for handle in handles:
                 handle.remove()
         return stats
 
     def exact_norm_statistics(
-        self, x: torch.Tensor, tile: int, overlap: int
+        self, x: torch.Tensor, tile: int, overlap: int, mix: torch.Tensor | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Full-resolution instance-norm statistics computed tile by tile (memory of one tile).
 
@@ -411,7 +490,7 @@ class Stylizer:
                         for x0, (c0, c1) in zip(xs, cols):
                             captured.clear()
                             with contextlib.suppress(_StopForward):
-                                self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False)
+                                self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False, mix=mix)
                             act = captured[0]
                             f = th // act.shape[-2]  # 1, 2 or 4: the resolution of this norm
                             region = act[..., (r0 - y0) // f : (r1 - y0) // f, (c0 - x0) // f : (c1 - x0) // f]
@@ -427,18 +506,26 @@ class Stylizer:
             stats.append((mean.float(), var.float()))
         return stats
 
-    def _run_tiled(self, x: torch.Tensor, tile: int, overlap: int, stats_mode: str, stats_size: int) -> torch.Tensor:
+    def _run_tiled(
+        self,
+        x: torch.Tensor,
+        tile: int,
+        overlap: int,
+        stats_mode: str,
+        stats_size: int,
+        mix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         tile = max(MIN_SIZE, tile // 4 * 4)
         overlap = overlap // 4 * 4
         b, _, h, w = x.shape
         if h <= tile and w <= tile:
-            return self._forward(x)
+            return self._forward(x, mix=mix)
         if not _instance_norms(self.net):
             stats = []
         elif stats_mode == "exact":
-            stats = self.exact_norm_statistics(x, tile, overlap)
+            stats = self.exact_norm_statistics(x, tile, overlap, mix)
         else:
-            stats = self.norm_statistics(x, stats_size)
+            stats = self.norm_statistics(x, stats_size, mix)
         out = torch.zeros(b, 3, h, w, device=x.device)
         weight = torch.zeros(1, 1, h, w, device=x.device)
         th, tw = min(tile, h), min(tile, w)
@@ -447,7 +534,7 @@ class Stylizer:
                 wy = _window_1d(y0, th, h, overlap, x.device)
                 for x0 in tile_starts(w, tile, overlap):
                     win = (wy[:, None] * _window_1d(x0, tw, w, overlap, x.device)[None, :])[None, None]
-                    tile_out = self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False)
+                    tile_out = self._forward(x[..., y0 : y0 + th, x0 : x0 + tw], compiled=False, mix=mix)
                     out[..., y0 : y0 + th, x0 : x0 + tw] += tile_out * win
                     weight[..., y0 : y0 + th, x0 : x0 + tw] += win
         return out / weight

@@ -40,11 +40,16 @@ def relative_squared_error(input: torch.Tensor, target: torch.Tensor) -> torch.T
 
     ``target`` may have batch size 1 and is then broadcast over ``input``'s batch.
     """
+    return relative_squared_error_per_sample(input, target).mean()
+
+
+def relative_squared_error_per_sample(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||input_b - target_b||^2 / ||target_b||^2`` for each sample b: a B vector (fp32)."""
     input, target = input.float(), target.float()
     dims = tuple(range(1, input.dim()))
     err = (input - target).pow(2).sum(dim=dims)  # B
     norm = target.pow(2).sum(dim=dims)  # B or 1
-    return (err / (norm + EPS)).mean()
+    return err / (norm + EPS)
 
 
 def content_loss(input_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
@@ -55,7 +60,7 @@ def content_loss(input_features: torch.Tensor, target_features: torch.Tensor) ->
 def style_loss(input_features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """Relative Gram error of one layer (Gatys et al. 2016, eq. 4, rescaled).
 
-    ``target_gram`` is 1 x C x C (one style) or B x C x C.
+    ``target_gram`` is 1 x C x C (one style) or B x C x C (a style per sample: multi-style training).
     """
     return relative_squared_error(gram_matrix(input_features), target_gram)
 

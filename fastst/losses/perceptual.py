@@ -148,6 +148,27 @@ class PerceptualLoss(nn.Module):
         for layer, g in grams.items():
             setattr(self, self._gram_name(layer), g)
 
+    @property
+    def num_styles(self) -> int:
+        """Rows of the Gram targets: 1 after :meth:`set_style`, N after :meth:`set_styles`."""
+        return self.style_gram(next(iter(self.style_layers))).shape[0] if self.style_layers and self.has_style else 0
+
+    @torch.no_grad()
+    def set_styles(self, images: Sequence[torch.Tensor]) -> None:
+        """The Gram targets of several styles, one row each (N x C x C per layer): multi-style training.
+
+        Computed once, in fp32, into the same non-persistent buffers as :meth:`set_style` (never
+        saved in checkpoints); :meth:`forward` picks a row per image with ``style``.
+        """
+        device = next(iter(self.encoder.parameters())).device
+        rows: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.style_layers}
+        for image in images:
+            feats = self.encoder(image.to(device, torch.float32), layers=list(self.style_layers))
+            for layer in self.style_layers:
+                rows[layer].append(F.gram_matrix(feats[layer]).mean(0))  # C x C
+        for layer, grams in rows.items():
+            setattr(self, self._gram_name(layer), torch.stack(grams))  # N x C x C
+
     @torch.no_grad()
     def content_features(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
         """Targets of the content term: one pass without autograd, stopped at the deepest content layer."""
@@ -161,6 +182,7 @@ class PerceptualLoss(nn.Module):
         style_scale: float = 1.0,
         output_features: Mapping[str, torch.Tensor] | None = None,
         batch: int | None = None,
+        style: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named loss terms for ``output`` (B x 3 x H x W in [0,1]).
 
@@ -170,6 +192,10 @@ class PerceptualLoss(nn.Module):
         global weights, the style one multiplied by ``style_scale`` (the ramp).
         ``output_features`` are the encoder's features of ``output`` when the caller already has
         them; with ``batch`` only their first ``batch`` samples belong to ``output``.
+
+        ``style`` (B style indices into the rows of :meth:`set_styles`) gives each image its own
+        target, and adds ``by_style/<i>/content``, ``by_style/<i>/style`` and ``by_style/<i>/total``
+        (means over the images of style i) for every style present in the batch.
         """
         if not self.has_style and self.style_layers:
             raise RuntimeError("call set_style() before computing the loss")
@@ -180,18 +206,27 @@ class PerceptualLoss(nn.Module):
         feats = output_features if output_features is not None else self.encoder(output)
         if batch is not None:
             feats = {k: v[:batch] for k, v in feats.items()}
+        if style is None and self.num_styles > 1:
+            raise ValueError(f"the criterion holds {self.num_styles} styles: pass style (one index per image)")
         terms: dict[str, torch.Tensor] = {}
         zero = output.new_zeros((), dtype=torch.float32)
+        b = output.shape[0]
         content_total = zero
+        per_image = {k: output.new_zeros(b, dtype=torch.float32) for k in ("content", "style")}
         for layer, w in self.content_layers.items():
-            term = F.content_loss(feats[layer], content_features[layer])  # type: ignore[index]
+            rows = F.relative_squared_error_per_sample(feats[layer], content_features[layer])  # type: ignore[index]
+            term = rows.mean()  # = F.content_loss
             terms[f"content/{layer}"] = term
             content_total = content_total + w * term
+            per_image["content"] = per_image["content"] + w * rows.detach()
         style_total = zero
         for layer, w in self.style_layers.items():
-            term = F.style_loss(feats[layer], self.style_gram(layer))
+            target = self.style_gram(layer) if style is None else self.style_gram(layer)[style]  # 1 or B x C x C
+            rows = F.relative_squared_error_per_sample(F.gram_matrix(feats[layer]), target)
+            term = rows.mean()  # = F.style_loss
             terms[f"style/{layer}"] = term
             style_total = style_total + w * term
+            per_image["style"] = per_image["style"] + w * rows.detach().float()
         tv = F.total_variation(output)
         c = self.config
         terms["content"] = content_total
@@ -200,6 +235,13 @@ class PerceptualLoss(nn.Module):
         terms["total"] = (
             c.content_weight * content_total + c.style_weight * style_scale * style_total + c.tv_weight * tv
         )
+        if style is not None:  # per-style terms for logging (detached; TV is per batch, left out)
+            for i in sorted(set(style.tolist())):
+                sel = style == i
+                cs, ss = per_image["content"][sel].mean(), per_image["style"][sel].mean()
+                terms[f"by_style/{i}/content"] = cs
+                terms[f"by_style/{i}/style"] = ss
+                terms[f"by_style/{i}/total"] = c.content_weight * cs + c.style_weight * style_scale * ss
         return terms
 
     def style_scale(self, step: int) -> float:

@@ -11,6 +11,7 @@ plus one config: nothing else in fastst lists the families.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Any
@@ -18,9 +19,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, check_known_keys
 
 DEFAULT_FAMILY = "johnson"
+
+
+class NetConfig:
+    """Base of a family's frozen ``CONFIG`` dataclass: ``to_dict`` and ``from_dict`` (unknown keys refused).
+
+    ``KIND`` names the config in the error for an unknown key.
+    """
+
+    KIND = "transform-net"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Build from a mapping, refusing unknown keys with a message that names them."""
+        check_known_keys(cls, data, cls.KIND)
+        return cls(**data)
 
 
 def families() -> list[str]:

@@ -10,17 +10,18 @@ convention and the same H x W for any H, W divisible by 4.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from fastst.errors import ConfigError, check_known_keys
+from fastst.errors import ConfigError
+from fastst.models import NetConfig
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(NetConfig):
     """Every hyperparameter of the transform network; exported files carry it."""
 
     channels: int = 32  # width of the first stage; the net uses c, 2c, 4c
@@ -48,15 +49,6 @@ class TransformerConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
-        """Build from a mapping, refusing unknown keys with a message that names them."""
-        check_known_keys(cls, data, "transform-net")
-        return cls(**data)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

@@ -36,8 +36,9 @@ class StepCheckpoint(ModelCheckpoint):
 class PreviewImages(pl.Callback):
     """Every ``every_n_steps`` (and at the start and end) stylize the datamodule's fixed preview set.
 
-    The grid has one row per preview image: content | stylized. It goes to TensorBoard
-    (``previews``) and to ``<dirpath>/step_XXXXXXX.png``. Rank zero only.
+    The grid has one row per preview image: content | stylized, or for a multi-style net
+    content | style 1 | ... | style N (photos x styles). It goes to TensorBoard (``previews``) and
+    to ``<dirpath>/step_XXXXXXX.png``. Rank zero only.
     """
 
     def __init__(self, every_n_steps: int = 500, dirpath: str | None = None) -> None:
@@ -59,11 +60,19 @@ class PreviewImages(pl.Callback):
             return
         was_training = module.net.training
         module.net.eval()
+        rows = int(getattr(module, "num_styles", 0) or 0)  # 0: a single-style net
+        columns = [content]
         with torch.no_grad():
-            stylized = torch.cat([module.net(c[None].to(module.device)).float().cpu() for c in content])
+            for row in range(rows) if rows else [None]:
+                outs = []
+                for c in content:
+                    x = c[None].to(module.device)
+                    y = module.net(x) if row is None else module.net(x, module.row_mix(torch.tensor([row])))
+                    outs.append(y.float().cpu())
+                columns.append(torch.cat(outs))
         module.net.train(was_training)
-        pairs = torch.stack([content, stylized], dim=1).flatten(0, 1)  # 2N x 3 x P x P
-        grid = make_grid(pairs, nrow=2, padding=4, pad_value=1.0)  # 3 x H x W
+        cells = torch.stack(columns, dim=1).flatten(0, 1)  # (N * (1 + styles)) x 3 x P x P
+        grid = make_grid(cells, nrow=len(columns), padding=4, pad_value=1.0)  # 3 x H x W
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):

@@ -44,6 +44,13 @@ class StyleTransferModule(pl.LightningModule):
     Only the transform net is saved in checkpoints: the criterion (VGG and Gram targets)
     is rebuilt from the loss config and the style image, which keeps checkpoints small and
     independent of where the VGG weights came from.
+
+    Multi-style nets (a family whose net takes a style mix, ``model=multistyle``): ``styles`` lists
+    every style row of the net, ``style_images`` the paintings of the rows that train
+    (``train_rows``; default all), whose Gram targets are computed once (fp32, not saved). Each
+    batch carries a style slot per image (``fastst.data.datamodule.style_slot``): image b trains on
+    row ``train_rows[slot_b]``. ``trainable="norm"`` trains only the per-style norm parameters
+    (adding a style to a trained net); ``init_state`` are the starting weights (``init_from``).
     """
 
     def __init__(
@@ -60,21 +67,49 @@ class StyleTransferModule(pl.LightningModule):
         compile: bool = False,
         joint_vgg_pass: bool = False,
         family: str = models.DEFAULT_FAMILY,
+        styles: list[dict[str, Any]] | None = None,
+        style_images: list[torch.Tensor] | None = None,
+        train_rows: list[int] | None = None,
+        trainable: str = "all",
+        init_state: dict[str, torch.Tensor] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
         if nan_policy not in ("stop", "skip"):
             raise ConfigError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        if trainable not in ("all", "norm"):
+            raise ConfigError(f"model.trainable must be all, norm or auto, got {trainable!r}")
         # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["style_image", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["style_image", "style_images", "optimizer", "scheduler", "init_state"])
         self.family = family
         self.seed = int(seed)  # with the rank and the batch count, seeds the synthetic motion of the temporal term
         self.net_config = models.build_config(family, net)
         self.loss_config = LossConfig.from_dict(dict(loss))
         self.motion = MotionConfig.from_dict(self.loss_config.temporal_motion)
         self.net = models.build_net(family, self.net_config)
+        self.num_styles = int(getattr(self.net_config, "num_styles", 0))  # 0: a single-style net (no style mix)
+        self.styles = [dict(s) for s in styles or []]
+        self.train_rows = list(train_rows if train_rows is not None else range(self.num_styles))
+        self.trainable = trainable
+        if self.num_styles:
+            if len(self.styles) != self.num_styles:
+                raise ConfigError(f"the net has {self.num_styles} style rows but {len(self.styles)} styles are named")
+            if not self.train_rows or not all(0 <= r < self.num_styles for r in self.train_rows):
+                raise ConfigError(f"train_rows {self.train_rows} must be rows of the {self.num_styles}-style net")
+        elif trainable != "all":
+            raise ConfigError(f"model.trainable={trainable} needs a multi-style net (model=multistyle)")
+        if init_state is not None:
+            self.net.load_state_dict(init_state, strict=True)
+        if trainable == "norm":  # only gamma/beta learn: no weight gradients for the shared convolutions
+            keep = {id(p) for p in self.net.norm_parameters()}
+            for p in self.net.parameters():
+                p.requires_grad_(id(p) in keep)
         self.criterion = PerceptualLoss(self.loss_config)
-        if style_image is not None:
+        if style_images is not None:
+            if len(style_images) != len(self.train_rows):
+                raise ConfigError(f"{len(style_images)} style images for {len(self.train_rows)} trained styles")
+            self.criterion.set_styles(style_images)
+        elif style_image is not None:
             self.criterion.set_style(style_image)
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         self.scheduler_factory = scheduler
@@ -85,8 +120,16 @@ class StyleTransferModule(pl.LightningModule):
         self.images_skipped = 0
         self._pass_skipped: dict[str, int] = {}  # skip reasons (by kind) since the last pass summary
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, mix) if self.num_styles else self.net(x)
+
+    def row_mix(self, rows: torch.Tensor) -> torch.Tensor:
+        """Net style rows (B,) -> one-hot style mix (B x N) on this module's device."""
+        return torch.nn.functional.one_hot(rows.long(), self.num_styles).float().to(self.device)
+
+    def slot_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """The batch's style slots (indices into the trained styles) -> the net's style rows."""
+        return torch.tensor(self.train_rows, dtype=torch.long, device=slots.device)[slots.long()]
 
     # -- training ----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -110,23 +153,31 @@ class StyleTransferModule(pl.LightningModule):
         counts = trainer.strategy.reduce(torch.tensor([float(f) for f in flags], device=self.device), reduce_op="sum")
         return [bool(c > 0) for c in counts.tolist()]
 
-    def _loss_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _loss_terms(self, x: torch.Tensor, slots: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         scale = self.criterion.style_scale(self.global_step)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = self.net(x)
+        style, mix = None, None
+        if self.num_styles:
+            if slots is None:
+                slots = torch.zeros(x.shape[0], dtype=torch.long)
+            style = slots.to(x.device)  # the criterion's Gram rows are the trained styles, in slot order
+            mix = self.row_mix(self.slot_rows(style))
+        y = self.net(x, mix) if mix is not None else self.net(x)
         if not self.joint_vgg_pass:
             content = self.criterion.content_features(x)  # no autograd: targets only
-            terms = self.criterion(y, content_features=content, style_scale=scale)
+            terms = self.criterion(y, content_features=content, style_scale=scale, style=style)
         else:
             # One VGG pass over [stylized; content]: fewer, larger kernels (can pay off on GPUs at small
             # batches); the content half is detached, so it only serves as the target.
             feats = self.criterion.encoder(torch.cat([y, x]))
             b = x.shape[0]
             content = {k: feats[k][b:].detach() for k in self.criterion.content_layers}
-            terms = self.criterion(y, content_features=content, style_scale=scale, output_features=feats, batch=b)
+            terms = self.criterion(
+                y, content_features=content, style_scale=scale, output_features=feats, batch=b, style=style
+            )
         if self.loss_config.temporal_weight > 0:
-            terms["temporal"] = self._temporal_term(x, y)
+            terms["temporal"] = self._temporal_term(x, y, mix)
             terms["total"] = terms["total"] + self.loss_config.temporal_weight * terms["temporal"]
         return terms
 
@@ -135,12 +186,13 @@ class StyleTransferModule(pl.LightningModule):
         rank = getattr(getattr(self, "_trainer", None), "global_rank", 0)
         return torch.Generator().manual_seed(sample_seed(self.seed, self.batches_seen * 4096 + int(rank)) ^ 0x7E3)
 
-    def _temporal_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _temporal_term(self, x: torch.Tensor, y: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
         """Wang et al. (2020): a warped, noisy copy of each photo must stylize to the warped stylization."""
         x2, flow, valid = make_pair(x, self.motion, self._motion_generator())
         if self.channels_last:
             x2 = x2.contiguous(memory_format=torch.channels_last)
-        return temporal_loss(y, self.net(x2), flow, valid)
+        y2 = self.net(x2, mix) if mix is not None else self.net(x2)
+        return temporal_loss(y, y2, flow, valid)
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -152,7 +204,7 @@ class StyleTransferModule(pl.LightningModule):
         terms: dict[str, torch.Tensor] = {}
         if not empty:
             x = images.float().div_(255.0)  # uint8 B x 3 x S x S -> [0,1]
-            terms = self._loss_terms(x)
+            terms = self._loss_terms(x, batch.get("style"))
         finite = empty or bool(torch.isfinite(terms["total"]))
         any_empty, any_nonfinite = self._any_process(empty, not finite)
         if any_nonfinite:
@@ -183,7 +235,11 @@ class StyleTransferModule(pl.LightningModule):
             if key in terms:
                 self.log(f"train/{key}", terms[key], prog_bar=key in ("content", "style"), batch_size=bs)
         for key, value in terms.items():
-            if "/" in key:
+            if key.startswith("by_style/"):  # by_style/<slot>/<term> -> train/styles/<name>/<term>
+                _, slot, term = key.split("/")
+                name = self.styles[self.train_rows[int(slot)]].get("name", slot)
+                self.log(f"train/styles/{name}/{term}", value, batch_size=bs)
+            elif "/" in key:
                 self.log(f"train/{key}", value, batch_size=bs)
         if self.loss_config.style_ramp_steps:
             self.log("train/style_scale", self.criterion.style_scale(self.global_step), batch_size=bs)
@@ -232,7 +288,8 @@ class StyleTransferModule(pl.LightningModule):
         self.log("data/skipped_images", float(self.images_skipped), on_step=True, reduce_fx="max")
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.net.parameters())
+        params = self.net.norm_parameters() if self.trainable == "norm" else self.net.parameters()
+        optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -241,7 +298,7 @@ class StyleTransferModule(pl.LightningModule):
     # -- checkpoints -------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         """What a checkpoint or export says about the model, beyond its weights."""
-        return {
+        meta = {
             "fastst_version": fastst.__version__,
             "family": self.family,
             "net": self.net_config.to_dict(),
@@ -249,6 +306,10 @@ class StyleTransferModule(pl.LightningModule):
             "style": dict(self.hparams.get("style", {})),
             "image_convention": "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4",
         }
+        if self.num_styles:  # every style row of the net, in order (fastst.modelfile.model_styles)
+            meta["styles"] = [dict(s) for s in self.styles]
+            meta["train_rows"] = list(self.train_rows)
+        return meta
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("criterion.")}

@@ -21,9 +21,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from fastst import modelfile, models
 from fastst.allocator import keep_freed_memory
 from fastst.data.datamodule import ContentDataModule
-from fastst.data.styles import load_style_image, resolve_style_path
+from fastst.data.styles import load_style_image, resolve_style_path, style_entry
 from fastst.errors import (
     ConfigError,
     TrainingOutOfMemoryError,
@@ -188,6 +189,101 @@ def _speed_options(cfg: DictConfig) -> dict[str, bool]:
     return speed
 
 
+def _is_multistyle(family: str) -> bool:
+    """Whether ``family``'s net takes a style mix (its config has ``num_styles``)."""
+    import dataclasses
+
+    return "num_styles" in {f.name for f in dataclasses.fields(models.family_module(family).CONFIG)}
+
+
+def _init_from(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and metadata of ``init_from``: a model file (.safetensors) or a training checkpoint."""
+    from fastst.export import read_checkpoint
+    from fastst.modelfile import build_net, load_model_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from={path}: no such model file or checkpoint")
+    if Path(path).suffix == ".safetensors":
+        net, metadata = load_model_file(path)
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}, metadata
+    state, metadata = read_checkpoint(path)
+    build_net(metadata, state, where=path)  # refuses weights that do not fit the config
+    return state, metadata
+
+
+def multistyle_setup(cfg: DictConfig, family: str) -> dict[str, Any]:
+    """The styles, net config and starting weights of a multi-style run (``model=multistyle``).
+
+    * ``styles=[a, b, ...]`` (shipped names, paths or ``{name, image}``), or ``style`` when null;
+    * ``init_from=FILE``: start from that model (multi-style, or a johnson instance-norm net as a
+      one-style net); ``styles`` are appended as new rows, initialised as the mean of the old ones;
+    * ``model.trainable``: ``norm`` trains only the norm tables, and only on the new styles (the old
+      rows then stay exactly as they were); ``all`` trains everything on every style (the old
+      paintings are found, cached or downloaded from what the model file records); ``auto``:
+      ``norm`` with ``init_from``, else ``all``.
+
+    Every painting is found, downloaded or refused as a single-style run's (``resolve_style_path``).
+    """
+    from fastst.modelfile import model_styles
+    from fastst.models.multistyle import append_styles, from_single_style
+
+    entries = list(_container(cfg.get("styles")) or [])
+    new = [style_entry(e) for e in entries] if entries else [_container(cfg.style)]
+    net_cfg = dict(_container(cfg.model.net))
+    old: list[dict[str, Any]] = []
+    init_state = None
+    init_from = cfg.get("init_from")
+    if init_from:
+        if not entries:
+            raise ConfigError("init_from needs the styles to add: init_from=MODEL 'styles=[new_style]'")
+        state, metadata = _init_from(str(init_from))
+        old = model_styles(metadata)
+        src_family = metadata.get("family") or models.DEFAULT_FAMILY
+        if not _is_multistyle(src_family):
+            if metadata["net"].get("norm", "instance") != "instance":
+                raise ConfigError(f"init_from={init_from}: a batch-norm net cannot take more styles")
+            state = from_single_style(state)
+        src_net = {k: v for k, v in metadata["net"].items() if k not in ("norm", "num_styles")}
+        differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
+        if differs:
+            log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
+        net_cfg.update(src_net)
+        init_state = append_styles(state, len(new))
+    styles = [*old, *new]
+    names = [str(s.get("name")) for s in styles]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"styles: {dupes} named more than once (the model has {names[: len(old)]})")
+    wanted = net_cfg.get("num_styles")
+    if wanted not in (None, len(styles)):
+        raise ConfigError(f"model.net.num_styles={wanted} but {len(styles)} styles: {names}; leave it null")
+    net_cfg["num_styles"] = len(styles)
+    trainable = str(cfg.model.get("trainable") or "auto")
+    if trainable == "auto":
+        trainable = "norm" if init_from else "all"
+    train_rows = list(range(len(old), len(styles))) if trainable == "norm" and init_from else list(range(len(styles)))
+    images = []
+    for row in train_rows:
+        path = resolve_style_path(styles[row], cfg.paths.style_dir)
+        styles[row] = {**styles[row], "path": str(path)}
+        images.append(load_style_image(path, cfg.loss.get("style_size")))
+    log.info(
+        "multi-style net: %d styles %s; training %s on %s",
+        len(styles),
+        names,
+        "the norm tables" if trainable == "norm" else "everything",
+        [names[r] for r in train_rows],
+    )
+    return {
+        "net": net_cfg,
+        "styles": styles,
+        "style_images": images,
+        "train_rows": train_rows,
+        "trainable": trainable,
+        "init_state": init_state,
+    }
+
+
 def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentDataModule, str | None]:
     """Everything ``train`` needs, checked in order of cost: config and data first, networks last."""
     output_dir = Path(cfg.paths.output_dir)
@@ -204,22 +300,36 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     speed = _speed_options(cfg)
     if speed.pop("keep_freed_memory", False):  # process-wide, before the data and networks allocate
         keep_freed_memory()
-    # Cheap checks first: the data and the style image, before any network is built.
+    family = str(cfg.model.get("family") or "johnson")
+    multi = _is_multistyle(family)
+    if not multi and (cfg.get("styles") or cfg.get("init_from")):
+        which = "styles=[...]" if cfg.get("styles") else "init_from"
+        raise ConfigError(f"{which} needs a multi-style net: add model=multistyle (model.family={family})")
+    # Cheap checks first: the data and the style images, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
+    setup: dict[str, Any] = {}
     style_cfg = _container(cfg.style)
-    style_path = resolve_style_path(style_cfg, cfg.paths.style_dir)
-    style_image = load_style_image(style_path, cfg.loss.get("style_size"))
-    style_cfg["path"] = str(style_path)
+    style_image = None
+    if multi:
+        setup = multistyle_setup(cfg, family)
+        names = [str(s["name"]) for s in setup["styles"]]
+        style_cfg = {"name": modelfile.styles_label(names)} if len(names) > 1 else setup["styles"][0]
+        datamodule.num_styles = len(setup["train_rows"])  # every sample carries its style slot
+    else:
+        style_path = resolve_style_path(style_cfg, cfg.paths.style_dir)
+        style_image = load_style_image(style_path, cfg.loss.get("style_size"))
+        style_cfg["path"] = str(style_path)
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir)
 
     module = StyleTransferModule(
-        net=_container(cfg.model.net),
-        family=str(cfg.model.get("family") or "johnson"),
+        net=setup.pop("net", None) or _container(cfg.model.net),
+        family=family,
         seed=int(cfg.seed),
         loss=_container(cfg.loss),
         style=style_cfg,
         style_image=style_image,
+        **setup,
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
