@@ -42,6 +42,9 @@ COMMANDS: dict[str, Command] = {
     "export": Command("fastst.export:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)"),
     "stylize": Command("fastst.inference.stylize:main", "stylize images, folders and videos with a model file"),
     "evaluate": Command("fastst.evaluate:evaluate_main", "content/style loss and SSIM of a model on held-out photos"),
+    "evaluate-video": Command(
+        "fastst.evaluate_video:main", "flicker of stylized video (temporal warping error), style cost, time per frame"
+    ),
     "compare": Command("fastst.evaluate:compare_main", "fast model vs pixel optimisation of the same loss"),
     "serve": Command(
         "fastst.serve.command:main",

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from fastst.allocator import keep_freed_memory
 from fastst.errors import UsageError, command
-from fastst.inference.stylizer import Stylizer, load_stylizer
+from fastst.inference.stabilize import VideoStabilizer, parse_stabilize
+from fastst.inference.stylizer import load_stylizer
 from fastst.io.files import atomic_path, walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
 from fastst.options import add_device, add_dtype, add_style_choice, size_or_none, style_choice
@@ -100,22 +101,6 @@ def _save_atomic(image, dst: Path) -> None:
         image.save(tmp, format=fmt, **SAVE_OPTIONS.get(dst.suffix.lower(), {}))
 
 
-def _frame_fn(stylizer: Stylizer, size: int | None):
-    """B x 3 x H x W -> same shape. With ``size``, frames are stylized at that long side and resized back."""
-    import torch.nn.functional as F
-
-    from fastst.inference.stylizer import resize_tensor_long_side
-
-    def fn(x):
-        if not size:
-            return stylizer(x, size=None)
-        h, w = x.shape[-2:]
-        y = stylizer(resize_tensor_long_side(x, size), size=None)
-        return F.interpolate(y, size=(h, w), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
-
-    return fn
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastst stylize",
@@ -156,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=4, help="video frames per batch")
     p.add_argument(
+        "--stabilize",
+        default="none",
+        help="videos: none, norm-ema[:A] (instance-norm statistics averaged over frames, default A 0.9), "
+        "blend[:B] (pull towards the flow-warped previous output, default B 0.5), or both joined by +; "
+        "see docs/video.md for what each gains and costs",
+    )
+    p.add_argument(
         "--no-keep-freed-memory",
         dest="keep_freed_memory",
         action="store_false",
@@ -170,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     args.size = size_or_none(args.size)
+    stabilize = parse_stabilize(args.stabilize)
     style = style_choice(args.style, args.mix)
     jobs = plan_jobs(args.inputs, args.output)
     check_outputs(jobs, args.overwrite)
@@ -208,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
 
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    stylize_video(job.src, job.dst, _frame_fn(stylizer, args.size), batch_size=args.batch_size)
+                    # one stabilizer per clip: its state (previous frame, norm statistics) must not leak between videos
+                    frames = VideoStabilizer(stylizer, stabilize, size=args.size)
+                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size)
                 except (VideoError, ValueError) as e:
                     raise ImageError(f"{job.src}: {e}") from None
             else:

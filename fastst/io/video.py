@@ -222,6 +222,22 @@ def _decode(packet: av.Packet, path: Path) -> list:
         raise VideoError(f"{path}: decoding failed ({_reason(e)})") from None
 
 
+def read_frames(path: str | Path, limit: int | None = None) -> tuple[list, float]:
+    """The first ``limit`` frames (all when None) as uint8 RGB H x W x 3 NumPy arrays, and the frame rate."""
+    path = Path(path)
+    container, stream = _open_input(path)
+    frames: list = []
+    try:
+        for packet in _demux(container, [stream], path):
+            for frame in _decode(packet, path):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if limit and len(frames) >= limit:
+                    return frames, float(_frame_rate(stream))
+        return frames, float(_frame_rate(stream))
+    finally:
+        container.close()
+
+
 def stylize_video(
     in_path: str | Path,
     out_path: str | Path,

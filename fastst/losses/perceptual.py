@@ -36,16 +36,25 @@ class LossConfig:
     tv_weight: float = 0.0
     style_size: int | None = 512  # long side of the style image for its Gram targets; None = as is
     style_ramp_steps: int = 0  # style weight rises linearly from 0 to style_weight over these steps
+    # Temporal stability learned from stills (fastst.losses.temporal): weight of the term, 0 = off (no
+    # second frame is made), and the ranges of the synthetic motion (MotionConfig fields; None = defaults).
+    temporal_weight: float = 0.0
+    temporal_motion: dict[str, float] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
         check_known_keys(cls, data, "loss")
         cfg = cls(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in data.items()})
+        if cfg.temporal_motion is not None:
+            cfg.temporal_motion = dict(cfg.temporal_motion)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        from fastst.losses.temporal import MotionConfig
+
+        MotionConfig.from_dict(self.temporal_motion)  # ConfigError names a bad key or value
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"loss.{name} must be a number >= 0, got {value!r}")

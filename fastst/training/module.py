@@ -12,11 +12,13 @@ import torch
 
 import fastst
 from fastst import models
+from fastst.data.datamodule import sample_seed
 from fastst.errors import (
     ConfigError,
     NonFiniteLossError,
 )
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
+from fastst.losses.temporal import MotionConfig, make_pair, temporal_loss
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class StyleTransferModule(pl.LightningModule):
         train_rows: list[int] | None = None,
         trainable: str = "all",
         init_state: dict[str, torch.Tensor] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if nan_policy not in ("stop", "skip"):
@@ -79,8 +82,10 @@ class StyleTransferModule(pl.LightningModule):
         # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
         self.save_hyperparameters(ignore=["style_image", "style_images", "optimizer", "scheduler", "init_state"])
         self.family = family
+        self.seed = int(seed)  # with the rank and the batch count, seeds the synthetic motion of the temporal term
         self.net_config = models.build_config(family, net)
         self.loss_config = LossConfig.from_dict(dict(loss))
+        self.motion = MotionConfig.from_dict(self.loss_config.temporal_motion)
         self.net = models.build_net(family, self.net_config)
         self.num_styles = int(getattr(self.net_config, "num_styles", 0))  # 0: a single-style net (no style mix)
         self.styles = [dict(s) for s in styles or []]
@@ -152,25 +157,42 @@ class StyleTransferModule(pl.LightningModule):
         scale = self.criterion.style_scale(self.global_step)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        style = None
+        style, mix = None, None
         if self.num_styles:
             if slots is None:
                 slots = torch.zeros(x.shape[0], dtype=torch.long)
             style = slots.to(x.device)  # the criterion's Gram rows are the trained styles, in slot order
-            y = self.net(x, self.row_mix(self.slot_rows(style)))
-        else:
-            y = self.net(x)
+            mix = self.row_mix(self.slot_rows(style))
+        y = self.net(x, mix) if mix is not None else self.net(x)
         if not self.joint_vgg_pass:
             content = self.criterion.content_features(x)  # no autograd: targets only
-            return self.criterion(y, content_features=content, style_scale=scale, style=style)
-        # One VGG pass over [stylized; content]: fewer, larger kernels (can pay off on GPUs at small
-        # batches); the content half is detached, so it only serves as the target.
-        feats = self.criterion.encoder(torch.cat([y, x]))
-        b = x.shape[0]
-        content = {k: feats[k][b:].detach() for k in self.criterion.content_layers}
-        return self.criterion(
-            y, content_features=content, style_scale=scale, output_features=feats, batch=b, style=style
-        )
+            terms = self.criterion(y, content_features=content, style_scale=scale, style=style)
+        else:
+            # One VGG pass over [stylized; content]: fewer, larger kernels (can pay off on GPUs at small
+            # batches); the content half is detached, so it only serves as the target.
+            feats = self.criterion.encoder(torch.cat([y, x]))
+            b = x.shape[0]
+            content = {k: feats[k][b:].detach() for k in self.criterion.content_layers}
+            terms = self.criterion(
+                y, content_features=content, style_scale=scale, output_features=feats, batch=b, style=style
+            )
+        if self.loss_config.temporal_weight > 0:
+            terms["temporal"] = self._temporal_term(x, y, mix)
+            terms["total"] = terms["total"] + self.loss_config.temporal_weight * terms["temporal"]
+        return terms
+
+    def _motion_generator(self) -> torch.Generator:
+        """The synthetic motion's generator: a pure function of (seed, rank, batches seen), so resume is exact."""
+        rank = getattr(getattr(self, "_trainer", None), "global_rank", 0)
+        return torch.Generator().manual_seed(sample_seed(self.seed, self.batches_seen * 4096 + int(rank)) ^ 0x7E3)
+
+    def _temporal_term(self, x: torch.Tensor, y: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """Wang et al. (2020): a warped, noisy copy of each photo must stylize to the warped stylization."""
+        x2, flow, valid = make_pair(x, self.motion, self._motion_generator())
+        if self.channels_last:
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+        y2 = self.net(x2, mix) if mix is not None else self.net(x2)
+        return temporal_loss(y, y2, flow, valid)
 
     # -- training ----------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -209,8 +231,9 @@ class StyleTransferModule(pl.LightningModule):
         total = terms["total"]
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for key in ("content", "style", "tv"):
-            self.log(f"train/{key}", terms[key], prog_bar=key != "tv", batch_size=bs)
+        for key in ("content", "style", "tv", "temporal"):
+            if key in terms:
+                self.log(f"train/{key}", terms[key], prog_bar=key in ("content", "style"), batch_size=bs)
         for key, value in terms.items():
             if key.startswith("by_style/"):  # by_style/<slot>/<term> -> train/styles/<name>/<term>
                 _, slot, term = key.split("/")

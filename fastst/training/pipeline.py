@@ -325,6 +325,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     module = StyleTransferModule(
         net=setup.pop("net", None) or _container(cfg.model.net),
         family=family,
+        seed=int(cfg.seed),
         loss=_container(cfg.loss),
         style=style_cfg,
         style_image=style_image,

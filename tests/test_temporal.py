@@ -1,0 +1,218 @@
+"""Flicker: the warping-error metric, synthetic motion and the temporal term, inference stabilization."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer, parse_stabilize
+from fastst.io.images import pil_to_tensor
+from fastst.losses.temporal import MotionConfig, invert_flow, make_pair, random_flow, temporal_loss, warp
+from fastst.motion import clip_motion, to_float, warping_error
+from tests.conftest import synthetic_image
+
+pytest.importorskip("cv2")
+
+
+def _textured(w: int = 160, h: int = 120, seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 frame: smooth gradients plus blobs and fine texture (what DIS can track)."""
+    base = np.asarray(synthetic_image(seed, (w, h)), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    texture = rng.normal(0, 1, (h // 4 + 1, w // 4 + 1, 3)).repeat(4, 0).repeat(4, 1)[:h, :w] * 25
+    return np.clip(base + texture, 0, 255).astype(np.uint8)
+
+
+def _pan(frame: np.ndarray, steps: int, dx: int = 2, dy: int = 1, crop: int = 16) -> list[np.ndarray]:
+    """A camera pan by whole pixels: windows of one big frame, moved (dx, dy) px per frame."""
+    h, w = frame.shape[:2]
+    return [
+        frame[crop + t * dy : h - crop + t * dy - steps * dy, crop + t * dx : w - crop + t * dx - steps * dx]
+        for t in range(steps)
+    ]
+
+
+def test_warping_error_of_a_pan_is_near_zero_and_flicker_is_not() -> None:
+    frames = _pan(_textured(200, 150), steps=6)
+    motions = clip_motion(frames)
+    for m in motions:  # the flow finds the pan
+        kept = m.mask
+        assert kept.mean() > 0.8
+        assert np.abs(m.flow[kept] - [-2, -1]).mean() < 0.05  # frame t shows the scene 2 px right, 1 px down
+    e_in, per_pair = warping_error([to_float(f) for f in frames], motions)
+    assert e_in < 1e-3 and len(per_pair) == 5
+    rng = np.random.default_rng(1)
+    flicker = [np.clip(to_float(f) + rng.normal(0, 0.05, (1, 1, 3)), 0, 1).astype(np.float32) for f in frames]
+    e_flicker, _ = warping_error(flicker, motions)
+    assert e_flicker > 20 * max(e_in, 1e-5)  # a global colour jitter of 0.05 is caught
+
+
+def test_warp_and_its_inverse() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = pil_to_tensor(synthetic_image(3, (96, 80)))[None].repeat(2, 1, 1, 1)
+    flow = random_flow(2, 80, 96, MotionConfig(), g)
+    inverse = invert_flow(flow)
+    composed, _ = warp(flow.permute(0, 3, 1, 2), inverse)  # f(p + g(p)) + g(p) = 0
+    assert float((composed.permute(0, 2, 3, 1) + inverse)[:, 8:-8, 8:-8].abs().max()) < 1e-3
+    there, _ = warp(x, flow)
+    back, _ = warp(there, inverse)
+    assert float((back - x)[..., 8:-8, 8:-8].abs().mean()) < 5e-3
+    shift = torch.zeros(1, 80, 96, 2)
+    shift[..., 0] = 3.0  # a whole-pixel shift is exact: out(p) = x(p + 3)
+    moved, inside = warp(x[:1], shift)
+    torch.testing.assert_close(moved[..., :-3], x[:1, :, :, 3:])
+    assert bool(inside[..., -3:].eq(0).all()) and bool(inside[..., :-3].eq(1).all())
+
+
+def test_temporal_term_is_zero_for_a_net_that_commutes_with_the_warp() -> None:
+    x = pil_to_tensor(synthetic_image(4, (64, 48)))[None].repeat(3, 1, 1, 1)
+    x2, flow, valid = make_pair(x, MotionConfig(noise=0.0), torch.Generator().manual_seed(2))
+    assert float(temporal_loss(x, x2, flow, valid)) < 1e-10  # identity net: net(warp(x)) = warp(net(x))
+    stripes = 0.3 * torch.sin(torch.arange(64) * (2 * torch.pi / 8))
+    pattern = stripes[None, None, None, :]  # a net that paints a fixed pattern on every image does not commute
+    assert float(temporal_loss(x + pattern, x2 + pattern, flow, valid)) > 1e-4
+    noisy, flow_n, valid_n = make_pair(x, MotionConfig(noise=0.02), torch.Generator().manual_seed(2))
+    assert 2e-4 < float(temporal_loss(x, noisy, flow_n, valid_n)) < 8e-4  # the noise, 0.02^2, on the kept pixels
+
+
+def test_synthetic_motion_is_a_pure_function_of_the_seed() -> None:
+    x = torch.rand(2, 3, 40, 48)
+    a = make_pair(x, MotionConfig(), torch.Generator().manual_seed(7))
+    b = make_pair(x, MotionConfig(), torch.Generator().manual_seed(7))
+    c = make_pair(x, MotionConfig(), torch.Generator().manual_seed(8))
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+    assert not torch.equal(a[1], c[1])
+    assert float(a[1].abs().amax()) < 4.0 + 1.5 + 48 * 0.06  # shift + local + zoom/rotation at the corners
+
+
+def test_motion_config_errors_name_the_key() -> None:
+    from fastst.errors import ConfigError
+    from fastst.losses.perceptual import LossConfig
+
+    with pytest.raises(ConfigError, match="temporal_motion.shift"):
+        LossConfig.from_dict({"temporal_motion": {"shift": -1}})
+    with pytest.raises(ConfigError, match="unknown loss.temporal_motion option"):
+        LossConfig.from_dict({"temporal_motion": {"shfit": 1}})
+    with pytest.raises(ConfigError, match="temporal_weight"):
+        LossConfig.from_dict({"temporal_weight": -1.0})
+
+
+def test_parse_stabilize() -> None:
+    from fastst.errors import InferenceError
+
+    assert not parse_stabilize("none").active
+    assert parse_stabilize("norm-ema").norm_ema == 0.9 and parse_stabilize("blend:0.3").blend == 0.3
+    both = parse_stabilize("norm-ema:0.8+blend:0.4")
+    assert (both.norm_ema, both.blend, both.label()) == (0.8, 0.4, "norm-ema:0.8+blend:0.4")
+    for bad in ("wobble", "blend:x", "blend:1.5"):
+        with pytest.raises(InferenceError):
+            parse_stabilize(bad)
+
+
+@pytest.fixture
+def stylizer(trained_model):
+    from fastst.inference.stylizer import load_stylizer
+
+    return load_stylizer(trained_model.model_file)
+
+
+def test_stabilizers_leave_a_still_clip_unchanged(stylizer) -> None:
+    frame = pil_to_tensor(synthetic_image(6, (64, 48)))[None]
+    clip = frame.repeat(5, 1, 1, 1)
+    plain = stylizer(clip)
+    for spec in ("norm-ema:0.9", "blend:0.5", "norm-ema:0.9+blend:0.5"):
+        stabilizer = VideoStabilizer(stylizer, parse_stabilize(spec))
+        out = torch.cat([stabilizer(clip[:2]), stabilizer(clip[2:])])  # the state carries across batches
+        torch.testing.assert_close(out, plain, atol=2e-5, rtol=0)
+
+
+def test_norm_ema_averages_the_statistics_across_frames(stylizer) -> None:
+    """Until the scene changes nothing moves; on the changed frame the averaged statistics differ from its own."""
+    frame = pil_to_tensor(synthetic_image(6, (64, 48)))[None]
+    other = pil_to_tensor(synthetic_image(9, (64, 48)))[None]
+    clip = torch.cat([frame, frame, other])
+    plain = stylizer(clip)
+    smooth = VideoStabilizer(stylizer, StabilizeOptions(norm_ema=0.9))(clip)
+    torch.testing.assert_close(smooth[:2], plain[:2], atol=2e-5, rtol=0)
+    assert float((smooth[2] - plain[2]).abs().mean()) > 1e-3
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.options = {"crf": "12"}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+def test_evaluate_video_reports_every_row(trained_model, tmp_path: Path, capsys) -> None:
+    from fastst.cli import main
+
+    clip = tmp_path / "pan.mp4"
+    _write_video(clip, _pan(_textured(120, 96), steps=6))
+    out = tmp_path / "eval" / "video.json"
+    argv = ["evaluate-video", str(trained_model.model_file), str(clip), "--stabilize", "none"]
+    argv += [
+        "--stabilize",
+        "blend:0.5",
+        "--style",
+        str(trained_model.styles / "starry_night.jpg"),
+        "--loss-every",
+        "2",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["frames"] == 6 and len(record["rows"]) == 2
+    first, blended = record["rows"]
+    assert first["stabilize"] == "none" and blended["stabilize"] == "blend:0.5"
+    assert 0 < record["input_warping_error"] < 5e-3  # a pan of a compressed clip: almost nothing
+    assert blended["warping_error"] < first["warping_error"]
+    for row in record["rows"]:
+        assert row["style_loss"] > 0 and row["content_loss"] > 0 and row["s_per_frame"] > 0
+    assert "| warping error |" in out.with_suffix(".md").read_text()
+    assert main(["evaluate-video", str(trained_model.model_file), str(tmp_path / "none.mp4"), "-o", str(out)]) == 2
+    assert "none.mp4" in capsys.readouterr().err
+
+
+def test_stylize_video_with_stabilization(trained_model, tmp_path: Path) -> None:
+    from fastst.inference.stylize import main
+    from fastst.io.video import read_frames
+
+    clip = tmp_path / "pan.mp4"
+    frames = _pan(_textured(120, 96), steps=6)  # even sizes for H.264 4:2:0
+    _write_video(clip, frames)
+    out = tmp_path / "out.mp4"
+    assert main([str(trained_model.model_file), str(clip), "-o", str(out), "--stabilize", "norm-ema+blend"]) == 0
+    got, _ = read_frames(out)
+    assert len(got) == 6 and got[0].shape == frames[0].shape
+    assert main([str(trained_model.model_file), str(clip), "-o", str(out), "--overwrite", "--stabilize", "jitter"]) == 2
+
+
+def test_training_with_the_temporal_term_resumes_exactly(photos_dir: Path, style_dir: Path, tmp_path: Path) -> None:
+    from fastst.training.pipeline import train
+    from tests.conftest import compose, fast_overrides
+
+    extra = ["loss.temporal_weight=50", "callbacks.preview=null", "callbacks.export.enabled=false"]
+
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+
+    whole = train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra), tmp_path / "whole"))
+    assert "train/temporal" in whole["metrics"] and whole["metrics"]["train/temporal"] > 0
+    train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=2", *extra), tmp_path / "part"))
+    resumed = fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra)
+    resumed.append(f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}")
+    train(compose(resumed, tmp_path / "resumed"))
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
