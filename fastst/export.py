@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fastst.errors import ModelFileError, UsageError, command, first_line
+from fastst.inference.ort import ONNX_METADATA_KEY  # noqa: F401  (the metadata_props key, "fastst")
 from fastst.io.files import atomic_path
 from fastst.modelfile import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
     FORMAT_VERSION,
@@ -201,21 +202,11 @@ def export_onnx(
     return {"path": str(path), "exporter": exporter, "opset": opset, "max_abs_diff": diffs}
 
 
-ONNX_METADATA_KEY = "fastst"  # metadata_props key of the model file's metadata (JSON), as in .safetensors
-
-
 def set_onnx_metadata(path: str | Path, metadata: Mapping[str, Any], **extra: Any) -> None:
     """Write ``metadata`` (plus ``extra`` top-level fields) as JSON into the ONNX file's ``metadata_props``."""
-    import onnx
+    from fastst.inference.ort import write_onnx_metadata
 
-    model = onnx.load(str(path))
-    data = plain_json({**dict(metadata), **extra})
-    props = {p.key: p.value for p in model.metadata_props}
-    props[ONNX_METADATA_KEY] = json.dumps(data, sort_keys=True)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+    write_onnx_metadata(path, plain_json({**dict(metadata), **extra}))
 
 
 def export_torchscript(

@@ -114,6 +114,19 @@ def read_onnx_metadata(session: Any, path: Path) -> dict[str, Any]:
     return metadata
 
 
+def write_onnx_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Write ``metadata`` (plain JSON values) into the ONNX file's ``metadata_props`` under ``fastst`` (needs onnx)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props[ONNX_METADATA_KEY] = json.dumps(dict(metadata), sort_keys=True)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
 def providers_for(device: str) -> list[str]:
     """ONNX Runtime execution providers for ``device`` (auto: CUDA when onnxruntime has it, else the CPU)."""
     import onnxruntime as ort
