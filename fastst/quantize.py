@@ -15,8 +15,9 @@ and the measured differences (``int8``); the same report is written as ``OUT.jso
 
 Why a mean-abs bound of 0.02 (5 of 255 grey levels on average): it is well above what int8
 weights and activations cost on a trained net (measured 0.009 at 256 px and 0.011 at 512 px on
-the default 32-channel 5-block net, briefly trained) and well below a visible global shift of tone; the max is reported, not bounded, because single
-pixels on high-contrast strokes move by much more without changing the picture.
+the default 32-channel 5-block net, briefly trained) and well below a visible global shift of
+tone. The max is reported, not bounded: single pixels on high-contrast strokes move by much more
+without changing the picture.
 """
 
 from __future__ import annotations
