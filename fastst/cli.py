@@ -40,7 +40,12 @@ COMMANDS: dict[str, Command] = {
         hydra_config="optimize",
     ),
     "export": Command("fastst.export:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)"),
-    "stylize": Command("fastst.inference.stylize:main", "stylize images, folders and videos with a model file"),
+    "stylize": Command(
+        "fastst.inference.stylize:main", "stylize images, folders and videos with a model file (.safetensors or .onnx)"
+    ),
+    "quantize": Command(
+        "fastst.quantize:main", "int8 post-training quantization of a .onnx model, checked on held-out photos"
+    ),
     "evaluate": Command("fastst.evaluate:evaluate_main", "content/style loss and SSIM of a model on held-out photos"),
     "evaluate-video": Command(
         "fastst.evaluate_video:main", "flicker of stylized video (temporal warping error), style cost, time per frame"

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from fastst.errors import ModelFileError, UsageError, command, first_line
+from fastst.inference.ort import ONNX_METADATA_KEY  # noqa: F401  (the metadata_props key, "fastst")
 from fastst.io.files import atomic_path
 from fastst.modelfile import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
     FORMAT_VERSION,
@@ -119,8 +120,13 @@ def export_onnx(
     check_sizes: Sequence[tuple[int, int]] = ((256, 256), (320, 480)),
     tol: float = 1e-4,
     opset: int = 18,
+    metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``net`` to ONNX with dynamic batch, height and width, then check it with onnxruntime.
+
+    ``metadata`` (the model file's, :mod:`fastst.modelfile`) is embedded as JSON in the graph's
+    ``metadata_props`` under the key ``fastst`` (:data:`ONNX_METADATA_KEY`), so the ``.onnx`` file
+    is self-describing: ``fastst stylize`` reads the style names of a multi-style graph from it.
 
     A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
     one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
@@ -175,6 +181,8 @@ def export_onnx(
                 errors.append(f"{name}: {first_line(e)}")
         if exporter is None:
             raise ModelFileError(f"{path}: ONNX export failed ({'; '.join(errors)})")
+        if metadata is not None:
+            set_onnx_metadata(tmp, metadata)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         diffs: dict[str, float] = {}
@@ -192,6 +200,13 @@ def export_onnx(
         if not worst <= tol:
             raise ModelFileError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} > {tol:g} ({diffs})")
     return {"path": str(path), "exporter": exporter, "opset": opset, "max_abs_diff": diffs}
+
+
+def set_onnx_metadata(path: str | Path, metadata: Mapping[str, Any], **extra: Any) -> None:
+    """Write ``metadata`` (plus ``extra`` top-level fields) as JSON into the ONNX file's ``metadata_props``."""
+    from fastst.inference.ort import write_onnx_metadata
+
+    write_onnx_metadata(path, plain_json({**dict(metadata), **extra}))
 
 
 def export_torchscript(
@@ -269,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         net, metadata = load_model_file(out)
         if args.onnx:
             try:
-                report = export_onnx(net, out.with_suffix(".onnx"), tol=args.onnx_tol)
+                report = export_onnx(net, out.with_suffix(".onnx"), tol=args.onnx_tol, metadata=metadata)
             except ImportError as e:
                 raise ModelFileError(f"--onnx needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
             diffs = ", ".join(f"{k}: {v:.2e}" for k, v in report["max_abs_diff"].items())

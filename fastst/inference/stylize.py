@@ -11,6 +11,13 @@
 - Unreadable images or videos are reported (one line each) and skipped; the summary counts them.
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
+
+Backends (``--backend auto|torch|onnxruntime``): ``auto`` picks by the model file. A ``.onnx`` graph
+(``fastst export CKPT --onnx``, ``fastst quantize``) runs on ONNX Runtime (:mod:`fastst.inference.ort`)
+and this command then never imports torch; anything else (``.safetensors``) runs on torch, without
+Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other than fp32,
+``--channels-last``, ``--compile``, ``--stabilize``, videos) given with a ``.onnx`` model stop with
+one ``error:`` line naming the option.
 """
 
 from __future__ import annotations
@@ -23,14 +30,14 @@ from pathlib import Path
 
 from fastst.allocator import keep_freed_memory
 from fastst.errors import UsageError, command
-from fastst.inference.stabilize import VideoStabilizer, parse_stabilize
-from fastst.inference.stylizer import load_stylizer
 from fastst.io.files import atomic_path, walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
 from fastst.options import add_device, add_dtype, add_style_choice, size_or_none, style_choice
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")  # what fastst.io.video writes and reads
 SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
+BACKENDS = ("auto", "torch", "onnxruntime")
+ONNX_SUFFIXES = (".onnx",)
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,16 @@ def _save_atomic(image, dst: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastst stylize",
-        description="Stylize images, folders of images and videos with an exported model (.safetensors).",
-        epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024",
+        description="Stylize images, folders of images and videos with an exported model (.safetensors on torch, "
+        ".onnx on ONNX Runtime).",
+        epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
+        "backends: a .onnx model runs on ONNX Runtime (no torch import; images only, no --tile/--dtype/"
+        "--channels-last/--compile/--stabilize), a .safetensors model on torch. See docs/deploy.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="model file written by fastst export")
+    p.add_argument(
+        "model", type=Path, help="model file written by fastst export (.safetensors) or fastst export --onnx (.onnx)"
+    )
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image, video or folder (recursive)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or file, for one input file)")
     p.add_argument(
@@ -155,14 +168,63 @@ def build_parser() -> argparse.ArgumentParser:
         "on the CPU at 1080p, resident memory stays at its peak; fastst/allocator.py)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default): .onnx models on onnxruntime, others (.safetensors) on torch; torch or onnxruntime "
+        "insist on one (onnxruntime needs a .onnx file: fastst export CKPT --onnx writes one)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime backend: intra-op threads (default 0 = all cores)"
+    )
     return p
+
+
+def choose_backend(model: Path, backend: str) -> str:
+    """``torch`` or ``onnxruntime`` for ``model`` and ``--backend``; ``UsageError`` when they do not fit."""
+    is_onnx = model.suffix.lower() in ONNX_SUFFIXES
+    if backend == "auto":
+        return "onnxruntime" if is_onnx else "torch"
+    if backend == "onnxruntime" and not is_onnx:
+        raise UsageError(
+            f"{model}: --backend onnxruntime runs .onnx models; write one with fastst export RUN/checkpoints/last.ckpt "
+            "--onnx (it puts <style>.onnx next to the .safetensors)"
+        )
+    if backend == "torch" and is_onnx:
+        raise UsageError(f"{model}: --backend torch runs .safetensors model files; use --backend auto for .onnx")
+    return backend
+
+
+def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[str]:
+    """The options given that only the torch backend has, spelled as on the command line."""
+    given = []
+    if args.tile:
+        given.append(f"--tile {args.tile}")
+    if args.tile_overlap is not None:
+        given.append("--tile-overlap")
+    if args.tile_stats != "exact":
+        given.append("--tile-stats")
+    if args.tile_stats_size != 1024:
+        given.append("--tile-stats-size")
+    if args.dtype != "fp32":
+        given.append(f"--dtype {args.dtype}")
+    if args.channels_last:
+        given.append("--channels-last")
+    if args.compile:
+        given.append("--compile")
+    if str(args.stabilize).strip().lower() not in ("", "none"):
+        given.append("--stabilize")
+    videos = [job.src for job in jobs if job.is_video]
+    if videos:
+        given.append(f"video input ({videos[0]})")
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     args.size = size_or_none(args.size)
-    stabilize = parse_stabilize(args.stabilize)
     style = style_choice(args.style, args.mix)
     jobs = plan_jobs(args.inputs, args.output)
     check_outputs(jobs, args.overwrite)
@@ -173,30 +235,59 @@ def run(args: argparse.Namespace) -> int:
             import fastst.io.video  # noqa: F401  (PyAV)
         except ImportError as e:
             raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
-    if args.keep_freed_memory:
-        keep_freed_memory()  # every image/frame allocates the same big activations again
-    stylizer = load_stylizer(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        size=args.size,
-        preserve_color=args.preserve_color,
-        strength=args.strength,
-        median=args.median,
-        tile=args.tile,
-        tile_overlap=args.tile_overlap,
-        tile_stats=args.tile_stats,
-        tile_stats_size=args.tile_stats_size,
-        style=style,
-    )
+    backend = choose_backend(args.model, args.backend)
+    if backend == "onnxruntime":
+        refused = torch_only_options(args, jobs)
+        if refused:
+            raise UsageError(
+                f"{refused[0]} needs the torch backend; {args.model} is an ONNX model: use the .safetensors model "
+                "file for it (fastst export writes both)"
+            )
+        if args.threads < 0:
+            raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
+        from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
+
+        stylizer = load_ort_stylizer(
+            args.model,
+            device=args.device,
+            threads=args.threads or None,
+            size=args.size,
+            preserve_color=args.preserve_color,
+            strength=args.strength,
+            median=args.median,
+            style=style,
+        )
+        stabilize = None
+    else:
+        from fastst.inference.stabilize import parse_stabilize
+        from fastst.inference.stylizer import load_stylizer
+
+        stabilize = parse_stabilize(args.stabilize)
+        if args.keep_freed_memory:
+            keep_freed_memory()  # every image/frame allocates the same big activations again
+        stylizer = load_stylizer(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            size=args.size,
+            preserve_color=args.preserve_color,
+            strength=args.strength,
+            median=args.median,
+            tile=args.tile,
+            tile_overlap=args.tile_overlap,
+            tile_stats=args.tile_stats,
+            tile_stats_size=args.tile_stats_size,
+            style=style,
+        )
     if style is None and stylizer.num_styles > 1:
         stylizer.mix(None)  # a multi-style model needs a style: one error line listing them, before any work
     written, skipped = 0, []
     for job in tqdm(jobs, desc="stylize", unit="file", disable=None, file=sys.stderr):
         try:
             if job.is_video:
+                from fastst.inference.stabilize import VideoStabilizer
                 from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
 
                 job.dst.parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from fastst.errors import InferenceError, UnknownStyleError
+from fastst.errors import InferenceError, UnknownStyleError  # noqa: F401  (UnknownStyleError: raised via mix)
+from fastst.inference.mix import single_style_check, style_weights
 from fastst.io.color import preserve_color
 from fastst.io.images import _to_rgb, pil_to_tensor, resize_long_side, tensor_to_pil
 
@@ -199,30 +200,7 @@ def style_mix(style: Any, names: list[str]) -> torch.Tensor:
     blend of the styles' gamma/beta, Dumoulin et al. 2017). An unknown name is an
     ``UnknownStyleError`` that lists ``names``. ``None`` is only allowed for a one-style model.
     """
-    n = len(names)
-    known = ", ".join(names)
-    if style is None:
-        if n == 1:
-            return torch.ones(1)
-        raise UnknownStyleError(
-            f"this model holds {n} styles; choose one with style=NAME (--style NAME) or a mix "
-            f"(--mix a=0.7,b=0.3): {known}"
-        )
-    if isinstance(style, str):
-        style = {style: 1.0}
-    if isinstance(style, Mapping):
-        weights = torch.zeros(n)
-        for name, w in style.items():
-            if name not in names:
-                raise UnknownStyleError(f"unknown style {name!r}; this model's styles: {known}")
-            weights[names.index(name)] += float(w)
-    else:
-        weights = torch.as_tensor(style, dtype=torch.float32).flatten()
-        if weights.numel() != n:
-            raise InferenceError(f"a style mix of {weights.numel()} weights for a model of {n} styles ({known})")
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
-        raise InferenceError(f"style weights must be >= 0 with a positive sum, got {weights.tolist()} for {known}")
-    return weights / weights.sum()
+    return torch.from_numpy(style_weights(style, names))
 
 
 class Stylizer:
@@ -329,13 +307,7 @@ class Stylizer:
     def mix(self, style: Any, batch: int = 1) -> torch.Tensor | None:
         """The B x N style weights the net gets for ``style`` (None for a single-style net)."""
         if not self.num_styles:
-            if style is not None and not (isinstance(style, str) and style in self.style_names):
-                if isinstance(style, Mapping) and set(style) <= set(self.style_names):
-                    return None
-                given = style if isinstance(style, str) else list(style) if isinstance(style, Mapping) else style
-                raise UnknownStyleError(
-                    f"unknown style {given!r}: this is a single-style model of {', '.join(self.style_names)}"
-                )
+            single_style_check(style, self.style_names)
             return None
         return style_mix(style, self.style_names)[None].expand(batch, -1).to(self.device)
 

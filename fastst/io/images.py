@@ -3,16 +3,22 @@
 Loading is defensive because content sets are large and dirty: EXIF orientation is
 applied, every mode (grayscale, palette, CMYK, RGBA, 16-bit) becomes 8-bit RGB, and any
 file Pillow cannot decode fully raises ``ImageError`` with the file name and the reason.
+
+torch is imported only by the tensor helpers, so loading images (and :func:`pil_to_array` /
+:func:`array_to_pil`, numpy) works on the torch-free ONNX Runtime path.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 from fastst.errors import (
     ImageError,
@@ -93,8 +99,29 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 def pil_to_uint8(img: Image.Image) -> torch.Tensor:
     """8-bit RGB PIL image -> 3 x H x W uint8 tensor (compact for data loader transfer)."""
+    import torch
+
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # H x W x 3
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def pil_to_array(img: Image.Image) -> np.ndarray:
+    """8-bit RGB PIL image -> 3 x H x W float32 array in [0, 1] (numpy twin of :func:`pil_to_tensor`)."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)  # H x W x 3
+    return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def array_to_pil(image: np.ndarray) -> Image.Image:
+    """3 x H x W (or 1 x 3 x H x W) float array in [0, 1] -> 8-bit RGB PIL image (twin of :func:`tensor_to_pil`).
+
+    Rounds half to even, as ``torch.round`` does, so both paths give the same bytes for the same values.
+    """
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    arr = np.round(np.clip(image.astype(np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)), "RGB")
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -165,8 +165,8 @@ class ExportOnFitEnd(pl.Callback):
             self.written.append(path)
             log.info("exported %s", path)
             if self.onnx:
-                net, _ = load_model_file(path)
-                export_onnx(net, path.with_suffix(".onnx"))
+                net, metadata = load_model_file(path)
+                export_onnx(net, path.with_suffix(".onnx"), metadata=metadata)
                 self.written.append(path.with_suffix(".onnx"))
                 log.info("exported %s", path.with_suffix(".onnx"))
         except Exception as e:  # training itself succeeded: keep its result, say how to export by hand

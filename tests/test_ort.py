@@ -1,0 +1,196 @@
+"""The ONNX Runtime backend: parity with torch, multi-style metadata, int8 quantization, the lean imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, run_fastst, synthetic_image
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+UINT8_BOUND = 2  # max abs difference of the saved 8-bit images, torch vs onnxruntime (rounding of fp32 noise)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(trained_model, tmp_path_factory) -> Path:
+    """The session's tiny model exported to ONNX with its metadata (the export's own parity check at small sizes)."""
+    from fastst.export import export_onnx
+    from fastst.modelfile import load_model_file
+
+    net, metadata = load_model_file(trained_model.model_file)
+    path = tmp_path_factory.mktemp("ort") / "starry_night.onnx"
+    export_onnx(net, path, check_sizes=((32, 32), (40, 56)), metadata=metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ort_photo") / "photo.png"
+    synthetic_image(11, (101, 75)).save(path)  # odd sizes: padded to multiples of 4 and cropped back
+    return path
+
+
+def _uint8_diff(a: Path, b: Path) -> int:
+    x, y = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (a, b))
+    assert x.shape == y.shape
+    return int(np.abs(x - y).max())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--size", "64"], ["--strength", "0.6"], ["--preserve-color"], ["--median", "3", "--size", "48"]],
+    ids=["plain", "size", "strength", "preserve-color", "median"],
+)
+def test_ort_stylize_matches_torch(trained_model, onnx_model, photo, tmp_path, capsys, options) -> None:
+    torch_out, ort_out = tmp_path / "torch.png", tmp_path / "ort.png"
+    assert run_fastst("stylize", trained_model.model_file, photo, "-o", torch_out, "--device", "cpu", *options) == 0
+    assert run_fastst("stylize", onnx_model, photo, "-o", ort_out, "--device", "cpu", *options) == 0
+    assert _uint8_diff(torch_out, ort_out) <= UINT8_BOUND
+
+
+def test_numpy_preserve_color_and_padding_match_torch() -> None:
+    import torch
+
+    from fastst.inference import ort
+    from fastst.inference.stylizer import median_filter, pad_to_multiple
+    from fastst.io.color import preserve_color, preserve_color_array
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 9, 13, generator=gen), torch.rand(2, 3, 9, 13, generator=gen)
+    np.testing.assert_allclose(preserve_color_array(a.numpy(), b.numpy()), preserve_color(a, b).numpy(), atol=1e-6)
+    for shape in ((2, 3, 9, 13), (1, 3, 3, 5)):  # reflect, and replicate where the pad exceeds the image
+        x = torch.rand(*shape, generator=gen)
+        np.testing.assert_array_equal(ort.pad_to_multiple(x.numpy())[0], pad_to_multiple(x)[0].numpy())
+    x = torch.rand(1, 3, 11, 7, generator=gen)
+    np.testing.assert_allclose(ort.median_filter(x.numpy(), 3), median_filter(x, 3).numpy(), atol=0)
+
+
+def test_multistyle_onnx_names_styles_from_its_metadata(tmp_path, capsys) -> None:
+    from fastst.export import export_onnx
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.modelfile import load_model_file
+    from tests.test_multistyle import STYLES, multi_model_file
+
+    net, metadata = load_model_file(multi_model_file(tmp_path))
+    path = tmp_path / "multi.onnx"
+    export_onnx(net, path, check_sizes=((32, 32),), metadata=metadata)
+    stylize = load_ort_stylizer(path, device="cpu")
+    assert stylize.style_names == STYLES and stylize.num_styles == 3
+    assert stylize.metadata["styles"] == metadata["styles"] and stylize.metadata["family"] == "multistyle"
+    import torch
+
+    x = np.random.default_rng(0).random((2, 3, 36, 44), dtype=np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x), torch.tensor([[0.7, 0.0, 0.3]] * 2)).numpy()
+    np.testing.assert_allclose(stylize(x, style={"starry_night": 7, "udnie": 3}), want, atol=1e-4)
+    photo = tmp_path / "photo.png"
+    synthetic_image(5, (40, 32)).save(photo)
+    assert run_fastst("stylize", path, photo, "-o", tmp_path / "a.png", "--style", "udnie") == 0
+    assert run_fastst("stylize", path, photo, "-o", tmp_path / "b.png", "--mix", "udnie=1,the_scream=3") == 0
+    capsys.readouterr()
+    for extra, message in (
+        ([], "this model holds 3 styles"),
+        (["--style", "monet"], "unknown style 'monet'; this model's styles: starry_night, the_scream, udnie"),
+        (["--tile", "64", "--style", "udnie"], "--tile 64 needs the torch backend"),
+    ):
+        assert run_fastst("stylize", path, photo, "-o", tmp_path / "c.png", *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_onnx_without_metadata_still_runs(onnx_model, tmp_path) -> None:
+    import onnx
+
+    from fastst.inference.ort import load_ort_stylizer
+
+    model = onnx.load(str(onnx_model))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    stylize = load_ort_stylizer(bare, device="cpu")
+    assert stylize.num_styles == 0 and stylize.metadata == {}
+    x = np.random.default_rng(1).random((3, 20, 28), dtype=np.float32)
+    np.testing.assert_allclose(stylize(x), load_ort_stylizer(onnx_model, device="cpu")(x), atol=0)
+
+
+def test_backend_rule_and_bad_files(trained_model, onnx_model, photo, tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    cases = [
+        ((bad, photo), f"{bad}: not a readable ONNX model"),
+        ((trained_model.model_file, photo, "--backend", "onnxruntime"), "fastst export RUN/checkpoints/last.ckpt"),
+        ((onnx_model, photo, "--backend", "torch"), "--backend torch runs .safetensors"),
+        ((onnx_model, photo, "--dtype", "bf16"), "--dtype bf16 needs the torch backend"),
+        ((onnx_model, photo, "--compile"), "--compile needs the torch backend"),
+    ]
+    for args, message in cases:
+        assert run_fastst("stylize", *args, "-o", tmp_path / "out.png") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "out.png").exists()
+
+
+def _lean_run(model: Path, photo: Path, out: Path) -> list[str]:
+    code = (
+        "import sys\n"
+        "from fastst.cli import main\n"
+        f"rc = main(['stylize', {str(model)!r}, {str(photo)!r}, '-o', {str(out)!r}, '--device', 'cpu'])\n"
+        "assert rc == 0, rc\n"
+        "mods = ('torch', 'lightning', 'pytorch_lightning', 'hydra', 'omegaconf')\n"
+        "print('loaded:', *(m for m in mods if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1].split()[1:]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_lean_imports(trained_model, onnx_model, photo, tmp_path) -> None:
+    assert _lean_run(onnx_model, photo, tmp_path / "a.png") == []  # the ONNX path: not even torch
+    loaded = _lean_run(trained_model.model_file, photo, tmp_path / "b.png")
+    assert "torch" in loaded and not {"lightning", "pytorch_lightning", "hydra", "omegaconf"} & set(loaded)
+
+
+def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) -> None:
+    from fastst.inference.ort import load_ort_stylizer
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        synthetic_image(100 + i, (72, 56)).save(photos / f"p{i}.png")
+    out = tmp_path / "m.int8.onnx"
+    assert run_fastst("quantize", onnx_model, "--calibration", photos, "-o", out, "--size", "64") == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["mean_abs_diff"] <= 0.02 and report["holdout_photos"] == 1  # the default bound; 6 photos: 5 + 1
+    assert "p5.png" not in report["calibration"]["photos"]
+    stylize = load_ort_stylizer(out, device="cpu")
+    assert stylize.metadata["quantization"] == "int8 static" and stylize.style_names == ["starry_night"]
+    assert stylize.metadata["int8"]["mean_abs_diff"] == report["mean_abs_diff"]
+    x = np.random.default_rng(2).random((1, 3, 40, 48), dtype=np.float32)  # another size: H/W stay dynamic
+    diff = np.abs(stylize(x) - load_ort_stylizer(onnx_model, device="cpu")(x))
+    assert diff.mean() <= 0.02
+    capsys.readouterr()
+    refused = tmp_path / "refused.onnx"
+    args = ("quantize", onnx_model, "--calibration", photos, "-o", refused, "--size", "64", "--max-diff", "0")
+    assert run_fastst(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "above --max-diff" in err[0], err
+    assert not refused.exists() and not refused.with_suffix(".json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.json", "m.int8.onnx", "photos"]
+    assert run_fastst(*args, "--force") == 0 and refused.is_file()
