@@ -161,8 +161,60 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _clip(path: Path, count: int = 6, size: tuple[int, int] = (72, 52)) -> Path:
+    """A short panning clip (libx264, near-lossless) of a synthetic photo."""
+    import av
+
+    big = np.asarray(synthetic_image(5, (size[0] + 4 * count, size[1])))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"crf": "12"}
+        for t in range(count):
+            frame = np.ascontiguousarray(big[:, 4 * t : 4 * t + size[0]])
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("size", [None, 40])
+def test_ort_video_frames_match_torch(trained_model, onnx_model, size) -> None:
+    """The ONNX Runtime backend's frame transform (NumPy) against the torch one, on the same frames."""
+    import torch
+
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer
+    from fastst.inference.stylize import _array_frames
+    from fastst.inference.stylizer import load_stylizer
+
+    frames = np.stack([np.asarray(synthetic_image(i, (72, 52)), dtype=np.float32) / 255 for i in range(3)])
+    frames = frames.transpose(0, 3, 1, 2).copy()
+    ref = VideoStabilizer(load_stylizer(trained_model.model_file, size=size), StabilizeOptions(), size=size)
+    got = _array_frames(load_ort_stylizer(onnx_model, device="cpu", size=size), size)(frames)
+    want = ref(torch.from_numpy(frames)).numpy()
+    assert got.shape == want.shape == frames.shape
+    diff = np.abs(got - want)
+    # fp32 noise only; with a size, Pillow's bicubic resize back (8-bit) against torch's float one
+    assert diff.max() <= (1e-4 if size is None else 0.06) and diff.mean() <= (1e-5 if size is None else 0.01)
+
+
+def test_ort_video_cli(trained_model, onnx_model, tmp_path, capsys) -> None:
+    """``fastst stylize MODEL.onnx clip.mp4``: every frame written, close to the torch backend's clip."""
+    from fastst.io.video import read_frames
+
+    clip = _clip(tmp_path / "clip.mp4")
+    outs = []
+    for model, name in ((trained_model.model_file, "torch.mp4"), (onnx_model, "ort.mp4")):
+        assert run_fastst("stylize", model, clip, "-o", tmp_path / name, "--device", "cpu") == 0
+        outs.append(np.stack(read_frames(tmp_path / name)[0]).astype(np.int16))
+    assert outs[0].shape == outs[1].shape == (6, 52, 72, 3)
+    assert np.abs(outs[0] - outs[1]).mean() <= 1.0  # libx264 may round a few pixels of near-equal frames apart
+
+
 def test_lean_imports(trained_model, onnx_model, photo, tmp_path) -> None:
     assert _lean_run(onnx_model, photo, tmp_path / "a.png") == []  # the ONNX path: not even torch
+    clip = _clip(tmp_path / "clip.mp4")
+    assert _lean_run(onnx_model, clip, tmp_path / "a.mp4") == []  # videos too: PyAV + NumPy frames
     loaded = _lean_run(trained_model.model_file, photo, tmp_path / "b.png")
     assert "torch" in loaded and not {"lightning", "pytorch_lightning", "hydra", "omegaconf"} & set(loaded)
 

@@ -16,8 +16,8 @@ Backends (``--backend auto|torch|onnxruntime``): ``auto`` picks by the model fil
 (``fastst export CKPT --onnx``, ``fastst quantize``) runs on ONNX Runtime (:mod:`fastst.inference.ort`)
 and this command then never imports torch; anything else (``.safetensors``) runs on torch, without
 Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other than fp32,
-``--channels-last``, ``--compile``, ``--stabilize``, videos) given with a ``.onnx`` model stop with
-one ``error:`` line naming the option.
+``--channels-last``, ``--compile``, ``--stabilize``) given with a ``.onnx`` model stop with
+one ``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stylize images, folders of images and videos with an exported model (.safetensors on torch, "
         ".onnx on ONNX Runtime).",
         epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
-        "backends: a .onnx model runs on ONNX Runtime (no torch import; images only, no --tile/--dtype/"
+        "backends: a .onnx model runs on ONNX Runtime (no torch import; images and videos, no --tile/--dtype/"
         "--channels-last/--compile/--stabilize), a .safetensors model on torch. See docs/deploy.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -215,10 +215,27 @@ def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[st
         given.append("--compile")
     if str(args.stabilize).strip().lower() not in ("", "none"):
         given.append("--stabilize")
-    videos = [job.src for job in jobs if job.is_video]
-    if videos:
-        given.append(f"video input ({videos[0]})")
     return given
+
+
+def _array_frames(stylizer, size: int | None):
+    """The ONNX Runtime backend's video transform: float32 B x 3 x H x W arrays in and out (no torch).
+
+    With ``size`` the frames are stylized at that long side (the stylizer's option) and resized back
+    to the frame size (Pillow bicubic, as the torch path's bicubic interpolation)."""
+    import numpy as np
+    from PIL import Image
+
+    from fastst.io.images import array_to_pil, pil_to_array
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        y = stylizer(x)
+        h, w = x.shape[-2:]
+        if y.shape[-2:] != (h, w):
+            y = np.stack([pil_to_array(array_to_pil(f).resize((w, h), Image.Resampling.BICUBIC)) for f in y])
+        return y
+
+    return fn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -287,14 +304,18 @@ def run(args: argparse.Namespace) -> int:
     for job in tqdm(jobs, desc="stylize", unit="file", disable=None, file=sys.stderr):
         try:
             if job.is_video:
-                from fastst.inference.stabilize import VideoStabilizer
                 from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
 
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    # one stabilizer per clip: its state (previous frame, norm statistics) must not leak between videos
-                    frames = VideoStabilizer(stylizer, stabilize, size=args.size)
-                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size)
+                    if backend == "onnxruntime":
+                        frames, arrays = _array_frames(stylizer, args.size), True
+                    else:
+                        from fastst.inference.stabilize import VideoStabilizer
+
+                        # one stabilizer per clip: its state (previous frame, norm statistics) must not leak
+                        frames, arrays = VideoStabilizer(stylizer, stabilize, size=args.size), False
+                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
                 except (VideoError, ValueError) as e:
                     raise ImageError(f"{job.src}: {e}") from None
             else:

@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
-import torch
-import torch.nn.functional as F
+import numpy as np
 from tqdm.auto import tqdm
 
 from fastst.errors import VideoError
@@ -67,7 +67,8 @@ _EVEN_420 = {"libx264", "libx265", "libopenh264"}
 _CFR_CODECS = {"mpeg4", "msmpeg4", "msmpeg4v2", "mpeg1video", "mpeg2video", "h263", "h263p"}
 _FF_QP2LAMBDA = 118
 
-Transform = Callable[[torch.Tensor], torch.Tensor]
+# B x 3 x H x W float frames in [0, 1] -> the same: torch tensors, or NumPy arrays (``arrays=True``)
+Transform = Callable[[Any], Any]
 
 
 def _reason(exc: BaseException) -> str:
@@ -246,13 +247,16 @@ def stylize_video(
     progress: bool = True,
     crf: int = 18,
     codec: str | None = None,
+    arrays: bool = False,
 ) -> dict:
     """Apply ``fn`` to every frame of ``in_path`` and write the result to ``out_path``.
 
     ``fn`` gets float RGB batches in [0, 1], shape B x 3 x H x W with B <= ``batch_size`` (the last
     batch may be smaller), and must return a tensor of the same shape; any device or dtype is fine
     (it is moved to CPU float, NaNs zeroed, clamped to [0, 1]). Batches arrive on the CPU; moving them
-    to the model's device is ``fn``'s job. It is called under ``torch.no_grad``.
+    to the model's device is ``fn``'s job. It is called under ``torch.no_grad``. With ``arrays=True``
+    ``fn`` gets and returns float32 NumPy arrays of that shape instead, and torch is never imported
+    (the ONNX Runtime backend).
     Only one batch of decoded frames is in memory at a time.
 
     Output: same width, height and frame rate (the input stream's average rate), frame timestamps
@@ -335,7 +339,7 @@ def stylize_video(
         total = int(in_video.frames) or None
         bar = tqdm(total=total, unit="frame", desc=in_path.name, disable=not progress, dynamic_ncols=True)
         state = {"frames": 0, "last_pts": None}
-        pending: list[torch.Tensor] = []
+        pending: list[np.ndarray] = []
         pending_pts: list[int | None] = []
         period = 1 / (rate * time_base)  # one frame in output time-base units
 
@@ -353,16 +357,29 @@ def stylize_video(
             return pts
 
         def flush_batch() -> None:
-            batch = torch.stack(pending).permute(0, 3, 1, 2).float().div_(255.0)
-            with torch.no_grad():
-                result = fn(batch)
-            if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(batch.shape):
-                got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
-                raise ValueError(f"fn must return a tensor of shape {tuple(batch.shape)}, got {got}")
-            result = result.detach().to("cpu", torch.float32).nan_to_num_(0.0).clamp_(0.0, 1.0)
-            if (enc_w, enc_h) != (width, height):
-                result = F.pad(result, (0, enc_w - width, 0, enc_h - height), mode="replicate")
-            pixels = result.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+            frames = np.stack(pending)  # B x H x W x 3 uint8
+            if arrays:
+                result = fn(frames.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0))
+                expected = (frames.shape[0], 3, height, width)
+                if not isinstance(result, np.ndarray) or tuple(result.shape) != expected:
+                    got = tuple(result.shape) if isinstance(result, np.ndarray) else type(result).__name__
+                    raise ValueError(f"fn must return an array of shape {expected}, got {got}")
+                out = np.clip(np.nan_to_num(result.astype(np.float32, copy=False), nan=0.0), 0.0, 1.0)
+                pixels = np.rint(out * 255.0).astype(np.uint8).transpose(0, 2, 3, 1)  # rint: half to even, as torch
+            else:
+                import torch
+
+                batch = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+                with torch.no_grad():
+                    result = fn(batch)
+                if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(batch.shape):
+                    got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+                    raise ValueError(f"fn must return a tensor of shape {tuple(batch.shape)}, got {got}")
+                result = result.detach().to("cpu", torch.float32).nan_to_num_(0.0).clamp_(0.0, 1.0)
+                pixels = result.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            if (enc_w, enc_h) != (width, height):  # the edge repeated, as F.pad(mode="replicate")
+                pixels = np.pad(pixels, ((0, 0), (0, enc_h - height), (0, enc_w - width), (0, 0)), mode="edge")
+            pixels = np.ascontiguousarray(pixels)
             for arr, pts in zip(pixels, pending_pts):
                 frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
                 frame.pts, frame.time_base = pts, time_base
@@ -377,7 +394,7 @@ def stylize_video(
             for packet in _demux(container, streams, in_path):
                 if packet.stream.type == "video":
                     for frame in _decode(packet, in_path):
-                        pending.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+                        pending.append(frame.to_ndarray(format="rgb24"))
                         pending_pts.append(next_pts(frame))
                         if len(pending) == batch_size:
                             flush_batch()
