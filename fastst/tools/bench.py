@@ -1346,7 +1346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastst bench",
         description="Compare fastst's training and inference speed with a plain PyTorch reference on this machine.",
-        epilog="examples:  fastst bench --quick --json bench.json    fastst bench --device cuda",
+        epilog="examples:  fastst bench --quick --json bench.json    fastst bench --device cuda    "
+        "fastst bench deploy MODEL... --holdout DIR --calibration DIR (shipped models: backends, int8, sizes)",
     )
     p.add_argument("--quick", action="store_true", help="reduced run (VGG-19, batch 4, 512/1024 px): minutes")
     p.add_argument("--json", type=Path, help="also write every row and the headline numbers to this JSON file")
@@ -1424,6 +1425,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 @command()
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["deploy"]:  # fastst bench deploy: the shipped-model benchmark (fastst/tools/deploy_bench.py)
+        from fastst.tools.deploy_bench import main as deploy_main
+
+        return deploy_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.worker:
         return worker_main(args.worker)
