@@ -165,3 +165,30 @@ def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Pat
     assert [r.result["speedup"] for r in rows] == [1.0, 2.0, 1.5, 1.2, 2.5]
     assert "keep_freed_memory=false" in rows[2].config and "keeps freed memory" in rows[3].config
     assert summary["infer_speedup_1024"] == 2.5 and summary["infer_baseline"] == "fp32 eager"
+
+
+@pytest.mark.slow  # exports, quantizes and times the session's tiny model: about 20 s
+def test_bench_deploy_micro_run(trained_model, tmp_path: Path, capsys) -> None:
+    """``fastst bench deploy``: every backend x precision row with its speed and held-out losses, and the JSON."""
+    from fastst.tools import deploy_bench
+
+    holdout = tmp_path / "holdout"
+    holdout.mkdir()
+    for i in range(6):
+        synthetic_image(100 + i, (90, 70)).save(holdout / f"h{i}.png")
+    out = tmp_path / "deploy.json"
+    argv = [str(trained_model.model_file), "--holdout", str(holdout), "--calibration", str(trained_model.photos)]
+    argv += ["--calibration-size", "64", "--calibration-count", "4", "--repeats", "1", "--warmup", "0"]
+    argv += ["--quality-count", "5", "--quality-size", "48", "--loss-weights", "random", "--skip-whole"]
+    argv += ["--style-dir", str(trained_model.styles), "--work", str(tmp_path / "work"), "--json", str(out)]
+    assert deploy_bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    rows = {(v["backend"], v["precision"]): v for v in record["variants"]}
+    assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= set(rows)
+    for v in rows.values():
+        assert all(v["ms"][k] > 0 for k in ("512", "1024", "video")) and v["style"] > 0 and v["content"] >= 0
+    # the ONNX graph computes the same net: the same losses up to fp32 noise
+    assert rows["onnxruntime", "fp32"]["style"] == pytest.approx(rows["torch", "fp32"]["style"], rel=1e-3)
+    assert rows["onnxruntime", "int8"]["file_mb"] < rows["onnxruntime", "fp32"]["file_mb"]
+    assert "onnxruntime" in printed and "int8" in printed and "fps 640x360" in printed
