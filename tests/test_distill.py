@@ -133,3 +133,15 @@ def test_damaged_teacher_and_bad_students_are_refused(trained_model, tmp_path) -
         build(compose([*overrides, "loss.distill_weight=1"], tmp_path / "b"))
     with pytest.raises(ConfigError, match="multi-style student"):
         build(compose([*distill_overrides(trained_model), "model=multistyle"], tmp_path / "c"))
+
+
+def test_a_style_on_the_command_line_is_kept(trained_model, tmp_path, caplog) -> None:
+    from tests.conftest import synthetic_image
+
+    painting = tmp_path / "mine.png"
+    synthetic_image(7, (64, 48)).save(painting)
+    overrides = distill_overrides(trained_model, "style=custom", f"style.image={painting}", "style.name=mine")
+    caplog.set_level("WARNING", logger="fastst")
+    _, module, _, _ = build(compose(overrides, tmp_path / "run"))
+    assert module.metadata()["style"]["name"] == "mine"
+    assert any("the teacher renders starry_night" in r.getMessage() for r in caplog.records)
