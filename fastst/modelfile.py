@@ -13,6 +13,8 @@ metadata key ``"fastst"``:
 * ``loss``: the training criterion, every field of :class:`~fastst.losses.perceptual.LossConfig`
   (:func:`loss_summary` writes it, :func:`loss_config` reads it back), so evaluation rebuilds it exactly;
 * ``training``: steps, batches seen, the fastst version and checkpoint it came from;
+* ``distilled_from`` (only for a net trained with ``distill_from``): the teacher model's file ``name`` (no
+  directories), ``sha256`` of that file, and its ``family``, ``net`` and style ``name`` (docs/distill.md);
 * ``image_convention`` and ``created``.
 
 Loading never unpickles anything, so a model file from a stranger cannot run code. Only torch and
@@ -105,6 +107,14 @@ def style_names(metadata: Mapping[str, Any]) -> list[str]:
     return [str(s.get("name") or "?") for s in model_styles(metadata)]
 
 
+def _teacher_summary(teacher: Mapping[str, Any]) -> dict[str, Any]:
+    """``distilled_from`` of a model file: the teacher's file name (not where it was), hash and architecture."""
+    out = {k: plain_json(teacher[k]) for k in ("name", "sha256", "family", "net", "style") if k in teacher}
+    if "name" not in out and teacher.get("path"):
+        out["name"] = Path(str(teacher["path"])).name
+    return out
+
+
 def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[str, Any]:
     """A model file's metadata from a training checkpoint's ``fastst`` entry (``StyleTransferModule.metadata``)."""
     styles = [_style_summary(s) for s in model_styles(meta)]
@@ -112,7 +122,11 @@ def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[
         style = styles[0]
     else:  # several paintings: "style" only names the model (file names); "styles" has the facts
         style = {"name": styles_label([str(s.get("name")) for s in styles])}
+    extra = {}
+    if isinstance(meta.get("distilled_from"), Mapping):
+        extra["distilled_from"] = _teacher_summary(meta["distilled_from"])
     return {
+        **extra,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fastst_version": fastst.__version__,

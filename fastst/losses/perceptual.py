@@ -17,6 +17,10 @@ from fastst.errors import ConfigError, check_known_keys
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
 
+# loss.distill_weight with a teacher (distill_from) and no weight given: an RMS difference of 0.1 from the
+# teacher's output (about 25 of 255 grey levels) then costs 1.0, about a trained net's content + style terms.
+DEFAULT_DISTILL_WEIGHT = 100.0
+
 
 @dataclass
 class LossConfig:
@@ -40,6 +44,10 @@ class LossConfig:
     # second frame is made), and the ranges of the synthetic motion (MotionConfig fields; None = defaults).
     temporal_weight: float = 0.0
     temporal_motion: dict[str, float] | None = None
+    # Distillation (distill_from=MODEL, fastst.training.module): weight of the mean squared [0,1] RGB
+    # difference between the net's output and the teacher's; None = DEFAULT_DISTILL_WEIGHT with a teacher,
+    # 0 without one (a value > 0 needs distill_from).
+    distill_weight: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
@@ -54,8 +62,10 @@ class LossConfig:
         from fastst.losses.temporal import MotionConfig
 
         MotionConfig.from_dict(self.temporal_motion)  # ConfigError names a bad key or value
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "distill_weight"):
             value = getattr(self, name)
+            if name == "distill_weight" and value is None:
+                continue
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"loss.{name} must be a number >= 0, got {value!r}")
         for group in ("content", "style"):

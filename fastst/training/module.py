@@ -17,7 +17,7 @@ from fastst.errors import (
     ConfigError,
     NonFiniteLossError,
 )
-from fastst.losses.perceptual import LossConfig, PerceptualLoss
+from fastst.losses.perceptual import DEFAULT_DISTILL_WEIGHT, LossConfig, PerceptualLoss
 from fastst.losses.temporal import MotionConfig, make_pair, temporal_loss
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ class StyleTransferModule(pl.LightningModule):
     batch carries a style slot per image (``fastst.data.datamodule.style_slot``): image b trains on
     row ``train_rows[slot_b]``. ``trainable="norm"`` trains only the per-style norm parameters
     (adding a style to a trained net); ``init_state`` are the starting weights (``init_from``).
+
+    Distillation (``distill_from``, docs/distill.md): ``teacher`` is a trained net, frozen and always in
+    eval mode; the loss adds ``loss.distill_weight * mean((net(x) - teacher(x))^2)`` on [0,1] RGB, logged
+    as ``train/distill``. Like the criterion, the teacher moves with the module but is left out of
+    checkpoints; ``distill_from`` (its path, sha256, family and net config) is what they record.
     """
 
     def __init__(
@@ -73,6 +78,8 @@ class StyleTransferModule(pl.LightningModule):
         trainable: str = "all",
         init_state: dict[str, torch.Tensor] | None = None,
         seed: int = 0,
+        teacher: torch.nn.Module | None = None,
+        distill_from: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if nan_policy not in ("stop", "skip"):
@@ -80,7 +87,9 @@ class StyleTransferModule(pl.LightningModule):
         if trainable not in ("all", "norm"):
             raise ConfigError(f"model.trainable must be all, norm or auto, got {trainable!r}")
         # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["style_image", "style_images", "optimizer", "scheduler", "init_state"])
+        self.save_hyperparameters(
+            ignore=["style_image", "style_images", "optimizer", "scheduler", "init_state", "teacher"]
+        )
         self.family = family
         self.seed = int(seed)  # with the rank and the batch count, seeds the synthetic motion of the temporal term
         self.net_config = models.build_config(family, net)
@@ -111,6 +120,21 @@ class StyleTransferModule(pl.LightningModule):
             self.criterion.set_styles(style_images)
         elif style_image is not None:
             self.criterion.set_style(style_image)
+        if (teacher is None) != (distill_from is None):
+            raise ConfigError("distillation needs both the teacher net and distill_from (its path and sha256)")
+        if teacher is not None and self.num_styles:
+            raise ConfigError("distill_from: a multi-style net cannot be distilled (yet); use a single-style model")
+        self.distill_from = dict(distill_from) if distill_from is not None else None
+        if self.loss_config.distill_weight is None:  # null: the default with a teacher, off without one
+            self.loss_config.distill_weight = DEFAULT_DISTILL_WEIGHT if teacher is not None else 0.0
+        if teacher is None and self.loss_config.distill_weight > 0:
+            raise ConfigError(
+                f"loss.distill_weight={self.loss_config.distill_weight} needs a teacher: add distill_from=MODEL"
+            )
+        self.distill_weight = float(self.loss_config.distill_weight)
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)  # frozen; eval() is kept by train() below
+        self.teacher = teacher  # a submodule: moves with the module; on_save_checkpoint leaves it out
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         self.scheduler_factory = scheduler
         self.nan_policy = nan_policy
@@ -119,6 +143,13 @@ class StyleTransferModule(pl.LightningModule):
         self.batches_seen = 0  # batches consumed from the loader; the data order resumes from it
         self.images_skipped = 0
         self._pass_skipped: dict[str, int] = {}  # skip reasons (by kind) since the last pass summary
+
+    def train(self, mode: bool = True) -> StyleTransferModule:
+        """As ``nn.Module.train``, but the teacher stays in eval mode (batch-norm teachers use their running stats)."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, mix) if self.num_styles else self.net(x)
@@ -136,10 +167,14 @@ class StyleTransferModule(pl.LightningModule):
         if self.channels_last:  # NHWC convolutions: faster with oneDNN on CPUs and tensor cores on GPUs
             self.net.to(memory_format=torch.channels_last)
             self.criterion.encoder.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
         if self.compile_networks:
             # In place (nn.Module.compile): parameter names, checkpoints and exports stay the same.
             self.net.compile()
             self.criterion.encoder.compile()
+            if self.teacher is not None:
+                self.teacher.compile()
 
     def _any_process(self, *flags: bool) -> list[bool]:
         """For each flag, whether it is true on any process: one all-reduce under DDP, nothing otherwise.
@@ -179,7 +214,21 @@ class StyleTransferModule(pl.LightningModule):
         if self.loss_config.temporal_weight > 0:
             terms["temporal"] = self._temporal_term(x, y, mix)
             terms["total"] = terms["total"] + self.loss_config.temporal_weight * terms["temporal"]
+        if self.teacher is not None:
+            terms["distill"] = self._distill_term(x, y)
+            terms["total"] = terms["total"] + self.distill_weight * terms["distill"]
         return terms
+
+    def _distill_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean squared [0,1] RGB difference between the net's output and the frozen teacher's (fp32).
+
+        Squared rather than L1: the teacher's output is a fixed target (no noise to be robust to),
+        large departures early on should pull hardest, and it is the same scale as the temporal term.
+        The teacher runs without autograd in eval mode, so its output is a pure function of ``x``.
+        """
+        with torch.no_grad():
+            target = self.teacher(x)
+        return torch.mean((y.float() - target.float()) ** 2)
 
     def _motion_generator(self) -> torch.Generator:
         """The synthetic motion's generator: a pure function of (seed, rank, batches seen), so resume is exact."""
@@ -231,7 +280,7 @@ class StyleTransferModule(pl.LightningModule):
         total = terms["total"]
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for key in ("content", "style", "tv", "temporal"):
+        for key in ("content", "style", "tv", "temporal", "distill"):
             if key in terms:
                 self.log(f"train/{key}", terms[key], prog_bar=key in ("content", "style"), batch_size=bs)
         for key, value in terms.items():
@@ -306,13 +355,17 @@ class StyleTransferModule(pl.LightningModule):
             "style": dict(self.hparams.get("style", {})),
             "image_convention": "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4",
         }
+        if self.distill_from is not None:  # the teacher: where it was, its content hash, what it was
+            meta["distilled_from"] = dict(self.distill_from)
         if self.num_styles:  # every style row of the net, in order (fastst.modelfile.model_styles)
             meta["styles"] = [dict(s) for s in self.styles]
             meta["train_rows"] = list(self.train_rows)
         return meta
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("criterion.")}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(("criterion.", "teacher."))
+        }
         checkpoint["fastst"] = {
             **self.metadata(),
             "batches_seen": self.batches_seen,
@@ -325,8 +378,8 @@ class StyleTransferModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The criterion is not saved; put the live one back so strict loading still checks the net.
-        own = {k: v for k, v in self.state_dict().items() if k.startswith("criterion.")}
+        # The criterion and the teacher are not saved; put the live ones back so strict loading still checks the net.
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(("criterion.", "teacher."))}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
         meta = checkpoint.get("fastst", {})
         self.batches_seen = int(meta.get("batches_seen", 0))

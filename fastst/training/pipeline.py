@@ -7,6 +7,7 @@ style YAMLs). Tests compose a config and call ``train(cfg)`` directly; ``fastst 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -211,6 +212,99 @@ def _init_from(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, metadata
 
 
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(path: str) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The frozen teacher of ``distill_from=PATH``: ``(net in eval mode, its metadata, distill_from record)``.
+
+    ``PATH`` is a model file (``.safetensors``, as ``fastst export`` and every training run write) or a
+    training checkpoint (``.ckpt``). The record (hparams, checkpoints, model files) is the file's path,
+    name, SHA-256, family, net config and style name: enough to tell which teacher a student learned
+    from, and to refuse resuming a run with another one. Multi-style teachers are refused (not supported yet).
+    """
+    from fastst.errors import ModelFileError
+    from fastst.export import read_checkpoint
+    from fastst.modelfile import build_net, load_model_file, model_styles
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            f"distill_from={path}: no such model file or checkpoint; pass the trained model to learn from, "
+            "e.g. RUN/export/STYLE.safetensors (fastst export RUN/checkpoints/last.ckpt writes one)"
+        )
+    try:
+        if file.suffix == ".safetensors":
+            net, metadata = load_model_file(file)
+        else:
+            state, metadata = read_checkpoint(file)
+            net = build_net(metadata, state, where=str(file))
+    except ModelFileError as e:
+        raise ConfigError(f"distill_from: {e}") from None
+    family = str(metadata.get("family") or models.DEFAULT_FAMILY)
+    styles = model_styles(metadata)
+    if _is_multistyle(family):
+        raise ConfigError(
+            f"distill_from={path}: a multi-style teacher ({len(styles)} styles) cannot be distilled yet; "
+            "pass a single-style model"
+        )
+    record = {
+        "path": str(file.resolve()),
+        "name": file.name,
+        "sha256": file_sha256(file),
+        "family": family,
+        "net": dict(metadata["net"]),
+        "style": str(styles[0].get("name")) if styles else None,
+    }
+    return net.eval().requires_grad_(False), metadata, record
+
+
+def _style_overridden() -> bool:
+    """Whether the command line chose the style (``style=NAME`` or ``style.KEY=...``); False outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    for override in HydraConfig.get().overrides.task:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        if key == "style" or key.startswith("style."):
+            return True
+    return False
+
+
+def _check_resume_teacher(ckpt_path: str, record: dict[str, Any] | None) -> None:
+    """Refuse resuming a distillation run with another teacher (or none), which would not continue the same run."""
+    try:
+        meta = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("fastst", {})
+    except Exception:  # unreadable checkpoints were refused by find_checkpoint; Lightning says the rest
+        return
+    before = meta.get("distilled_from") if isinstance(meta, dict) else None
+    if before is None and record is None:
+        return
+    if before is None:
+        raise ConfigError(
+            f"distill_from: the checkpoint {ckpt_path} is not a distillation run; "
+            "drop distill_from to resume it, or start a new run (ckpt_path=null or another hydra.run.dir)"
+        )
+    if record is None:
+        raise ConfigError(
+            f"the checkpoint {ckpt_path} distilled from {before.get('path') or before.get('name')}: "
+            "pass that distill_from=MODEL to resume it, or start a new run (ckpt_path=null)"
+        )
+    if before.get("sha256") != record["sha256"]:
+        raise ConfigError(
+            f"distill_from={record['path']} (sha256 {record['sha256'][:12]}) is not the teacher the checkpoint "
+            f"{ckpt_path} learned from ({before.get('path')}, sha256 {str(before.get('sha256'))[:12]}); "
+            "pass that file, or start a new run (ckpt_path=null)"
+        )
+
+
 def multistyle_setup(cfg: DictConfig, family: str) -> dict[str, Any]:
     """The styles, net config and starting weights of a multi-style run (``model=multistyle``).
 
@@ -305,6 +399,15 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     if not multi and (cfg.get("styles") or cfg.get("init_from")):
         which = "styles=[...]" if cfg.get("styles") else "init_from"
         raise ConfigError(f"{which} needs a multi-style net: add model=multistyle (model.family={family})")
+    teacher, teacher_record, teacher_style = None, None, None
+    if cfg.get("distill_from"):
+        if multi:
+            raise ConfigError(f"distill_from: a multi-style student (model.family={family}) is not supported yet")
+        # Before the data: a missing or damaged teacher is reported before anything else is read or written.
+        teacher, teacher_meta, teacher_record = load_teacher(str(cfg.distill_from))
+        from fastst.modelfile import model_styles
+
+        teacher_style = (model_styles(teacher_meta) or [None])[0]
     # Cheap checks first: the data and the style images, before any network is built.
     datamodule = ContentDataModule(**_container(cfg.data), seed=int(cfg.seed))  # train() fills a null seed
     datamodule.setup("fit")
@@ -317,10 +420,22 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         style_cfg = {"name": modelfile.styles_label(names)} if len(names) > 1 else setup["styles"][0]
         datamodule.num_styles = len(setup["train_rows"])  # every sample carries its style slot
     else:
+        if teacher_style is not None:
+            if not _style_overridden():  # the teacher's painting (found, cached or downloaded as its file says)
+                style_cfg = dict(teacher_style)
+                log.info("distill_from: the style is the teacher's, %s", style_cfg.get("name"))
+            elif style_cfg.get("name") != teacher_style.get("name"):
+                log.warning(
+                    "distill_from: training on style=%s, but the teacher renders %s",
+                    style_cfg.get("name"),
+                    teacher_style.get("name"),
+                )
         style_path = resolve_style_path(style_cfg, cfg.paths.style_dir)
         style_image = load_style_image(style_path, cfg.loss.get("style_size"))
         style_cfg["path"] = str(style_path)
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path:
+        _check_resume_teacher(ckpt_path, teacher_record)
 
     module = StyleTransferModule(
         net=setup.pop("net", None) or _container(cfg.model.net),
@@ -333,6 +448,8 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         nan_policy=str(cfg.get("nan_policy", "stop")),
+        teacher=teacher,
+        distill_from=teacher_record,
         **speed,
     )
     check_free_space(output_dir, _checkpoint_bytes(module), _checkpoints_kept(cfg))
