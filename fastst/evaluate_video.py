@@ -33,6 +33,20 @@ from fastst.errors import UsageError, command
 from fastst.options import add_device, add_dtype, size_or_none
 
 
+def model_labels(paths: Sequence[str | Path]) -> dict[str, str]:
+    """A short name per model file: its file name, or ``RUN/name`` where two files share a name
+    (every run exports ``RUN/export/<style>.safetensors``)."""
+    names = [Path(p).name for p in paths]
+    labels = {}
+    for p, name in zip(paths, names):
+        path = Path(p)
+        if names.count(name) > 1:
+            run = path.parent.parent if path.parent.name == "export" else path.parent
+            name = f"{run.name}/{name}"
+        labels[str(p)] = name
+    return labels
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastst evaluate-video",
@@ -144,6 +158,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     flow_s = (time.perf_counter() - t0) / max(len(motions), 1)
     e_in, _ = warping_error([to_float(f) for f in frames], motions)
     models = [args.model, *args.extra_model]
+    labels = model_labels(models)
     loss, loss_cfg, style_path = None, None, None
     rows: list[dict[str, Any]] = []
     strip = _strip_range(args.strip, len(frames))
@@ -160,6 +175,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
             e_out, per_pair = warping_error(outputs, motions)
             row = {
                 "model": str(model_path),
+                "label": labels[str(model_path)],
                 "stabilize": spec.label(),
                 "warping_error": e_out,
                 "input_warping_error": e_in,
@@ -169,9 +185,9 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
                 "per_pair_error": per_pair,
             }
             rows.append(row)
-            strip_rows.append((f"{Path(model_path).stem} {spec.label()}", [outputs[t] for t in strip]))
+            strip_rows.append((f"{labels[str(model_path)]} {spec.label()}", [outputs[t] for t in strip]))
             print(
-                f"{Path(model_path).name} {spec.label()}: warping error {e_out:.5f} "
+                f"{labels[str(model_path)]} {spec.label()}: warping error {e_out:.5f} "
                 f"(input {e_in:.5f}), {row['s_per_frame'] * 1000:.1f} ms/frame",
                 flush=True,
             )
@@ -190,7 +206,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.device} ({args.dtype}). Ratios are to the first row.\n\n"
     )
     columns = [
-        ("model", lambda r: Path(r["model"]).name),
+        ("model", lambda r: r["label"]),
         ("stabilize", lambda r: r["stabilize"]),
         ("warping error", lambda r: f"{r['warping_error']:.5f}"),
         ("x input", lambda r: f"{r['ratio_to_input']:.2f}"),

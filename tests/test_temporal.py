@@ -216,3 +216,14 @@ def test_training_with_the_temporal_term_resumes_exactly(photos_dir: Path, style
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_model_labels_tell_runs_apart() -> None:
+    from fastst.evaluate_video import model_labels
+
+    paths = ["/r/a/export/starry_night.safetensors", "/r/b/export/starry_night.safetensors", "/m/udnie.safetensors"]
+    assert list(model_labels(paths).values()) == [
+        "a/starry_night.safetensors",
+        "b/starry_night.safetensors",
+        "udnie.safetensors",
+    ]
