@@ -99,16 +99,18 @@ def build_variants(args: argparse.Namespace, work: Path) -> list[Variant]:
     import torch
 
     from fastst import quantize
+    from fastst.evaluate_video import model_labels
     from fastst.export import export_onnx
     from fastst.modelfile import load_model_file
 
     variants = []
     bf16 = torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+    labels = model_labels(args.models)  # RUN/<style>.safetensors where runs share a file name
     for model in args.models:
         src = Path(model)
         net, metadata = load_model_file(src)
         params = sum(p.numel() for p in net.parameters())
-        stem = src.stem if src.stem not in {v.model for v in variants} else f"{src.parent.parent.name}_{src.stem}"
+        stem = labels[model].removesuffix(".safetensors").replace("/", "_")
         onnx_path = work / f"{stem}.onnx"
         int8_path = work / f"{stem}.int8.onnx"
         if not onnx_path.exists():
