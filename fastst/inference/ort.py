@@ -228,12 +228,7 @@ class OrtStylizer:
         return np.repeat(style_weights(style, self.style_names)[None], batch, axis=0)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        torch_only = sorted(set(overrides) & set(TORCH_ONLY_OPTIONS))
-        if torch_only:
-            raise InferenceError(f"option(s) {torch_only} need the torch backend (a .safetensors model file)")
-        unknown = sorted(set(overrides) - set(OPTIONS))
-        if unknown:
-            raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
+        _check_option_names(overrides)
         o = {k: overrides.get(k, getattr(self, k)) for k in OPTIONS}
         if o["style"] is not None:
             self.mix(o["style"])  # an unknown style fails now, before any work
@@ -290,14 +285,19 @@ class OrtStylizer:
         return y
 
 
-def load_ort_stylizer(
-    path: str | Path, device: str = "auto", threads: int | None = None, **options: Any
-) -> OrtStylizer:
-    """Load a ``.onnx`` graph written by ``fastst export --onnx`` or ``fastst quantize`` (:class:`OrtStylizer`)."""
+def _check_option_names(options: Mapping[str, Any]) -> None:
+    """Options this backend does not have: torch-only ones name the backend, unknown ones list the known."""
     torch_only = sorted(set(options) & set(TORCH_ONLY_OPTIONS))
     if torch_only:
         raise InferenceError(f"option(s) {torch_only} need the torch backend (a .safetensors model file)")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
+
+
+def load_ort_stylizer(
+    path: str | Path, device: str = "auto", threads: int | None = None, **options: Any
+) -> OrtStylizer:
+    """Load a ``.onnx`` graph written by ``fastst export --onnx`` or ``fastst quantize`` (:class:`OrtStylizer`)."""
+    _check_option_names(options)
     return OrtStylizer(path, device=device, threads=threads, **options)
