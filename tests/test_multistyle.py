@@ -354,3 +354,13 @@ def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "c.png").exists()
+
+
+def test_multistyle_with_the_temporal_term(photos_dir, styles_dir, tmp_path) -> None:
+    """The temporal term on a multi-style net: both frames rendered with the batch's styles, logged."""
+    from fastst.training.pipeline import train
+
+    overrides = multi_overrides(photos_dir, styles_dir, "callbacks.preview=null", "loss.temporal_weight=50")
+    result = train(compose([*overrides, "trainer.max_steps=2"], tmp_path / "run"))
+    assert result["global_step"] == 2
+    assert result["metrics"]["train/temporal"] > 0
