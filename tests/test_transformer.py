@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastst.errors import ConfigError
 from fastst.models import strip_compile_prefix
 from fastst.models.johnson import TransformerConfig, TransformerNet
 
@@ -52,3 +53,16 @@ def test_strip_compile_prefix_loads_into_plain_net() -> None:
     fresh = TransformerNet(TransformerConfig(channels=4, num_res_blocks=1))
     fresh.load_state_dict(strip_compile_prefix(wrapped))
     assert set(strip_compile_prefix(nested)) == {f"net.{k}" for k in net.state_dict()}
+
+
+def test_outer_kernel_sets_the_first_and_last_convolution() -> None:
+    net = TransformerNet(TransformerConfig(channels=8, outer_kernel=5)).eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].kernel_size == (5, 5) and convs[-1].kernel_size == (5, 5)
+    assert all(c.kernel_size == (3, 3) for c in convs[1:-1])
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 36, 44)).shape == (1, 3, 36, 44)
+    assert TransformerConfig().outer_kernel == 9  # Johnson's; model files without the key load as before
+    for bad in (4, 0):
+        with pytest.raises(ConfigError, match="outer_kernel must be an odd integer"):
+            TransformerConfig(outer_kernel=bad)
