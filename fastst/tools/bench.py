@@ -50,6 +50,7 @@ from fastst.allocator import active as allocator_active
 from fastst.allocator import keep_freed_memory
 from fastst.errors import command, first_line
 from fastst.options import add_device
+from fastst.tools.tables import format_table
 
 ROOT = Path.cwd()  # the defaults below are relative to where the benchmark runs (a checkout: ../shared)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds the fastst package
@@ -1184,16 +1185,6 @@ def _fmt(value: Any, spec: str = ".3g", none: str = "-") -> str:
     if isinstance(value, float):
         return format(value, spec)
     return str(value)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    right = right or [False] * len(headers)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args: argparse.Namespace) -> dict:

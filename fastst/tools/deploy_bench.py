@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from fastst.errors import UsageError, command
-from fastst.tools.bench import format_table
+from fastst.tools.tables import format_table
 
 PEER_STYLE = 7  # the built-in style the peer's numbers in issue 16 used
 
