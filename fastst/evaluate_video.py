@@ -67,9 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=0, help="processing long side in px (0 = the video's size)")
     p.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
-    p.add_argument("--batch-size", type=int, default=4, help="frames per batch, as fastst stylize")
-    p.add_argument("--loss-every", type=int, default=5, help="style/content loss on every K-th frame")
-    p.add_argument("--flow-preset", choices=("ultrafast", "fast", "medium"), default="medium", help="DIS preset")
+    p.add_argument("--batch-size", type=int, default=4, help="frames per batch, as fastst stylize (default 4)")
+    p.add_argument("--loss-every", type=int, default=5, help="style/content loss on every K-th frame (default 5)")
+    p.add_argument(
+        "--flow-preset",
+        choices=("ultrafast", "fast", "medium"),
+        default="medium",
+        help="DIS preset for the metric's flow (default medium)",
+    )
     p.add_argument("--style", help="style image or shipped style name (default: the first model's own style)")
     p.add_argument("--style-dir", help="where the model's style image is looked up")
     p.add_argument("--network", choices=("vgg16", "vgg19"), help="loss network (default: the model's)")

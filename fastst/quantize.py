@@ -257,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {line}: above --max-diff; written anyway (--force)", file=sys.stderr)
         summary = {k: report[k] for k in ("max_abs_diff", "mean_abs_diff", "holdout_photos", "max_diff_bound")}
         write_onnx_metadata(tmp_out, {**fp32.metadata, "quantization": "int8 static", "int8": summary})
+        report["int8_bytes"] = tmp_out.stat().st_size  # the file as written, metadata included
         os.replace(tmp_out, out)
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     print(line)

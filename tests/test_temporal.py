@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer, parse_stabilize
 from fastst.io.images import pil_to_tensor
@@ -196,6 +197,25 @@ def test_stylize_video_with_stabilization(trained_model, tmp_path: Path) -> None
     got, _ = read_frames(out)
     assert len(got) == 6 and got[0].shape == frames[0].shape
     assert main([str(trained_model.model_file), str(clip), "-o", str(out), "--overwrite", "--stabilize", "jitter"]) == 2
+
+
+def test_stabilize_refusals_come_first(trained_model, tmp_path: Path, capsys) -> None:
+    """--stabilize without a video, or with --tile: one error line before any work, nothing written."""
+    from fastst.inference.stylize import main
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(_textured(64, 48)).save(photo)
+    clip = tmp_path / "pan.mp4"
+    _write_video(clip, _pan(_textured(64, 48), steps=2))
+    cases = [
+        ([photo, "-o", tmp_path / "out.png"], "applies to videos"),
+        ([clip, "-o", tmp_path / "out.mp4", "--tile", "64"], "drop --tile and --compile"),
+    ]
+    for args, message in cases:
+        assert main([str(trained_model.model_file), *map(str, args), "--stabilize", "blend:0.3"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.mp4").exists()
 
 
 def test_training_with_the_temporal_term_resumes_exactly(photos_dir: Path, style_dir: Path, tmp_path: Path) -> None:

@@ -280,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
         from fastst.inference.stylizer import load_stylizer
 
         stabilize = parse_stabilize(args.stabilize)
+        if stabilize.active:  # refused before any work, not per video as a skipped file
+            if not any(job.is_video for job in jobs):
+                raise UsageError(f"--stabilize {args.stabilize} applies to videos; none of the inputs is a video")
+            if args.tile or args.compile:
+                raise UsageError("--stabilize works with the eager, untiled net: drop --tile and --compile")
         if args.keep_freed_memory:
             keep_freed_memory()  # every image/frame allocates the same big activations again
         stylizer = load_stylizer(
