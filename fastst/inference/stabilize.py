@@ -119,7 +119,7 @@ class VideoStabilizer:
 
     def __init__(self, stylizer, options: StabilizeOptions, size: int | None = None) -> None:
         if options.active and (stylizer.compile or stylizer.tile):
-            raise InferenceError("--stabilize works with the eager, untiled net: drop --compile and --tile")
+            raise InferenceError("--stabilize works with the eager, untiled net: drop --tile and --compile")
         self.stylizer, self.options, self.size = stylizer, options, size
         self.reset()
 

@@ -253,6 +253,14 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
     backend = choose_backend(args.model, args.backend)
+    # the options both backends have
+    options = {
+        "size": args.size,
+        "preserve_color": args.preserve_color,
+        "strength": args.strength,
+        "median": args.median,
+        "style": style,
+    }
     if backend == "onnxruntime":
         refused = torch_only_options(args, jobs)
         if refused:
@@ -264,27 +272,14 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
         from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
 
-        stylizer = load_ort_stylizer(
-            args.model,
-            device=args.device,
-            threads=args.threads or None,
-            size=args.size,
-            preserve_color=args.preserve_color,
-            strength=args.strength,
-            median=args.median,
-            style=style,
-        )
-        stabilize = None
+        stylizer = load_ort_stylizer(args.model, device=args.device, threads=args.threads or None, **options)
     else:
         from fastst.inference.stabilize import parse_stabilize
         from fastst.inference.stylizer import load_stylizer
 
         stabilize = parse_stabilize(args.stabilize)
-        if stabilize.active:  # refused before any work, not per video as a skipped file
-            if not any(job.is_video for job in jobs):
-                raise UsageError(f"--stabilize {args.stabilize} applies to videos; none of the inputs is a video")
-            if args.tile or args.compile:
-                raise UsageError("--stabilize works with the eager, untiled net: drop --tile and --compile")
+        if stabilize.active and not any(job.is_video for job in jobs):
+            raise UsageError(f"--stabilize {args.stabilize} applies to videos; none of the inputs is a video")
         if args.keep_freed_memory:
             keep_freed_memory()  # every image/frame allocates the same big activations again
         stylizer = load_stylizer(
@@ -293,18 +288,20 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             channels_last=args.channels_last,
             compile=args.compile,
-            size=args.size,
-            preserve_color=args.preserve_color,
-            strength=args.strength,
-            median=args.median,
             tile=args.tile,
             tile_overlap=args.tile_overlap,
             tile_stats=args.tile_stats,
             tile_stats_size=args.tile_stats_size,
-            style=style,
+            **options,
         )
     if style is None and stylizer.num_styles > 1:
         stylizer.mix(None)  # a multi-style model needs a style: one error line listing them, before any work
+    stabilizer = None
+    if backend == "torch" and any(job.is_video for job in jobs):
+        from fastst.inference.stabilize import VideoStabilizer
+
+        # built once, before any work: its checks (--stabilize with --tile/--compile) stop the command here
+        stabilizer = VideoStabilizer(stylizer, stabilize, size=args.size)
     written, skipped = 0, []
     for job in tqdm(jobs, desc="stylize", unit="file", disable=None, file=sys.stderr):
         try:
@@ -313,13 +310,11 @@ def run(args: argparse.Namespace) -> int:
 
                 job.dst.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    if backend == "onnxruntime":
+                    if stabilizer is None:
                         frames, arrays = _array_frames(stylizer, args.size), True
                     else:
-                        from fastst.inference.stabilize import VideoStabilizer
-
-                        # one stabilizer per clip: its state (previous frame, norm statistics) must not leak
-                        frames, arrays = VideoStabilizer(stylizer, stabilize, size=args.size), False
+                        stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
+                        frames, arrays = stabilizer, False
                     stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
                 except (VideoError, ValueError) as e:
                     raise ImageError(f"{job.src}: {e}") from None
