@@ -93,20 +93,18 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def upsample_convs(cin: int, cout: int, mode: str) -> list[nn.Module]:
+    """x2 upsampling: nearest-neighbour + 3x3 conv, or a stride-2 transposed conv (the layers before the norm)."""
+    if mode == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+    return [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)]
+
+
 class UpsampleLayer(nn.Sequential):
-    """x2 upsampling: nearest-neighbour + 3x3 conv, or a stride-2 transposed conv."""
+    """x2 upsampling (:func:`upsample_convs`), norm, ReLU."""
 
     def __init__(self, cin: int, cout: int, mode: str, norm: str) -> None:
-        if mode == "nearest":
-            layers: list[nn.Module] = [
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.ReflectionPad2d(1),
-                nn.Conv2d(cin, cout, 3),
-            ]
-        else:
-            layers = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)]
-        layers += [_norm(norm, cout), nn.ReLU(inplace=True)]
-        super().__init__(*layers)
+        super().__init__(*upsample_convs(cin, cout, mode), _norm(norm, cout), nn.ReLU(inplace=True))
 
 
 class TransformerNet(nn.Module):

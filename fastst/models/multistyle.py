@@ -24,6 +24,7 @@ from torch import nn
 
 from fastst.errors import ConfigError
 from fastst.models import NetConfig
+from fastst.models.johnson import upsample_convs
 
 
 @dataclass(frozen=True)
@@ -137,15 +138,7 @@ class ResidualBlock(nn.Module):
 
 
 def _upsample_layer(cin: int, cout: int, mode: str, n: int) -> _Conditional:
-    if mode == "nearest":
-        layers: list[nn.Module] = [
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(cin, cout, 3),
-        ]
-    else:
-        layers = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)]
-    return _Conditional(*layers, ConditionalInstanceNorm2d(cout, n), nn.ReLU(inplace=True))
+    return _Conditional(*upsample_convs(cin, cout, mode), ConditionalInstanceNorm2d(cout, n), nn.ReLU(inplace=True))
 
 
 class MultiStyleNet(nn.Module):
