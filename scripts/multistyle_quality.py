@@ -85,8 +85,13 @@ def train_single(args: argparse.Namespace, train: Path, style: str, every: int |
     return export
 
 
+def tag(args: argparse.Namespace) -> str:
+    """Suffix of the multi-style runs' names: '' at the single-style nets' weights, else ``_swW``."""
+    return "" if args.multi_style_weight is None else f"_sw{args.multi_style_weight:g}"
+
+
 def train_multi(args: argparse.Namespace, train: Path) -> Path:
-    run_dir = args.work / "multi"
+    run_dir = args.work / f"multi{tag(args)}"
     export = run_dir / "export" / f"{'-'.join(STYLES)}.safetensors"
     if not export.is_file():
         steps = args.steps * len(STYLES)  # the same number of steps per style as each single-style net
@@ -94,18 +99,20 @@ def train_multi(args: argparse.Namespace, train: Path) -> Path:
             [
                 sys.executable, "-m", "fastst", "train", "model=multistyle", f"styles=[{','.join(STYLES)}]",
                 *common_overrides(args, train, steps),
+                *([] if args.multi_style_weight is None else [f"loss.style_weight={args.multi_style_weight}"]),
                 f"callbacks.model_checkpoint.every_n_train_steps={steps}",
                 f"callbacks.preview.every_n_steps={steps}",
                 f"hydra.run.dir={run_dir}",
             ],
-            args.work / "train_multi.log",
+            args.work / f"train_multi{tag(args)}.log",
         )  # fmt: skip
     return export
 
 
 def finetune(args: argparse.Namespace, train: Path, multi: Path) -> Path:
-    """Add NEW_STYLE to the trained multi-style net: norm-only, a checkpoint every few steps."""
-    run_dir = args.work / "add_style"
+    """Add NEW_STYLE to the trained multi-style net: norm-only, a checkpoint every few steps, at the
+    single-style weights (it is compared with NEW_STYLE trained from scratch)."""
+    run_dir = args.work / f"add_style{tag(args)}"
     if not (run_dir / "checkpoints" / "last.ckpt").is_file():
         run(
             [
@@ -116,7 +123,7 @@ def finetune(args: argparse.Namespace, train: Path, multi: Path) -> Path:
                 f"callbacks.preview.every_n_steps={args.finetune_steps}",
                 f"hydra.run.dir={run_dir}",
             ],
-            args.work / "train_add_style.log",
+            args.work / f"train_add_style{tag(args)}.log",
         )  # fmt: skip
     return run_dir
 
@@ -223,6 +230,9 @@ def main() -> None:
     p.add_argument("--speed-repeats", type=int, default=5)
     p.add_argument("--grid-size", type=int, default=192)
     p.add_argument("--grid", type=Path, default=REPO / "docs" / "multistyle_grid.jpg")
+    p.add_argument("--multi-style-weight", type=float, default=None,
+                   help="loss.style_weight of the multi-style run only (default: the single-style nets' weight); "
+                   "its runs are named multi_swW, add_style_swW")
     p.add_argument("--stage", default="all", help="comma-separated: train, eval, speed, grid (all: every one)")
     args = p.parse_args()
     stages = {"train", "eval", "speed", "grid"} if args.stage == "all" else set(args.stage.split(","))
@@ -230,7 +240,7 @@ def main() -> None:
     train, val = split(args.work, args.photos, args.held_out)
     print(f"{len(list(train.iterdir()))} training photos in {train}, {len(list(val.iterdir()))} held out in {val}")
     singles = {s: args.work / f"single_{s}" / "export" / f"{s}.safetensors" for s in [*STYLES, NEW_STYLE]}
-    multi = args.work / "multi" / "export" / f"{'-'.join(STYLES)}.safetensors"
+    multi = args.work / f"multi{tag(args)}" / "export" / f"{'-'.join(STYLES)}.safetensors"
     if "train" in stages:
         for style in STYLES:
             train_single(args, train, style)
@@ -242,13 +252,13 @@ def main() -> None:
         rows = []
         for style in STYLES:
             one = evaluate(args, val, singles[style], None, f"single_{style}")
-            many = evaluate(args, val, multi, style, f"multi_{style}")
+            many = evaluate(args, val, multi, style, f"multi{tag(args)}_{style}")
             rows.append((style, one, many))
         sizes = {"single": singles[STYLES[0]].stat().st_size, "multi": multi.stat().st_size}
         scratch = {s: evaluate(args, val, m, None, f"scratch_{NEW_STYLE}_{s}") for s, m in
                    export_steps(args.work / f"single_{NEW_STYLE}").items()}  # fmt: skip
-        added = {s: evaluate(args, val, m, NEW_STYLE, f"added_{NEW_STYLE}_{s}") for s, m in
-                 export_steps(args.work / "add_style").items()}  # fmt: skip
+        added = {s: evaluate(args, val, m, NEW_STYLE, f"added{tag(args)}_{NEW_STYLE}_{s}") for s, m in
+                 export_steps(args.work / f"add_style{tag(args)}").items()}  # fmt: skip
         report |= {"quality": rows, "sizes": sizes, "scratch": scratch, "added": added}
         print_quality(args, rows, sizes, scratch, added)
     if "speed" in stages:
@@ -262,7 +272,7 @@ def main() -> None:
         print(f"\nmulti / single: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'MISSED'})")
     if "grid" in stages:
         grid(args, val, multi, args.grid)
-    (args.work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (args.work / f"report{tag(args)}.json").write_text(json.dumps(report, indent=2, default=str))
 
 
 def print_quality(args, rows, sizes, scratch, added) -> None:
