@@ -230,9 +230,13 @@ def main() -> None:
     p.add_argument("--speed-repeats", type=int, default=5)
     p.add_argument("--grid-size", type=int, default=192)
     p.add_argument("--grid", type=Path, default=REPO / "docs" / "multistyle_grid.jpg")
-    p.add_argument("--multi-style-weight", type=float, default=None,
-                   help="loss.style_weight of the multi-style run only (default: the single-style nets' weight); "
-                   "its runs are named multi_swW, add_style_swW")
+    p.add_argument(
+        "--multi-style-weight",
+        type=float,
+        default=None,
+        help="loss.style_weight of the multi-style run only (default: the single-style nets' weight); "
+        "its runs are named multi_swW, add_style_swW",
+    )
     p.add_argument("--stage", default="all", help="comma-separated: train, eval, speed, grid (all: every one)")
     args = p.parse_args()
     stages = {"train", "eval", "speed", "grid"} if args.stage == "all" else set(args.stage.split(","))
