@@ -121,8 +121,15 @@ def export_onnx(
     tol: float = 1e-4,
     opset: int = 18,
     metadata: Mapping[str, Any] | None = None,
+    rewrite: bool = True,
 ) -> dict[str, Any]:
     """Export ``net`` to ONNX with dynamic batch, height and width, then check it with onnxruntime.
+
+    With ``rewrite`` (the default) the graph is written from :func:`fastst.rewrites.export_rewrites`
+    of the net: the output convolution on 4x4 pixel blocks and each nearest x2 upsampling + 3x3
+    convolution as a sub-pixel convolution. The same function (exact up to float summation order),
+    faster on ONNX Runtime's CPU provider (docs/deploy.md). The parity check below compares the
+    file with the original net.
 
     ``metadata`` (the model file's, :mod:`fastst.modelfile`) is embedded as JSON in the graph's
     ``metadata_props`` under the key ``fastst`` (:data:`ONNX_METADATA_KEY`), so the ``.onnx`` file
@@ -141,8 +148,11 @@ def export_onnx(
     import numpy as np
     import onnxruntime as ort
 
+    from fastst.rewrites import export_rewrites
+
     path = Path(path)
     net = _cpu_copy(net)
+    graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
     n = int(getattr(net, "num_styles", 0) or 0)  # > 0: a multi-style net, forward(x, mix)
     example = torch.rand(2, 3, 64, 96)
     args: tuple[torch.Tensor, ...] = (example, parity_mixes(n, 2)[1]) if n else (example,)
@@ -166,7 +176,7 @@ def export_onnx(
                 with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
                     warnings.simplefilter("ignore")
                     torch.onnx.export(
-                        net,
+                        graph_net,
                         args,
                         str(tmp),
                         input_names=input_names,
@@ -199,7 +209,13 @@ def export_onnx(
         worst = max(diffs.values())
         if not worst <= tol:
             raise ModelFileError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} > {tol:g} ({diffs})")
-    return {"path": str(path), "exporter": exporter, "opset": opset, "max_abs_diff": diffs}
+    return {
+        "path": str(path),
+        "exporter": exporter,
+        "opset": opset,
+        "max_abs_diff": diffs,
+        "rewrites": rewrites,
+    }
 
 
 def set_onnx_metadata(path: str | Path, metadata: Mapping[str, Any], **extra: Any) -> None:

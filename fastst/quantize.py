@@ -4,7 +4,14 @@ ONNX Runtime's ``quantize_static`` (QDQ format, per-channel int8 weights, uint8 
 calibration) after its recommended ``quant_pre_process``, calibrated on photos resized to ``--size``
 (long side). Only the convolutions are quantized (:data:`OP_TYPES`): instance norms, residual adds,
 upsampling and the output sigmoid stay fp32, because every instance norm renormalizes its input
-and an int8 copy of its statistics would shift the tone of the whole image.
+and an int8 copy of its statistics would shift the tone of the whole image. The convolutions with
+3 input or output channels, which face the RGB image, stay fp32 as well (:func:`image_convs`): on
+ONNX Runtime's CPU provider an int8 convolution with a 9x9 kernel and 3 channels is slower than the
+fp32 one and builds buffers of hundreds of MB at 1024 px (measured on the default net at 1024 px:
+about 950K page faults in the first run against 210K with them in fp32, and less CPU time per warm
+run), and leaving them fp32 also lowers the error (docs/deploy.md). In a current export that is the
+first convolution only: the last one is written as a 48-channel blocked convolution
+(fastst/rewrites.py), which int8 speeds up.
 
 The int8 graph is then compared with the fp32 one on photos *not* used for calibration
 (``--holdout DIR``, or the last 20% of the calibration photos): max and mean abs difference of the
@@ -113,8 +120,22 @@ def split_photos(calibration: Path, holdout: Path | None, count: int) -> tuple[l
     return photos[: len(photos) - n_held][:count], photos[len(photos) - n_held :]
 
 
-def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> str:
-    """``quant_pre_process`` + ``quantize_static`` of ``src`` into ``dst``; returns how it was pre-processed."""
+def image_convs(path: Path) -> list[str]:
+    """Names of the Conv nodes with 3 input or output channels (their weight is O x I x kH x kW)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and len(n.input) > 1 and 3 in shapes.get(n.input[1], [0, 0])[:2]
+    ]
+
+
+def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> tuple[str, list[str]]:
+    """``quant_pre_process`` + ``quantize_static`` of ``src`` into ``dst``; returns how it was pre-processed
+    and the convolutions left fp32 (:func:`image_convs`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -131,6 +152,7 @@ def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> str:
                 how = f"quant_pre_process without symbolic shapes ({first_line(e, 100)})"
             except Exception as e2:
                 pre, how = src, f"not pre-processed ({first_line(e2, 100)})"
+        kept = image_convs(pre)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(
@@ -139,12 +161,13 @@ def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> str:
                 reader,
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=OP_TYPES,
+                nodes_to_exclude=kept,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-    return how
+    return how, kept
 
 
 def compare(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict[str, Any]:
@@ -224,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fastst_int8_", dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
         try:
-            how = quantize_file(model, tmp_out, reader)
+            how, kept = quantize_file(model, tmp_out, reader)
         except Exception as e:
             raise ModelFileError(f"{model}: int8 quantization failed ({first_line(e, 300)})") from None
         diffs = compare(fp32, OrtStylizer(tmp_out, device="cpu"), held)
@@ -234,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
             "quantization": "int8 static",
             "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration",
             "op_types": OP_TYPES,
+            "kept_fp32": kept,
             "pre_processing": how,
             "calibration": {"photos": [p.name for p, _ in calib], "size": args.size},
             "holdout_photos": len(held),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
@@ -208,7 +209,12 @@ def test_ort_video_cli(trained_model, onnx_model, tmp_path, capsys) -> None:
         assert run_fastst("stylize", model, clip, "-o", tmp_path / name, "--device", "cpu") == 0
         outs.append(np.stack(read_frames(tmp_path / name)[0]).astype(np.int16))
     assert outs[0].shape == outs[1].shape == (6, 52, 72, 3)
-    assert np.abs(outs[0] - outs[1]).mean() <= 1.0  # libx264 may round a few pixels of near-equal frames apart
+    # The two backends' float frames differ by about 1e-6, which can flip the 8-bit rounding of a few
+    # pixels; libx264 then predicts the next frames from different references, and the decoded clips
+    # differ by 0 to about 2 levels per frame on average (measured: 0.0 or 1.12 over the clip, from
+    # the same graph with and without the export rewrites). A wrong frame, order, size or colour
+    # conversion moves them by tens of levels.
+    assert np.abs(outs[0] - outs[1]).mean() <= 3.0
 
 
 def test_lean_imports(trained_model, onnx_model, photo, tmp_path) -> None:
@@ -231,6 +237,14 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["mean_abs_diff"] <= 0.02 and report["holdout_photos"] == 1  # the default bound; 6 photos: 5 + 1
     assert "p5.png" not in report["calibration"]["photos"]
+    # the convolutions with 3 input or output channels stay fp32, all others are int8 (QDQ): in a
+    # rewritten export (fastst/rewrites.py) that is the first one; the last has 48 outputs
+    graph = onnx.load(str(out)).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert report["kept_fp32"] == [convs[0].name] and shapes[convs[0].input[1]][1] == 3
+    assert convs[0].input[1] not in dequantized and all(n.input[1] in dequantized for n in convs[1:])
     stylize = load_ort_stylizer(out, device="cpu")
     assert stylize.metadata["quantization"] == "int8 static" and stylize.style_names == ["starry_night"]
     assert stylize.metadata["int8"]["mean_abs_diff"] == report["mean_abs_diff"]
