@@ -128,7 +128,7 @@ def export_onnx(
     With ``rewrite`` (the default) the graph is written from :func:`fastst.rewrites.export_rewrites`
     of the net: the output convolution on 4x4 pixel blocks and each nearest x2 upsampling + 3x3
     convolution as a sub-pixel convolution. The same function (exact up to float summation order),
-    faster on ONNX Runtime's CPU provider (docs/deploy.md). The parity check below compares the
+    faster on ONNX Runtime's CPU provider (docs/deploy.md, "Run 3"). The parity check below compares the
     file with the original net.
 
     ``metadata`` (the model file's, :mod:`fastst.modelfile`) is embedded as JSON in the graph's
@@ -143,7 +143,7 @@ def export_onnx(
     of 4) is tried first and the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``)
     second. The file is run with onnxruntime's CPU provider at each of ``check_sizes`` (H, W)
     and compared with PyTorch; a max abs difference above ``tol`` raises ``ModelFileError`` and
-    no file is left behind. Returns ``{"path", "exporter", "opset", "max_abs_diff": {"HxW": d}}``.
+    no file is left behind. Returns ``{"path", "exporter", "opset", "max_abs_diff": {"HxW": d}, "rewrites"}``.
     """
     import numpy as np
     import onnxruntime as ort

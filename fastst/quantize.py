@@ -9,9 +9,9 @@ and an int8 copy of its statistics would shift the tone of the whole image. The 
 ONNX Runtime's CPU provider an int8 convolution with a 9x9 kernel and 3 channels is slower than the
 fp32 one and builds buffers of hundreds of MB at 1024 px (measured on the default net at 1024 px:
 about 950K page faults in the first run against 210K with them in fp32, and less CPU time per warm
-run), and leaving them fp32 also lowers the error (docs/deploy.md). In a current export that is the
-first convolution only: the last one is written as a 48-channel blocked convolution
-(fastst/rewrites.py), which int8 speeds up.
+run), and leaving them fp32 also lowers the error (docs/deploy.md, "Run 3"). In a current export
+of a net wider than 3 channels that is the first convolution only: the last one is written as a
+48-channel blocked convolution (fastst/rewrites.py), which int8 speeds up.
 
 The int8 graph is then compared with the fp32 one on photos *not* used for calibration
 (``--holdout DIR``, or the last 20% of the calibration photos): max and mean abs difference of the

@@ -1,7 +1,7 @@
 """Exact rewrites of a transform net for export: the same function, less time on ONNX Runtime's CPU provider.
 
 Two rewrites, both exact up to float summation order, applied by :func:`export_rewrites` (the ONNX
-export, :func:`fastst.export.export_onnx`); the measurements are in docs/deploy.md.
+export, :func:`fastst.export.export_onnx`); the measurements are in docs/deploy.md ("Run 3").
 
 **The output convolution on 4x4 pixel blocks** (:class:`BlockedConv2d`).
 
@@ -18,8 +18,8 @@ It costs more multiply-adds (for 9x9 at r = 4: (12/9)^2 = 1.78x) that all fill w
 one shuffle of the small output.
 
 **Nearest x2 upsampling + 3x3 convolution as a sub-pixel convolution** (:func:`phase_conv`). The
-upsampled image is 4x the input, and the reflection-padded copy of it another 4x: the largest
-tensors of the net at full resolution. Output pixel ``(2a + p, 2b + q)`` of the convolution reads
+upsampled image is 4x the size of the input, and its reflection-padded copy is another tensor of
+that size: the largest tensors of the net at full resolution. Output pixel ``(2a + p, 2b + q)`` of the convolution reads
 only input rows ``a - 1 .. a + 1`` (columns alike), so a 3x3 convolution of the *input* with 4 x C
 output channels (phase ``(p, q)``'s taps summed where two of them read the same input pixel),
 followed by ``pixel_shuffle(2)``, gives the same output with the same multiply-adds, and no 4x
@@ -41,8 +41,10 @@ BLOCK = 4  # 4 x 4 pixels: 48 output channels for RGB, three full blocks of 16
 class BlockedConv2d(nn.Module):
     """``conv`` (stride 1, no padding, no dilation, one group) computed on ``block`` x ``block`` pixel blocks.
 
-    The input's height and width must be such that the output's are multiples of ``block``
-    (fastst nets see images padded to multiples of 4, and the layer before pads by k - 1).
+    Exact where the output's height and width are multiples of ``block``; otherwise its output is
+    cropped to the multiples below (the stride-``block`` convolution drops the rest). A fastst net's
+    output conv always is: its decoder ends in two x2 upsamplings after two stride-2 convolutions, so
+    its maps are 4 x ceil(H/4) high whatever the input, and :func:`export_rewrites` blocks only that one.
     """
 
     def __init__(self, conv: nn.Conv2d, block: int = BLOCK) -> None:
@@ -65,7 +67,7 @@ class BlockedConv2d(nn.Module):
             for q in range(r):
                 weight[:, p, q, :, p : p + k, q : q + k] = w
         self.block = r
-        self.conv = nn.Conv2d(c, o * r * r, k + r - 1, stride=r, bias=conv.bias is not None)
+        self.conv = nn.Conv2d(c, o * r * r, k + r - 1, stride=r, bias=conv.bias is not None).to(w.device, w.dtype)
         with torch.no_grad():
             self.conv.weight.copy_(weight.reshape(o * r * r, c, k + r - 1, k + r - 1))  # channel o r^2 + p r + q
             if conv.bias is not None:
@@ -94,7 +96,7 @@ def phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
                 for v in range(3):
                     j = 1 + (q + v - 1) // 2
                     weight[:, p, q, :, i, j] += w[:, :, u, v]
-    out = nn.Conv2d(c, 4 * o, 3, bias=conv.bias is not None)
+    out = nn.Conv2d(c, 4 * o, 3, bias=conv.bias is not None).to(w.device, w.dtype)
     with torch.no_grad():
         out.weight.copy_(weight.reshape(4 * o, c, 3, 3))
         if conv.bias is not None:
@@ -122,10 +124,11 @@ def _is_upsample_conv(layers: list[nn.Module]) -> bool:
 def export_rewrites(net: nn.Module, block: int = BLOCK) -> tuple[nn.Module, list[str]]:
     """A copy of ``net`` with both rewrites; returns it and what was rewritten (module names).
 
-    Every stride-1 convolution with 3 output channels and a kernel larger than 1 becomes a
-    :class:`BlockedConv2d`; every ``Upsample(2, nearest), ReflectionPad2d(1), Conv2d(3x3)`` run of an
-    ``nn.Sequential`` becomes ``ReplicationPad2d(1), phase_conv, PixelShuffle(2)`` (the same number of
-    modules, so the Sequential's indices and any code that walks it stay as they were).
+    The output convolution (the *last* convolution with 3 output channels, if it is square, larger
+    than 1x1, stride 1, unpadded, undilated and ungrouped) becomes a :class:`BlockedConv2d`; every
+    ``Upsample(2, nearest), ReflectionPad2d(1), Conv2d(3x3)`` run of an ``nn.Sequential`` becomes
+    ``ReplicationPad2d(1), phase_conv, PixelShuffle(2)`` (the same number of modules, so the
+    Sequential's indices and any code that walks it stay as they were).
     """
     net = copy.deepcopy(net)
     done = []
@@ -137,12 +140,12 @@ def export_rewrites(net: nn.Module, block: int = BLOCK) -> tuple[nn.Module, list
                 conv = seq[k + 2]
                 seq[k], seq[k + 1], seq[k + 2] = nn.ReplicationPad2d(1), phase_conv(conv), nn.PixelShuffle(2)
                 done.append(f"{name}.{k}-{k + 2}: upsample + conv -> sub-pixel conv")
+    rgb = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 3]
+    # Only the last one: a net 3 channels wide has other 3-channel convs, whose maps need not be multiples of 4.
     names = [
         name
-        for name, m in net.named_modules()
-        if isinstance(m, nn.Conv2d)
-        and m.out_channels == 3
-        and m.kernel_size[0] > 1
+        for name, m in rgb[-1:]
+        if m.kernel_size[0] == m.kernel_size[1] > 1
         and m.stride == (1, 1)
         and m.dilation == (1, 1)
         and m.groups == 1

@@ -77,3 +77,14 @@ def test_export_rewrites_of_the_multistyle_net() -> None:
     mix = torch.tensor([[0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
     with torch.no_grad():
         torch.testing.assert_close(rewritten(x, mix), net(x, mix), rtol=0, atol=1e-5)
+
+
+def test_export_rewrites_block_only_the_output_conv_of_a_3_channel_wide_net() -> None:
+    # channels=3: the first conv has 3 outputs too; blocking it would crop maps that are not multiples of 4
+    net = _randomize(TransformerNet(TransformerConfig(channels=3, num_res_blocks=1)))
+    rewritten, done = export_rewrites(net)
+    blocked = [d for d in done if "blocked" in d]
+    assert len(blocked) == 1 and blocked[0].startswith("decoder."), done
+    x = torch.rand(1, 3, 9, 13)  # not a multiple of 4
+    with torch.no_grad():
+        torch.testing.assert_close(rewritten(x), net(x), rtol=0, atol=1e-5)
