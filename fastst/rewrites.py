@@ -84,7 +84,8 @@ def phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
     Its input is the edge-padded (``ReplicationPad2d(1)``) input of the upsampling. Same multiply-adds
     as the original (5 of each phase's 9 taps are zero). Four separate 2x2 convolutions would need
     2.25x fewer, but slicing their inputs and stacking their outputs cost more than that on ONNX
-    Runtime (measured: 1.6 s against 1.3 s per 1024 px photo for the default net in int8).
+    Runtime (measured on the default net in int8 at 1024 px: 1.6 s against 1.3 s without rewriting
+    the upsampling at all).
     """
     o, c = conv.out_channels, conv.in_channels
     w = conv.weight.detach()

@@ -77,7 +77,7 @@ def prepare_photos(holdout: Path, work: Path, count: int) -> dict[str, list[Path
 
     The 1024 px ones, which the whole-process runs read, are PNG files: the peer's CLI always writes
     PNG and ``fastst stylize`` writes the input's format, so both tools then decode and encode the same
-    formats (a JPEG output would save fastst about 0.13 s per 1024 px photo of PNG encoding)."""
+    formats (Pillow encodes a 1024 px stylized photo as PNG in 175-290 ms here, as JPEG in 9 ms)."""
     from PIL import Image, ImageOps
 
     from fastst.io.files import walk_files
