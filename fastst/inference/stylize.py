@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,8 +239,6 @@ def _array_frames(stylizer, size: int | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     args.size = size_or_none(args.size)
     style = style_choice(args.style, args.mix)
     jobs = plan_jobs(args.inputs, args.output)
@@ -303,7 +301,13 @@ def run(args: argparse.Namespace) -> int:
         # built once, before any work: its checks (--stabilize with --tile/--compile) stop the command here
         stabilizer = VideoStabilizer(stylizer, stabilize, size=args.size)
     written, skipped = 0, []
-    for job in tqdm(jobs, desc="stylize", unit="file", disable=None, file=sys.stderr):
+    progress: Iterable[Job] = jobs
+    say = print  # a skipped file's line; through the bar when there is one, so it does not break it
+    if sys.stderr.isatty():  # a bar only on a terminal (tqdm's own rule), and its import (~60 ms) only then
+        from tqdm import tqdm
+
+        progress, say = tqdm(jobs, desc="stylize", unit="file", file=sys.stderr), tqdm.write
+    for job in progress:
         try:
             if job.is_video:
                 from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
@@ -324,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         except (ImageError, OSError) as e:
             reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
             skipped.append(reason)
-            tqdm.write(f"skipped {reason}", file=sys.stderr)
+            say(f"skipped {reason}", file=sys.stderr)
     where = jobs[0].dst if len(jobs) == 1 else args.output
     summary = f"wrote {written} of {len(jobs)} file(s) to {where}"
     if skipped:
