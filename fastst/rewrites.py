@@ -19,8 +19,8 @@ one shuffle of the small output.
 
 **Nearest x2 upsampling + 3x3 convolution as a sub-pixel convolution** (:func:`phase_conv`). The
 upsampled image is 4x the size of the input, and its reflection-padded copy is another tensor of
-that size: the largest tensors of the net at full resolution. Output pixel ``(2a + p, 2b + q)`` of the convolution reads
-only input rows ``a - 1 .. a + 1`` (columns alike), so a 3x3 convolution of the *input* with 4 x C
+that size: the largest tensors of the net at full resolution. Output pixel ``(2a + p, 2b + q)`` of
+the convolution reads only input rows ``a - 1 .. a + 1`` (columns alike), so a 3x3 convolution of the *input* with 4 x C
 output channels (phase ``(p, q)``'s taps summed where two of them read the same input pixel),
 followed by ``pixel_shuffle(2)``, gives the same output with the same multiply-adds, and no 4x
 tensor. The reflection padding of the upsampled image equals an edge (replicate) padding of the
@@ -38,6 +38,18 @@ from torch.nn import functional as F
 BLOCK = 4  # 4 x 4 pixels: 48 output channels for RGB, three full blocks of 16
 
 
+def _plain(conv: nn.Module) -> bool:
+    """A square, stride-1, unpadded, undilated, ungrouped ``nn.Conv2d``: what both rewrites take."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding in ((0, 0), "valid")
+    )
+
+
 class BlockedConv2d(nn.Module):
     """``conv`` (stride 1, no padding, no dilation, one group) computed on ``block`` x ``block`` pixel blocks.
 
@@ -49,16 +61,9 @@ class BlockedConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, block: int = BLOCK) -> None:
         super().__init__()
-        k = conv.kernel_size[0]
-        if (
-            conv.kernel_size != (k, k)
-            or conv.stride != (1, 1)
-            or conv.dilation != (1, 1)
-            or conv.groups != 1
-            or conv.padding not in ((0, 0), "valid")
-        ):
+        if not _plain(conv):
             raise ValueError(f"BlockedConv2d takes a square stride-1 unpadded convolution, got {conv}")
-        r, o, c = block, conv.out_channels, conv.in_channels
+        k, r, o, c = conv.kernel_size[0], block, conv.out_channels, conv.in_channels
         w = conv.weight.detach()
         # Output pixel (r a + p, r b + q) reads input rows r a + p + u, u < k: a (k + r - 1)-tap window
         # at stride r, in which phase (p, q) holds the original kernel shifted by (p, q).
@@ -113,12 +118,8 @@ def _is_upsample_conv(layers: list[nn.Module]) -> bool:
         and up.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0))
         and isinstance(pad, nn.ReflectionPad2d)
         and tuple(pad.padding) == (1, 1, 1, 1)
-        and isinstance(conv, nn.Conv2d)
+        and _plain(conv)
         and conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and conv.padding in ((0, 0), "valid")
     )
 
 
@@ -143,18 +144,9 @@ def export_rewrites(net: nn.Module, block: int = BLOCK) -> tuple[nn.Module, list
                 done.append(f"{name}.{k}-{k + 2}: upsample + conv -> sub-pixel conv")
     rgb = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 3]
     # Only the last one: a net 3 channels wide has other 3-channel convs, whose maps need not be multiples of 4.
-    names = [
-        name
-        for name, m in rgb[-1:]
-        if m.kernel_size[0] == m.kernel_size[1] > 1
-        and m.stride == (1, 1)
-        and m.dilation == (1, 1)
-        and m.groups == 1
-        and m.padding in ((0, 0), "valid")
-    ]
-    for name in names:
+    if rgb and _plain(rgb[-1][1]) and rgb[-1][1].kernel_size[0] > 1:
+        name, conv = rgb[-1]
         parent_name, _, child = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, child, BlockedConv2d(getattr(parent, child), block))
+        setattr(net.get_submodule(parent_name), child, BlockedConv2d(conv, block))
         done.append(f"{name}: output conv -> {block}x{block} blocked conv")
     return net, done
