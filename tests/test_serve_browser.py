@@ -157,10 +157,16 @@ def test_page_stylizes_a_photo_and_downloads_the_result(browser, server, photos,
     assert link.is_displayed() and link.get_attribute("download") == "holiday_photo_tiny_dots.png"
     link.click()
     target = downloads / "holiday_photo_tiny_dots.png"
+
+    # Chromium may reserve the final name with an empty file while it writes NAME.crdownload, then
+    # renames that over it: done when the file has bytes and no .crdownload is left.
+    def complete() -> bool:
+        return target.is_file() and target.stat().st_size > 0 and not any(downloads.glob("*.crdownload"))
+
     deadline = time.monotonic() + 30
-    while not target.is_file() and time.monotonic() < deadline:
+    while not complete() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert target.is_file(), sorted(p.name for p in downloads.iterdir())  # renamed from .crdownload when complete
+    assert complete(), sorted(p.name for p in downloads.iterdir())
     with Image.open(io.BytesIO(target.read_bytes())) as img:
         assert img.format == "PNG" and img.size == (384, 288)
 
