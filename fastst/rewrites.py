@@ -22,9 +22,11 @@ upsampled image is 4x the size of the input, and its reflection-padded copy is a
 that size: the largest tensors of the net at full resolution. Output pixel ``(2a + p, 2b + q)`` of
 the convolution reads only input rows ``a - 1 .. a + 1`` (columns alike), so a 3x3 convolution of the *input* with 4 x C
 output channels (phase ``(p, q)``'s taps summed where two of them read the same input pixel),
-followed by ``pixel_shuffle(2)``, gives the same output with the same multiply-adds, and no 4x
+followed by a depth-to-space x2, gives the same output with the same multiply-adds, and no 4x
 tensor. The reflection padding of the upsampled image equals an edge (replicate) padding of the
 input by 1: row -1 of the padded upsampled image is upsampled row 1, which is input row 0.
+The depth-to-space is :class:`ChannelsLastShuffle`, not ``pixel_shuffle``: ONNX Runtime's
+``DepthToSpace`` took more time than the convolution before it (docs/deploy.md, "Run 5").
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class BlockedConv2d(nn.Module):
 
 def phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """The 3x3 convolution, 4 x C_out channels, that computes ``conv`` (3x3) of a nearest x2 upsampled
-    input as its 4 phases (channel ``o*4 + p*2 + q`` is output pixel ``(2a + p, 2b + q)`` of channel o).
+    input as its 4 phases, phase-major: channel ``(p*2 + q)*C_out + o`` is output pixel ``(2a + p, 2b + q)``
+    of channel o (:class:`ChannelsLastShuffle` puts the pixels back).
 
     Its input is the edge-padded (``ReplicationPad2d(1)``) input of the upsampling. Same multiply-adds
     as the original (5 of each phase's 9 taps are zero). Four separate 2x2 convolutions would need
@@ -94,20 +97,38 @@ def phase_conv(conv: nn.Conv2d) -> nn.Conv2d:
     """
     o, c = conv.out_channels, conv.in_channels
     w = conv.weight.detach()
-    weight = w.new_zeros(o, 2, 2, c, 3, 3)
+    weight = w.new_zeros(2, 2, o, c, 3, 3)  # channel (p*2 + q)*C_out + o: phase-major, see ChannelsLastShuffle
     for p in range(2):
         for u in range(3):
             i = 1 + (p + u - 1) // 2  # the input row (offset + 1) that upsampled row 2a + p + u - 1 comes from
             for q in range(2):
                 for v in range(3):
                     j = 1 + (q + v - 1) // 2
-                    weight[:, p, q, :, i, j] += w[:, :, u, v]
+                    weight[p, q, :, :, i, j] += w[:, :, u, v]
     out = nn.Conv2d(c, 4 * o, 3, bias=conv.bias is not None).to(w.device, w.dtype)
     with torch.no_grad():
         out.weight.copy_(weight.reshape(4 * o, c, 3, 3))
         if conv.bias is not None:
-            out.bias.copy_(conv.bias.detach().repeat_interleave(4))
+            out.bias.copy_(conv.bias.detach().repeat(4))
     return out
+
+
+class ChannelsLastShuffle(nn.Module):
+    """Depth to space x2 of a phase-major map (channel ``(p*2 + q)*C + o`` -> pixel ``(2a + p, 2b + q)``).
+
+    Written as transposes through channels-last, not as ``pixel_shuffle``: ONNX Runtime's
+    ``DepthToSpace`` gathers single floats across channels (on the default net at 1024 px, 157 ms for
+    the last upsampling in int8, under load), while in channels-last the same shuffle moves whole
+    runs of C values, and the first transpose cancels against the one ONNX Runtime puts after its
+    channels-last int8 convolution.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c4, h, w = x.shape
+        c = c4 // 4
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c)  # (b, a, b', p, q, o)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, c)  # rows 2a + p, columns 2b' + q
+        return y.permute(0, 3, 1, 2)
 
 
 def _is_upsample_conv(layers: list[nn.Module]) -> bool:
@@ -129,7 +150,7 @@ def export_rewrites(net: nn.Module, block: int = BLOCK) -> tuple[nn.Module, list
     The output convolution (the *last* convolution with 3 output channels, if it is square, larger
     than 1x1, stride 1, unpadded, undilated and ungrouped) becomes a :class:`BlockedConv2d`; every
     ``Upsample(2, nearest), ReflectionPad2d(1), Conv2d(3x3)`` run of an ``nn.Sequential`` becomes
-    ``ReplicationPad2d(1), phase_conv, PixelShuffle(2)`` (the same number of modules, so the
+    ``ReplicationPad2d(1), phase_conv, ChannelsLastShuffle`` (the same number of modules, so the
     Sequential's indices and any code that walks it stay as they were).
     """
     net = copy.deepcopy(net)
@@ -140,7 +161,7 @@ def export_rewrites(net: nn.Module, block: int = BLOCK) -> tuple[nn.Module, list
         for k in range(len(seq) - 2):
             if _is_upsample_conv([seq[k], seq[k + 1], seq[k + 2]]):
                 conv = seq[k + 2]
-                seq[k], seq[k + 1], seq[k + 2] = nn.ReplicationPad2d(1), phase_conv(conv), nn.PixelShuffle(2)
+                seq[k], seq[k + 1], seq[k + 2] = nn.ReplicationPad2d(1), phase_conv(conv), ChannelsLastShuffle()
                 done.append(f"{name}.{k}-{k + 2}: upsample + conv -> sub-pixel conv")
     rgb = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 3]
     # Only the last one: a net 3 channels wide has other 3-channel convs, whose maps need not be multiples of 4.

@@ -8,7 +8,7 @@ from torch import nn
 
 from fastst.models.johnson import TransformerConfig, TransformerNet
 from fastst.models.multistyle import MultiStyleConfig, MultiStyleNet
-from fastst.rewrites import BlockedConv2d, export_rewrites, phase_conv
+from fastst.rewrites import BlockedConv2d, ChannelsLastShuffle, export_rewrites, phase_conv
 
 
 def _randomize(net: nn.Module) -> nn.Module:
@@ -41,7 +41,7 @@ def test_phase_conv_equals_upsample_reflect_pad_conv() -> None:
     torch.manual_seed(1)
     conv = nn.Conv2d(5, 7, 3)
     original = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), conv)
-    rewritten = nn.Sequential(nn.ReplicationPad2d(1), phase_conv(conv), nn.PixelShuffle(2))
+    rewritten = nn.Sequential(nn.ReplicationPad2d(1), phase_conv(conv), ChannelsLastShuffle())
     for h, w in ((1, 1), (3, 5), (16, 9)):  # borders matter: the reflection of the upsampled image
         x = torch.randn(2, 5, h, w)
         with torch.no_grad():
@@ -88,3 +88,15 @@ def test_export_rewrites_block_only_the_output_conv_of_a_3_channel_wide_net() ->
     x = torch.rand(1, 3, 9, 13)  # not a multiple of 4
     with torch.no_grad():
         torch.testing.assert_close(rewritten(x), net(x), rtol=0, atol=1e-5)
+
+
+def test_exported_graph_shuffles_the_upsamplings_through_channels_last(tmp_path) -> None:
+    # ONNX Runtime's DepthToSpace was slower than the convolution before it (docs/deploy.md, run 5):
+    # only the output conv's small 3-channel shuffle stays one; the upsamplings' are transposes
+    onnx = pytest.importorskip("onnx")
+    from fastst.export import export_onnx
+
+    net = _randomize(TransformerNet(TransformerConfig(channels=4, num_res_blocks=1)))
+    export_onnx(net, tmp_path / "m.onnx", check_sizes=((20, 28),))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops.count("DepthToSpace") == 1 and ops.count("Transpose") == 6, ops
