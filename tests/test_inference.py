@@ -250,6 +250,27 @@ def test_cli_single_file_and_exit_codes(model_path, tmp_path, capsys) -> None:
     assert "unsupported output type" in capsys.readouterr().err
 
 
+def test_cli_png_compression(model_path, tmp_path, capsys) -> None:
+    # PNG outputs are written at zlib level 1 (fast) unless --png-compression says otherwise; same pixels
+    src = tmp_path / "p.png"
+    synthetic_image(4, (96, 80)).save(src)
+    sizes, pixels = {}, {}
+    for level in (None, 0, 9):
+        dst = tmp_path / f"out_{level}.png"
+        extra = [] if level is None else ["--png-compression", str(level)]
+        assert main([str(model_path), str(src), "-o", str(dst), *extra]) == 0
+        sizes[level] = dst.stat().st_size
+        with Image.open(dst) as img:
+            pixels[level] = np.asarray(img)
+    assert sizes[0] > sizes[None] > sizes[9], sizes  # the default is neither none nor the smallest
+    assert all(np.array_equal(pixels[None], p) for p in pixels.values())
+    capsys.readouterr()
+    assert main([str(model_path), str(src), "-o", str(tmp_path / "bad.png"), "--png-compression", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--png-compression must be 0 (none) to 9" in err[0]
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_cli_video_uses_stylize_video(model_path, tmp_path, capsys, monkeypatch) -> None:
     video = pytest.importorskip("fastst.io.video")
     calls = []

@@ -17,7 +17,9 @@ interleaved rounds so that load changes on a shared machine hit all of them alik
 * ``fps 640x360``: frames per second of the warm stylizer on 640x360 frames, one at a time;
 * ``1 photo s`` / ``5 photos s``: the whole process, ``fastst stylize MODEL PHOTOS -o DIR`` in a fresh
   interpreter (imports, model load, decode, stylize, encode), on 1024x1024 PNGs (written back as PNG,
-  as the peer writes its outputs);
+  as the peer writes its outputs; fastst at its zlib level 1, the peer at Pillow's 6);
+* ``PNG MB``: the size of the 1-photo run's output file, so that encoding time is not bought silently
+  with file size;
 * ``style`` / ``content``: the mean perceptual style and content loss of the outputs on ``--quality-count``
   held-out photos at ``--quality-size`` px, with the first model's own criterion (its model file's loss
   settings and style image), and their ratios to the first model's ``torch fp32`` row.
@@ -59,6 +61,7 @@ class Variant:
     file_mb: float = 0.0
     ms: dict[str, float | None] = field(default_factory=dict)  # "512", "1024", "video" -> median ms
     whole_s: dict[str, float | None] = field(default_factory=dict)  # "1", "5" -> median s
+    out_mb: float | None = None  # the 1-photo whole-process run's output file
     style: float | None = None
     content: float | None = None
     error: str | None = None
@@ -204,6 +207,9 @@ def time_whole(variants: list[Variant], photos: dict[str, list[Path]], work: Pat
                     times.setdefault((v.label, n), []).append(whole_process(cmd, out))
                 except RuntimeError as e:
                     v.error = str(e)
+                    continue
+                if n == 1:
+                    v.out_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     for v in variants:
         v.whole_s = {str(n): _median(times.get((v.label, n), [])) for n in (1, 5)}
 
@@ -280,7 +286,7 @@ def _f(x: float | None, spec: str) -> str:
 
 def render(variants: list[Variant], ref: Variant) -> str:
     headers = ["model", "params", "backend", "precision", "MB", "ms 512", "ms 1024", "fps 640x360"]
-    headers += ["1 photo s", "5 photos s", "style", "x ref", "content", "x ref"]
+    headers += ["1 photo s", "5 photos s", "PNG MB", "style", "x ref", "content", "x ref"]
     rows = []
     for v in variants:
         fps = 1000 / v.ms["video"] if v.ms.get("video") else None
@@ -298,13 +304,14 @@ def render(variants: list[Variant], ref: Variant) -> str:
                 _f(fps, ".1f"),
                 _f(v.whole_s.get("1"), ".2f"),
                 _f(v.whole_s.get("5"), ".2f"),
+                _f(v.out_mb, ".2f"),
                 _f(v.style, ".4f"),
                 _f(rs, ".2f"),
                 _f(v.content, ".4f"),
                 _f(rc, ".2f"),
             ]
         )
-    right = [False, True, False, False] + [True] * 10
+    right = [False, True, False, False] + [True] * 11
     return format_table(headers, rows, right)
 
 
