@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-from fastst.data.styles import STYLE_DIR_ENV, load_style_image, resolve_style_path, style_by_name_or_path
+from fastst.data.styles import (
+    COMMAND_HINTS,
+    STYLE_DIR_ENV,
+    load_style_image,
+    resolve_style_path,
+    style_by_name_or_path,
+)
 from fastst.errors import (
     UnknownStyleError,
     UsageError,
@@ -81,7 +87,7 @@ def style_path_for(metadata: Mapping[str, Any], style: str | None, style_dir: st
     meta_style = dict(metadata.get("style") or {})
     if not meta_style.get("image"):
         raise UsageError("the model file names no style image; pass --style IMAGE")
-    return resolve_style_path(meta_style, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
+    return resolve_style_path(meta_style, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"), hints=COMMAND_HINTS)
 
 
 def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Path:
@@ -99,7 +105,7 @@ def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Pa
         raise UnknownStyleError(f"unknown style {name!r}; this model's styles: {', '.join(names)}")
     model.style = name
     entry = model_styles(model.metadata)[names.index(name)]
-    return resolve_style_path(entry, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
+    return resolve_style_path(entry, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"), hints=COMMAND_HINTS)
 
 
 def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:

@@ -123,6 +123,25 @@ def test_onnx_without_metadata_still_runs(onnx_model, tmp_path) -> None:
     np.testing.assert_allclose(stylize(x), load_ort_stylizer(onnx_model, device="cpu")(x), atol=0)
 
 
+def test_onnx_from_a_newer_fastst_is_refused(onnx_model, tmp_path, photo, capsys) -> None:
+    import onnx
+    import onnxruntime
+
+    from fastst.inference import ort
+    from fastst.inference.ort import read_onnx_metadata, write_onnx_metadata
+    from fastst.modelfile import FORMAT_VERSION
+
+    assert ort.FORMAT_VERSION == FORMAT_VERSION  # the torch-free twin of the model file's version
+    newer = tmp_path / "newer.onnx"
+    onnx.save(onnx.load(str(onnx_model)), str(newer))
+    metadata = read_onnx_metadata(onnxruntime.InferenceSession(str(newer)), newer)
+    write_onnx_metadata(newer, {**metadata, "format_version": FORMAT_VERSION + 1})
+    assert run_fastst("stylize", newer, photo, "-o", tmp_path / "out.png") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by a newer fastst" in err[0] and "upgrade fastst" in err[0], err
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_backend_rule_and_bad_files(trained_model, onnx_model, photo, tmp_path, capsys) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fastst.data.styles import StyleImageError, load_style_image, resolve_style_path
+from fastst.data.styles import COMMAND_HINTS, StyleImageError, load_style_image, resolve_style_path
 from tests.conftest import synthetic_image
 
 
@@ -68,8 +68,18 @@ def test_download_with_checksum(served, tmp_path: Path) -> None:
         resolve_style_path({**style, "image": "other.png", "sha256": "0" * 64}, tmp_path / "styles")
     assert not (tmp_path / "styles" / "other.png").exists()
     assert not list((tmp_path / "styles").glob("*.part"))
-    with pytest.raises(StyleImageError, match="download from .* failed"):
+    with pytest.raises(StyleImageError, match="download from .* failed") as failed:
         resolve_style_path({**style, "image": "gone.png", "url": f"{url}/gone.png"}, tmp_path / "styles")
+    assert "paths.style_dir" in str(failed.value) and "style.image=" in str(failed.value)  # training's keys
+    # the commands (evaluate, evaluate-video, bench deploy) name their own flags instead
+    with pytest.raises(StyleImageError, match="download from .* failed") as failed:
+        gone = {**style, "image": "gone.png", "url": f"{url}/gone.png"}
+        resolve_style_path(gone, tmp_path / "styles", hints=COMMAND_HINTS)
+    assert "--style-dir DIR" in str(failed.value) and "--style /path" in str(failed.value)
+    assert "paths.style_dir" not in str(failed.value) and "style.image" not in str(failed.value)
+    with pytest.raises(StyleImageError, match="style image not found") as failed:
+        resolve_style_path({"name": "q", "image": "nowhere.png"}, tmp_path / "styles", hints=COMMAND_HINTS)
+    assert "--style-dir DIR" in str(failed.value) and "paths.style_dir" not in str(failed.value)
 
 
 # -- the shipped styles and the user cache -------------------------------------------------------

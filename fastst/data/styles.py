@@ -76,11 +76,23 @@ def _download(name: str, url: str, dest: Path, sha256: str | None) -> None:
         tmp.with_name(tmp.name + ".part").unlink(missing_ok=True)
 
 
-def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, cache: str | Path | None = None) -> Path:
+TRAINING_HINTS = (f"paths.style_dir or {STYLE_DIR_ENV}", "style.image=/path/to/image")
+COMMAND_HINTS = (f"--style-dir DIR or {STYLE_DIR_ENV}", "--style /path/to/image")  # evaluate, evaluate-video, bench
+
+
+def resolve_style_path(
+    style: Mapping[str, Any],
+    style_dir: str | Path | None,
+    cache: str | Path | None = None,
+    hints: tuple[str, str] = TRAINING_HINTS,
+) -> Path:
     """The style image file (see the module docstring for the search order).
 
-    ``cache``: where downloads go and are looked up (default :func:`style_cache_dir`).
+    ``cache``: where downloads go and are looked up (default :func:`style_cache_dir`). ``hints``: how
+    the caller's user names the style folder and the image in an error (training: Hydra keys;
+    :data:`COMMAND_HINTS` for the commands' flags).
     """
+    folder_hint, image_hint = hints
     name = style.get("name", "?")
     image = style.get("image")
     if not image:
@@ -110,12 +122,12 @@ def resolve_style_path(style: Mapping[str, Any], style_dir: str | Path | None, c
             raise StyleImageError(
                 f"style={name}: {direct.name} is not here and the download from {url} failed ({_reason(e, str(url))}); "
                 f"download that file by hand and copy it into {into.resolve()} as {direct.name} "
-                f"(the style folder: paths.style_dir or {STYLE_DIR_ENV}), or pass style.image=/path/to/image"
+                f"(the style folder: {folder_hint}), or pass {image_hint}"
             ) from None
     looked = ", ".join(str(p.resolve()) for p in dict.fromkeys(candidates))
     raise StyleImageError(
         f"style={name}: style image not found (looked at {looked}). Put {direct.name} in that folder, "
-        f"point {STYLE_DIR_ENV} or paths.style_dir at the folder that has it, or pass style.image=/path/to/image"
+        f"point {folder_hint} at the folder that has it, or pass {image_hint}"
     )
 
 
@@ -219,7 +231,9 @@ def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Pa
         return path.resolve()
     styles = shipped_styles()
     if value in styles:
-        return resolve_style_path(styles[value], style_dir or os.environ.get(STYLE_DIR_ENV, "styles"))
+        return resolve_style_path(
+            styles[value], style_dir or os.environ.get(STYLE_DIR_ENV, "styles"), hints=COMMAND_HINTS
+        )
     if path.suffix or os.sep in value:
         raise StyleImageError(f"--style {value}: no such image file")
     raise StyleImageError(f"--style {value}: neither an image file nor a shipped style ({', '.join(styles)})")

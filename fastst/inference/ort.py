@@ -37,6 +37,7 @@ from fastst.io.color import preserve_color_array
 from fastst.io.images import _to_rgb, array_to_pil, pil_to_array, resize_long_side
 
 ONNX_METADATA_KEY = "fastst"  # as fastst.export.ONNX_METADATA_KEY (that module imports torch)
+FORMAT_VERSION = 2  # as fastst.modelfile.FORMAT_VERSION (torch too): the newest metadata this fastst reads
 OPTIONS = ("style", "size", "preserve_color", "strength", "median")
 TORCH_ONLY_OPTIONS = ("tile", "dtype", "channels_last", "compile", "stabilize")
 MIN_SIZE = 8  # as the torch stylizer: the graph's H and W are multiples of 4, at least 8
@@ -111,6 +112,14 @@ def read_onnx_metadata(session: Any, path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not valid JSON ({e})") from None
     if not isinstance(metadata, dict):
         raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not a JSON object")
+    version = metadata.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        import fastst
+
+        raise ModelFileError(
+            f"{path}: written by a newer fastst (format {version} > {FORMAT_VERSION}); upgrade fastst "
+            f"(this is fastst {fastst.__version__})"
+        )
     return metadata
 
 
