@@ -172,3 +172,25 @@ def test_hf_streaming_source(photos_dir: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 32, 32)
     assert dm.preview_images().shape[0] == 1
+
+
+def test_numpy_and_torch_image_conversions_are_twins() -> None:
+    # the ONNX Runtime path (numpy) and the torch path must read and write the same values
+    from fastst.io.images import array_to_pil, pil_to_array, pil_to_tensor, pil_to_uint8, tensor_to_pil
+
+    img = synthetic_image(5, (37, 23))
+    arr = pil_to_array(img)
+    assert arr.dtype == np.float32 and arr.shape == (3, 23, 37) and arr.flags.writeable
+    np.testing.assert_array_equal(arr, pil_to_tensor(img).numpy())
+    np.testing.assert_array_equal(pil_to_uint8(img).numpy(), np.asarray(img).transpose(2, 0, 1))
+    assert pil_to_uint8(img).is_contiguous()
+    gray = img.convert("L")  # converted to RGB on the way
+    np.testing.assert_array_equal(pil_to_array(gray), pil_to_tensor(gray).numpy())
+    # out of range values clip; halves round to even, as torch.round
+    x = np.random.default_rng(0).uniform(-0.2, 1.2, (3, 23, 37)).astype(np.float32)
+    x[0, 0, :4] = np.array([0.5, 1.5, 2.5, 253.5], dtype=np.float32) / 255
+    before = x.copy()
+    out = array_to_pil(x)
+    np.testing.assert_array_equal(x, before)  # the input is left as it was
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(tensor_to_pil(torch.from_numpy(x))))
+    np.testing.assert_array_equal(np.asarray(array_to_pil(x[None])), np.asarray(out))

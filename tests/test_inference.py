@@ -312,3 +312,9 @@ def test_pil_input_applies_exif_orientation(stylizer) -> None:
     img.save(buf, "JPEG", exif=exif.tobytes())
     out = stylizer(Image.open(io.BytesIO(buf.getvalue())))
     assert out.size == (64, 40)  # as displayed (rotated), like the CLI
+    # the helper turns only what needs turning: an upright image is passed on as it is, not copied
+    from fastst.io.images import exif_upright
+
+    assert exif_upright(img) is img
+    turned = exif_upright(Image.open(io.BytesIO(buf.getvalue())))
+    assert turned.size == (64, 40) and turned.getexif().get(0x0112) is None

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from fastst.errors import InferenceError, ModelFileError, UsageError, first_line
 from fastst.inference.mix import single_style_check, style_weights
 from fastst.io.color import preserve_color_array
-from fastst.io.images import _to_rgb, array_to_pil, pil_to_array, resize_long_side
+from fastst.io.images import _to_rgb, array_to_pil, exif_upright, pil_to_array, resize_long_side
 
 ONNX_METADATA_KEY = "fastst"  # as fastst.export.ONNX_METADATA_KEY (that module imports torch)
 FORMAT_VERSION = 2  # as fastst.modelfile.FORMAT_VERSION (torch too): the newest metadata this fastst reads
@@ -254,7 +254,7 @@ class OrtStylizer:
         """Stylize a PIL image (-> PIL image) or a 3 x H x W / B x 3 x H x W float array in [0,1] (-> same shape)."""
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = ImageOps.exif_transpose(image)  # as the torch stylizer: apply the EXIF orientation
+            img = exif_upright(image)  # as the torch stylizer: apply the EXIF orientation
             img = img if img.mode == "RGB" else _to_rgb(img)
             img = resize_long_side(img, o["size"])
             return array_to_pil(self._stylize(pil_to_array(img)[None], {**o, "size": None})[0])

@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from fastst.errors import InferenceError, UnknownStyleError  # noqa: F401  (UnknownStyleError: raised via mix)
 from fastst.inference.mix import single_style_check, style_weights
 from fastst.io.color import preserve_color
-from fastst.io.images import _to_rgb, pil_to_tensor, resize_long_side, tensor_to_pil
+from fastst.io.images import _to_rgb, exif_upright, pil_to_tensor, resize_long_side, tensor_to_pil
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIONS = (
@@ -348,7 +348,7 @@ class Stylizer:
         """
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = ImageOps.exif_transpose(image)  # phone photos: apply the EXIF orientation, as the CLI does
+            img = exif_upright(image)  # phone photos: apply the EXIF orientation, as the CLI does
             img = img if img.mode == "RGB" else _to_rgb(img)
             img = resize_long_side(img, o["size"])
             x = pil_to_tensor(img)[None]
