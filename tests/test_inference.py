@@ -251,23 +251,24 @@ def test_cli_single_file_and_exit_codes(model_path, tmp_path, capsys) -> None:
 
 
 def test_cli_png_compression(model_path, tmp_path, capsys) -> None:
-    # PNG outputs are written at zlib level 1 (fast) unless --png-compression says otherwise; same pixels
+    # PNG outputs are written with zlib's run-length strategy unless --png-compression says otherwise
     src = tmp_path / "p.png"
     synthetic_image(4, (96, 80)).save(src)
     sizes, pixels = {}, {}
-    for level in (None, 0, 9):
+    for level in (None, 0, 9, "rle"):
         dst = tmp_path / f"out_{level}.png"
         extra = [] if level is None else ["--png-compression", str(level)]
         assert main([str(model_path), str(src), "-o", str(dst), *extra]) == 0
         sizes[level] = dst.stat().st_size
         with Image.open(dst) as img:
             pixels[level] = np.asarray(img)
-    assert sizes[0] > sizes[None] > sizes[9], sizes  # the default is neither none nor the smallest
+    assert sizes[0] > sizes[None] == sizes["rle"] and sizes[0] > sizes[9], sizes  # rle: the default
     assert all(np.array_equal(pixels[None], p) for p in pixels.values())
     capsys.readouterr()
-    assert main([str(model_path), str(src), "-o", str(tmp_path / "bad.png"), "--png-compression", "10"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--png-compression must be 0 (none) to 9" in err[0]
+    for bad in ("10", "fast"):
+        assert main([str(model_path), str(src), "-o", str(tmp_path / "bad.png"), "--png-compression", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--png-compression must be rle or a zlib level 0 (none) to 9" in err[0], err
     assert not (tmp_path / "bad.png").exists()
 
 

@@ -17,7 +17,8 @@ interleaved rounds so that load changes on a shared machine hit all of them alik
 * ``fps 640x360``: frames per second of the warm stylizer on 640x360 frames, one at a time;
 * ``1 photo s`` / ``5 photos s``: the whole process, ``fastst stylize MODEL PHOTOS -o DIR`` in a fresh
   interpreter (imports, model load, decode, stylize, encode), on 1024x1024 PNGs (written back as PNG,
-  as the peer writes its outputs; fastst at its zlib level 1, the peer at Pillow's 6);
+  as the peer writes its outputs; fastst with zlib's run-length strategy, the peer at Pillow's
+  default);
 * ``PNG MB``: the size of the 1-photo run's output file, so that encoding time is not bought silently
   with file size;
 * ``style`` / ``content``: the mean perceptual style and content loss of the outputs on ``--quality-count``
