@@ -254,8 +254,7 @@ class OrtStylizer:
         """Stylize a PIL image (-> PIL image) or a 3 x H x W / B x 3 x H x W float array in [0,1] (-> same shape)."""
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = exif_upright(image)  # as the torch stylizer: apply the EXIF orientation
-            img = img if img.mode == "RGB" else _to_rgb(img)
+            img = _to_rgb(exif_upright(image))  # as the torch stylizer: apply the EXIF orientation
             img = resize_long_side(img, o["size"])
             return array_to_pil(self._stylize(pil_to_array(img)[None], {**o, "size": None})[0])
         if not isinstance(image, np.ndarray):

@@ -117,14 +117,15 @@ def check_outputs(jobs: Sequence[Job], overwrite: bool) -> None:
             raise UsageError(f"{job.dst}: is a folder, cannot write a file there")
 
 
-def _save_atomic(image, dst: Path, png_compression: str = PNG_COMPRESSION) -> None:
+def _save_atomic(image, dst: Path, png: dict[str, int]) -> None:
+    """Write ``image`` to ``dst`` in the format of its suffix; PNG with ``png`` (:func:`png_options`)."""
     from PIL import Image
 
     ext = dst.suffix.lower()
     Image.preinit()  # PNG, JPEG, BMP, GIF, PPM: registered_extensions() imports every plugin, ~50-90 ms here
     fmt = Image.EXTENSION.get(ext) or Image.registered_extensions().get(ext)
     with atomic_path(dst) as tmp:
-        options = png_options(png_compression) if fmt == "PNG" else SAVE_OPTIONS.get(ext, {})
+        options = png if fmt == "PNG" else SAVE_OPTIONS.get(ext, {})
         image.save(tmp, format=fmt, **options)
 
 
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(jobs, args.overwrite)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    png_options(args.png_compression)  # a bad value stops here, before any work
+    png = png_options(args.png_compression)  # a bad value stops here, before any work
     if any(job.is_video for job in jobs):
         try:
             import fastst.io.video  # noqa: F401  (PyAV)
@@ -350,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
                 except (VideoError, ValueError) as e:
                     raise ImageError(f"{job.src}: {e}") from None
             else:
-                _save_atomic(stylizer(load_image(job.src)), job.dst, args.png_compression)
+                _save_atomic(stylizer(load_image(job.src)), job.dst, png)
             written += 1
         except (ImageError, OSError) as e:
             reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"

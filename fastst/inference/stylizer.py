@@ -348,8 +348,7 @@ class Stylizer:
         """
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = exif_upright(image)  # phone photos: apply the EXIF orientation, as the CLI does
-            img = img if img.mode == "RGB" else _to_rgb(img)
+            img = _to_rgb(exif_upright(image))  # phone photos: apply the EXIF orientation, as the CLI does
             img = resize_long_side(img, o["size"])
             x = pil_to_tensor(img)[None]
             return tensor_to_pil(self._stylize(x, {**o, "size": None})[0])

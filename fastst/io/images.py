@@ -32,6 +32,9 @@ MAX_PIXELS = 16384 * 16384
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB; an RGB image is returned as it is, not copied."""
+    if img.mode == "RGB":
+        return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit (or 32-bit int) grayscale: scale to 8 bits instead of clipping at 255.
         arr = np.asarray(img, dtype=np.float64)
@@ -79,8 +82,7 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
                     scale = max(1, short // draft_size)
                     img.draft("RGB", (img.width // scale, img.height // scale))
                 img.load()
-                img = ImageOps.exif_transpose(img)  # a new image, detached from the file
-                return img if img.mode == "RGB" else _to_rgb(img)
+                return _to_rgb(ImageOps.exif_transpose(img))  # a new image, detached from the file
     except ImageError:
         raise
     except FileNotFoundError:
