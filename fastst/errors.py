@@ -91,6 +91,16 @@ class ModelFileError(UserError, ValueError):
     """A checkpoint or model file that cannot be used; the one-line message names the file and what to do."""
 
 
+def newer_format(path: object, version: int, supported: int) -> ModelFileError:
+    """The error for a model file (``.safetensors`` or ``.onnx``) whose metadata format is newer than this fastst's."""
+    import fastst
+
+    return ModelFileError(
+        f"{path}: written by a newer fastst (format {version} > {supported}); upgrade fastst "
+        f"(this is fastst {fastst.__version__})"
+    )
+
+
 class InferenceError(UserError, ValueError):
     """A bad inference option or device; the message names it and what is allowed."""
 

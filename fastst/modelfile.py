@@ -35,7 +35,7 @@ import torch
 
 import fastst
 from fastst import models
-from fastst.errors import ConfigError, ModelFileError, UsageError, first_line
+from fastst.errors import ConfigError, ModelFileError, UsageError, first_line, newer_format
 from fastst.io.files import atomic_path
 from fastst.losses.perceptual import LossConfig
 
@@ -247,10 +247,7 @@ def _check_metadata(path: Path, raw: str) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{path}: invalid format_version {version!r}; export the model again")
     if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: written by a newer fastst (format {version} > {FORMAT_VERSION}); upgrade fastst "
-            f"(this is fastst {fastst.__version__})"
-        )
+        raise newer_format(path, version, FORMAT_VERSION)
     if not isinstance(metadata.get("net"), dict):
         raise ModelFileError(f"{path}: the metadata has no net config; export the model again")
     if not isinstance(metadata.get("style", {}), dict):

@@ -184,6 +184,9 @@ def test_numpy_and_torch_image_conversions_are_twins() -> None:
     np.testing.assert_array_equal(arr, pil_to_tensor(img).numpy())
     np.testing.assert_array_equal(pil_to_uint8(img).numpy(), np.asarray(img).transpose(2, 0, 1))
     assert pil_to_uint8(img).is_contiguous()
+    from fastst.io.images import _to_rgb
+
+    assert _to_rgb(img) is img and _to_rgb(img.convert("L")).mode == "RGB"  # RGB passes through, uncopied
     gray = img.convert("L")  # converted to RGB on the way
     np.testing.assert_array_equal(pil_to_array(gray), pil_to_tensor(gray).numpy())
     # out of range values clip; halves round to even, as torch.round

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fastst.errors import InferenceError, ModelFileError, UsageError, first_line
+from fastst.errors import InferenceError, ModelFileError, UsageError, first_line, newer_format
 from fastst.inference.mix import single_style_check, style_weights
 from fastst.io.color import preserve_color_array
 from fastst.io.images import _to_rgb, array_to_pil, exif_upright, pil_to_array, resize_long_side
@@ -114,12 +114,7 @@ def read_onnx_metadata(session: Any, path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not a JSON object")
     version = metadata.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        import fastst
-
-        raise ModelFileError(
-            f"{path}: written by a newer fastst (format {version} > {FORMAT_VERSION}); upgrade fastst "
-            f"(this is fastst {fastst.__version__})"
-        )
+        raise newer_format(path, version, FORMAT_VERSION)
     return metadata
 
 
