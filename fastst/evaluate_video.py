@@ -6,7 +6,10 @@ occlusion mask (:mod:`fastst.motion`: OpenCV DIS, forward-backward check). Then,
 stylizes the clip in order and reports:
 
 * the temporal warping error of the output, ``E = mean_t sum(M (warp(O_t) - O_{t-1})^2) / sum(M)``
-  (Lai et al. 2018; RGB in [0,1], summed over channels, per kept pixel);
+  (Lai et al. 2018; RGB in [0,1], summed over channels, per kept pixel), the mean over the pairs
+  inside shots: a pair across a shot cut (where the consistency check keeps less than ``--cut-kept``
+  of the frame) measures the cut, not flicker, and is left out; the mean over all pairs is
+  reported beside it;
 * the same number for the input video (what an output that adds no flicker would keep), and the
   ratio of the two;
 * the mean style and content loss per frame (every ``--loss-every``-th frame), with one criterion for
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from fastst.errors import UsageError, command
+from fastst.motion import CUT_KEPT
 from fastst.options import add_device, add_dtype, size_or_none
 
 
@@ -74,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=("ultrafast", "fast", "medium"),
         default="medium",
         help="DIS preset for the metric's flow (default medium)",
+    )
+    p.add_argument(
+        "--cut-kept",
+        type=float,
+        default=CUT_KEPT,
+        help=f"a pair whose consistency check keeps less than this fraction of the frame is a shot cut and is left "
+        f"out of the warping error (default {CUT_KEPT}; 0 counts every pair)",
     )
     p.add_argument("--style", help="style image or shipped style name (default: the first model's own style)")
     p.add_argument("--style-dir", help="where the model's style image is looked up")
@@ -146,12 +157,14 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     from fastst.inference.stabilize import VideoStabilizer, parse_stabilize
     from fastst.inference.stylizer import load_stylizer, resolve_device
     from fastst.io.video import read_frames
-    from fastst.motion import clip_motion, to_float, warping_error
+    from fastst.motion import clip_motion, cuts, to_float, warping_error
 
     args.device = str(resolve_device(args.device))
     specs = [parse_stabilize(s) for s in (args.stabilize or ["none"])]
     if args.batch_size < 1 or args.loss_every < 1:
         raise UsageError("--batch-size and --loss-every must be >= 1")
+    if not 0 <= args.cut_kept < 1:
+        raise UsageError(f"--cut-kept {args.cut_kept:g}: expected a fraction in [0, 1), e.g. {CUT_KEPT}")
     frames, fps = read_frames(args.video, args.frames or None)
     if len(frames) < 2:
         raise UsageError(f"{args.video}: needs at least 2 frames, has {len(frames)}")
@@ -161,7 +174,14 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     motions = clip_motion(frames, args.flow_preset)
     flow_s = (time.perf_counter() - t0) / max(len(motions), 1)
-    e_in, _ = warping_error([to_float(f) for f in frames], motions)
+    shot_starts = cuts(motions, args.cut_kept)
+    if len(shot_starts) == len(motions):
+        raise UsageError(
+            f"{args.video}: every pair of frames is a shot cut (less than {args.cut_kept:g} of each frame is linked "
+            "by motion); lower --cut-kept, or use a clip with continuous shots"
+        )
+    e_in, per_pair_in = warping_error([to_float(f) for f in frames], motions, args.cut_kept)
+    e_in_all = float(np.mean(per_pair_in))
     models = [args.model, *args.extra_model]
     labels = model_labels(models)
     loss, loss_cfg, style_path = None, None, None
@@ -177,7 +197,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
             stabilizer(torch.from_numpy(frames[0][None]).permute(0, 3, 1, 2).float().div(255).to(args.device))
             stabilizer.reset()  # one warm-up frame, then the clip from its start
             outputs, per_frame = _run(stabilizer, frames, args.batch_size, args.device)
-            e_out, per_pair = warping_error(outputs, motions)
+            e_out, per_pair = warping_error(outputs, motions, args.cut_kept)
             row = {
                 "model": str(model_path),
                 "label": labels[str(model_path)],
@@ -185,6 +205,7 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
                 "warping_error": e_out,
                 "input_warping_error": e_in,
                 "ratio_to_input": e_out / e_in if e_in else None,
+                "warping_error_all_pairs": float(np.mean(per_pair)),
                 **_losses(loss, frames, outputs, args.loss_every, args.device),
                 "s_per_frame": statistics.median(per_frame),
                 "per_pair_error": per_pair,
@@ -199,14 +220,16 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
     base = rows[0]
     for row in rows:
         row["error_vs_first"] = row["warping_error"] / base["warping_error"]
+        row["all_pairs_vs_first"] = row["warping_error_all_pairs"] / base["warping_error_all_pairs"]
         row["style_vs_first"] = row["style_loss"] / base["style_loss"]
         row["content_vs_first"] = row["content_loss"] / base["content_loss"]
         row["time_vs_first"] = row["s_per_frame"] / base["s_per_frame"]
     h, w = frames[0].shape[:2]
     header = (
         f"`{args.video.name}`: {len(frames)} frames at {w}x{h} ({fps:g} fps); flow: OpenCV DIS "
-        f"({args.flow_preset}), {flow_s * 1000:.0f} ms per pair (both directions); input warping error "
-        f"{e_in:.5f}. Losses: {loss_cfg.network} ({Path(str(loss_cfg.weights)).name}), style `{style_path.name}`, "
+        f"({args.flow_preset}), {flow_s * 1000:.0f} ms per pair (both directions). {_cuts_text(shot_starts)} "
+        f"Input warping error {e_in:.5f} inside shots, {e_in_all:.5f} over all pairs. "
+        f"Losses: {loss_cfg.network} ({Path(str(loss_cfg.weights)).name}), style `{style_path.name}`, "
         f"every {args.loss_every}th frame. Time: median per frame over batches of {args.batch_size} on "
         f"{args.device} ({args.dtype}). Ratios are to the first row.\n\n"
     )
@@ -216,6 +239,8 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
         ("warping error", lambda r: f"{r['warping_error']:.5f}"),
         ("x input", lambda r: f"{r['ratio_to_input']:.2f}"),
         ("x first", lambda r: f"{r['error_vs_first']:.2f}"),
+        ("all pairs", lambda r: f"{r['warping_error_all_pairs']:.5f}"),
+        ("x first", lambda r: f"{r['all_pairs_vs_first']:.2f}"),
         ("style loss", lambda r: f"{r['style_loss']:.4f}"),
         ("x first", lambda r: f"{r['style_vs_first']:.2f}"),
         ("content loss", lambda r: f"{r['content_loss']:.4f}"),
@@ -233,6 +258,9 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
         "flow_preset": args.flow_preset,
         "flow_s_per_pair": flow_s,
         "input_warping_error": e_in,
+        "input_warping_error_all_pairs": e_in_all,
+        "cut_kept": args.cut_kept,
+        "cuts": shot_starts,
         "loss": loss_cfg.to_dict(),
         "style": str(style_path),
         "rows": rows,
@@ -249,6 +277,16 @@ def evaluate_video(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {path}")
     print(md)
     return record
+
+
+def _cuts_text(shot_starts: list[int]) -> str:
+    if not shot_starts:
+        return "No shot cuts: every pair counts."
+    frames = ", ".join(str(t) for t in shot_starts)
+    return (
+        f"{len(shot_starts)} shot cut{'s' * (len(shot_starts) > 1)} (new shot at frame {frames}): "
+        "those pairs are left out of the warping error."
+    )
 
 
 def _strip_range(spec: str | None, n: int) -> list[int]:

@@ -13,7 +13,7 @@ from PIL import Image
 from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer, parse_stabilize
 from fastst.io.images import pil_to_tensor
 from fastst.losses.temporal import MotionConfig, invert_flow, make_pair, random_flow, temporal_loss, warp
-from fastst.motion import clip_motion, to_float, warping_error
+from fastst.motion import clip_motion, cuts, to_float, warping_error
 from tests.conftest import synthetic_image
 
 pytest.importorskip("cv2")
@@ -49,6 +49,20 @@ def test_warping_error_of_a_pan_is_near_zero_and_flicker_is_not() -> None:
     flicker = [np.clip(to_float(f) + rng.normal(0, 0.05, (1, 1, 3)), 0, 1).astype(np.float32) for f in frames]
     e_flicker, _ = warping_error(flicker, motions)
     assert e_flicker > 20 * max(e_in, 1e-5)  # a global colour jitter of 0.05 is caught
+
+
+def test_a_shot_cut_is_found_and_left_out_of_the_warping_error() -> None:
+    """Two pans of unrelated scenes back to back: the pair across the cut measures the cut, not flicker."""
+    frames = _pan(_textured(120, 96, seed=0), steps=4) + _pan(_textured(120, 96, seed=5), steps=4)
+    motions = clip_motion(frames)
+    assert cuts(motions) == [4]  # frame 4 starts the second shot
+    assert motions[3].kept < 0.1 and min(m.kept for i, m in enumerate(motions) if i != 3) > 0.8
+    floats = [to_float(f) for f in frames]
+    e_shots, per_pair = warping_error(floats, motions)
+    e_all, _ = warping_error(floats, motions, cut_kept=0)  # 0: every pair counts, as before
+    assert len(per_pair) == 7 and e_shots < 1e-3
+    assert e_all > 100 * e_shots  # one cut dominates the mean over all pairs
+    assert e_shots == pytest.approx(np.mean([e for i, e in enumerate(per_pair) if i != 3]))
 
 
 def test_warp_and_its_inverse() -> None:
@@ -142,6 +156,17 @@ def test_norm_ema_averages_the_statistics_across_frames(stylizer) -> None:
     assert float((smooth[2] - plain[2]).abs().mean()) > 1e-3
 
 
+def test_blend_starts_afresh_at_a_shot_cut(stylizer) -> None:
+    """Nothing of the previous shot is blended into the first frame of the next."""
+    a = [pil_to_tensor(Image.fromarray(f)) for f in _pan(_textured(120, 96, seed=0), steps=3)]
+    b = [pil_to_tensor(Image.fromarray(f)) for f in _pan(_textured(120, 96, seed=5), steps=3)]
+    clip = torch.stack(a + b)
+    plain = stylizer(clip)
+    blended = VideoStabilizer(stylizer, parse_stabilize("blend:0.5"))(clip)
+    torch.testing.assert_close(blended[3], plain[3], atol=2e-5, rtol=0)  # the cut
+    assert float((blended[4] - plain[4]).abs().mean()) > 1e-3  # inside the shot it blends again
+
+
 def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
     import av
 
@@ -157,8 +182,8 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
 def test_evaluate_video_reports_every_row(trained_model, tmp_path: Path, capsys) -> None:
     from fastst.cli import main
 
-    clip = tmp_path / "pan.mp4"
-    _write_video(clip, _pan(_textured(120, 96), steps=6))
+    clip = tmp_path / "pan.mp4"  # two shots: a cut at frame 4
+    _write_video(clip, _pan(_textured(120, 96), steps=4) + _pan(_textured(120, 96, seed=5), steps=4))
     out = tmp_path / "eval" / "video.json"
     argv = ["evaluate-video", str(trained_model.model_file), str(clip), "--stabilize", "none"]
     argv += [
@@ -173,14 +198,19 @@ def test_evaluate_video_reports_every_row(trained_model, tmp_path: Path, capsys)
     ]
     assert main(argv) == 0
     record = json.loads(out.read_text())
-    assert record["frames"] == 6 and len(record["rows"]) == 2
+    assert record["frames"] == 8 and len(record["rows"]) == 2
     first, blended = record["rows"]
     assert first["stabilize"] == "none" and blended["stabilize"] == "blend:0.5"
-    assert 0 < record["input_warping_error"] < 5e-3  # a pan of a compressed clip: almost nothing
+    assert record["cuts"] == [4]
+    assert 0 < record["input_warping_error"] < 1e-2  # pans of a compressed clip: almost nothing (the cut: ~1)
+    assert record["input_warping_error_all_pairs"] > 10 * record["input_warping_error"]  # with the cut
     assert blended["warping_error"] < first["warping_error"]
     for row in record["rows"]:
         assert row["style_loss"] > 0 and row["content_loss"] > 0 and row["s_per_frame"] > 0
-    assert "| warping error |" in out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text()
+    assert "| warping error |" in table and "new shot at frame 4" in table
+    assert main([*argv, "--cut-kept", "1.5"]) == 2
+    assert "--cut-kept 1.5" in capsys.readouterr().err
     assert main(["evaluate-video", str(trained_model.model_file), str(tmp_path / "none.mp4"), "-o", str(out)]) == 2
     assert "none.mp4" in capsys.readouterr().err
 

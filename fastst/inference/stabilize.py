@@ -9,7 +9,9 @@ A per-frame transform net flickers for two known reasons, and each option here t
 * ``blend``: strokes that move with the scene are repainted differently each frame. With
   ``blend = b`` each output is pulled towards the previous *stabilized* output warped along the
   input's optical flow, on the pixels the flow's forward-backward check keeps (not occluded):
-  ``O'_t = O_t + b * M * (warp(O'_{t-1}) - O_t)``. Flow: OpenCV DIS on the input frames.
+  ``O'_t = O_t + b * M * (warp(O'_{t-1}) - O_t)``. Flow: OpenCV DIS on the input frames. At a shot
+  cut (the check keeps less than :data:`fastst.motion.CUT_KEPT` of the frame) nothing is blended:
+  the few pixels that match by chance would carry the previous shot's colours into the new one.
 
 :class:`VideoStabilizer` wraps a :class:`~fastst.inference.stylizer.Stylizer` and is called on the
 frames of one clip in order (B x 3 x H x W batches, as :func:`fastst.io.video.stylize_video` hands
@@ -154,8 +156,9 @@ class VideoStabilizer:
             if self._prev_in is not None:
                 # flow on this frame's grid into the previous one: the previous output brought here
                 motion = pair_motion(frame, self._prev_in, self.options.flow_preset)
-                warped, _ = warp(self._prev_out, motion.flow)
-                o = o + b * motion.mask[..., None] * (warped - o)
+                if not motion.is_cut():  # a new shot starts afresh
+                    warped, _ = warp(self._prev_out, motion.flow)
+                    o = o + b * motion.mask[..., None] * (warped - o)
             self._prev_in, self._prev_out = frame, o.astype(np.float32)
             out.append(o)
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(y.device, y.dtype)
