@@ -114,6 +114,43 @@ def test_motion_config_errors_name_the_key() -> None:
         LossConfig.from_dict({"temporal_motion": {"shfit": 1}})
     with pytest.raises(ConfigError, match="temporal_weight"):
         LossConfig.from_dict({"temporal_weight": -1.0})
+    with pytest.raises(ConfigError, match="temporal_keep_style"):
+        LossConfig.from_dict({"temporal_keep_style": "yes"})
+
+
+def _keep_style_grads(style_of, temporal_of) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The weighted style and temporal gradients of a toy net, and the total gradient with keep_style on."""
+    from types import SimpleNamespace
+
+    from fastst.training.module import StyleTransferModule
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    owner = SimpleNamespace(net=net, loss_config=SimpleNamespace(style_weight=2.0, temporal_weight=3.0))
+    x = torch.randn(5, 4)
+
+    def grad(loss: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(net.parameters()))])
+
+    y = net(x)
+    terms = {"style": style_of(y), "temporal": temporal_of(y)}
+    extra = StyleTransferModule._keep_style(owner, terms, 1.0)
+    g_s, g_t = grad(2.0 * style_of(net(x))), grad(3.0 * temporal_of(net(x)))
+    total = grad(2.0 * terms["style"] + 3.0 * terms["temporal"] + extra)
+    return g_s, g_t, total, terms["keep_style"]
+
+
+def test_keep_style_is_pcgrad_of_the_temporal_term_against_the_style_term() -> None:
+    """Conflicting: the temporal gradient loses its component against the style gradient, and only that."""
+    g_s, g_t, total, k = _keep_style_grads(lambda y: (y - 1).pow(2).mean(), lambda y: (y + 1).pow(2).mean())
+    assert float(torch.dot(g_s, g_t)) < 0 and float(k) > 0
+    projected = g_t - torch.dot(g_t, g_s) / torch.dot(g_s, g_s) * g_s
+    torch.testing.assert_close(total, g_s + projected, rtol=1e-5, atol=1e-6)
+    assert abs(float(torch.dot(total - g_s, g_s))) < 1e-5  # the temporal part no longer opposes the style
+    # agreeing terms: nothing changes
+    g_s, g_t, total, k = _keep_style_grads(lambda y: (y - 1).pow(2).mean(), lambda y: (y - 2).pow(2).mean())
+    assert float(torch.dot(g_s, g_t)) > 0 and float(k) == 0
+    torch.testing.assert_close(total, g_s + g_t, rtol=1e-5, atol=1e-6)
 
 
 def test_parse_stabilize() -> None:
@@ -248,17 +285,22 @@ def test_stabilize_refusals_come_first(trained_model, tmp_path: Path, capsys) ->
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.mp4").exists()
 
 
-def test_training_with_the_temporal_term_resumes_exactly(photos_dir: Path, style_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_style", [False, True])
+def test_training_with_the_temporal_term_resumes_exactly(
+    photos_dir: Path, style_dir: Path, tmp_path: Path, keep_style: bool
+) -> None:
     from fastst.training.pipeline import train
     from tests.conftest import compose, fast_overrides
 
     extra = ["loss.temporal_weight=50", "callbacks.preview=null", "callbacks.export.enabled=false"]
+    extra.append(f"loss.temporal_keep_style={str(keep_style).lower()}")
 
     def weights(run: Path) -> dict[str, torch.Tensor]:
         return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
     whole = train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra), tmp_path / "whole"))
     assert "train/temporal" in whole["metrics"] and whole["metrics"]["train/temporal"] > 0
+    assert ("train/keep_style" in whole["metrics"]) == keep_style
     train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=2", *extra), tmp_path / "part"))
     resumed = fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra)
     resumed.append(f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}")

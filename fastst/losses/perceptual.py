@@ -44,6 +44,10 @@ class LossConfig:
     # second frame is made), and the ranges of the synthetic motion (MotionConfig fields; None = defaults).
     temporal_weight: float = 0.0
     temporal_motion: dict[str, float] | None = None
+    # PCGrad (Yu et al. 2020) for the temporal term: where its gradient on the net's weights points
+    # against the style term's, the conflicting part is cancelled (fastst.training.module), so stability
+    # is not bought with style to first order. Costs two more gradient passes per step.
+    temporal_keep_style: bool = False
     # Distillation (distill_from=MODEL, fastst.training.module): weight of the mean squared [0,1] RGB
     # difference between the net's output and the teacher's; None = DEFAULT_DISTILL_WEIGHT with a teacher,
     # 0 without one (a value > 0 needs distill_from).
@@ -62,6 +66,8 @@ class LossConfig:
         from fastst.losses.temporal import MotionConfig
 
         MotionConfig.from_dict(self.temporal_motion)  # ConfigError names a bad key or value
+        if not isinstance(self.temporal_keep_style, bool):
+            raise ConfigError(f"loss.temporal_keep_style must be true or false, got {self.temporal_keep_style!r}")
         for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "distill_weight"):
             value = getattr(self, name)
             if name == "distill_weight" and value is None:

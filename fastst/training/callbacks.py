@@ -128,8 +128,9 @@ class TrainingMonitor(pl.Callback):
     def _print(self, trainer: pl.Trainer, step: int, now: float) -> None:
         m = trainer.callback_metrics
         parts = [f"step {step}/{trainer.max_steps}"]
-        for key in ("train/loss", "train/content", "train/style", "train/tv", "train/temporal", "train/distill"):
-            if key in m:  # temporal and distill only when their terms are on
+        keys = ("loss", "content", "style", "tv", "temporal", "keep_style", "distill")
+        for key in (f"train/{k}" for k in keys):
+            if key in m:  # temporal, keep_style and distill only when they are on
                 parts.append(f"{key.split('/')[-1]} {float(m[key]):.4g}")
         if self.images_per_sec:
             parts.append(f"{self.images_per_sec:.1f} img/s")

@@ -214,10 +214,35 @@ class StyleTransferModule(pl.LightningModule):
         if self.loss_config.temporal_weight > 0:
             terms["temporal"] = self._temporal_term(x, y, mix)
             terms["total"] = terms["total"] + self.loss_config.temporal_weight * terms["temporal"]
+            if self.loss_config.temporal_keep_style:
+                terms["total"] = terms["total"] + self._keep_style(terms, scale)
         if self.teacher is not None:
             terms["distill"] = self._distill_term(x, y)
             terms["total"] = terms["total"] + self.distill_weight * terms["distill"]
         return terms
+
+    def _keep_style(self, terms: dict[str, torch.Tensor], style_scale: float) -> torch.Tensor:
+        """PCGrad (Yu et al. 2020) of the temporal term against the style term, as an extra loss ``k * style``.
+
+        With ``g_t`` and ``g_s`` the two weighted terms' gradients on the net's weights, PCGrad replaces
+        ``g_t`` by ``g_t - (<g_t, g_s> / |g_s|^2) g_s`` where ``<g_t, g_s> < 0``. Adding ``k * style``
+        with the constant ``k = max(0, -<g_t, g_s>) / |g_s|^2`` changes the total gradient by exactly
+        that: the temporal term then cannot raise the style loss to first order, and it keeps its pull
+        on everything else (content, which it helps, and the net's equivariance). ``k`` is logged as
+        ``train/keep_style``.
+        """
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        style = self.loss_config.style_weight * style_scale * terms["style"]
+        temporal = self.loss_config.temporal_weight * terms["temporal"]
+        g_s = torch.autograd.grad(style, params, retain_graph=True, allow_unused=True)
+        g_t = torch.autograd.grad(temporal, params, retain_graph=True, allow_unused=True)
+        pairs = [(a.float(), b.float()) for a, b in zip(g_s, g_t) if a is not None and b is not None]
+        zero = style.new_zeros((), dtype=torch.float32)
+        dot = sum(((a * b).sum() for a, b in pairs), zero)
+        norm = sum(((a * a).sum() for a, _ in pairs), zero)
+        k = (-dot / norm).clamp_min(0.0) if float(norm) > 0 else zero
+        terms["keep_style"] = k.detach()
+        return k.detach() * style
 
     def _distill_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean squared [0,1] RGB difference between the net's output and the frozen teacher's (fp32).
@@ -280,7 +305,7 @@ class StyleTransferModule(pl.LightningModule):
         total = terms["total"]
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for key in ("content", "style", "tv", "temporal", "distill"):
+        for key in ("content", "style", "tv", "temporal", "keep_style", "distill"):
             if key in terms:
                 self.log(f"train/{key}", terms[key], prog_bar=key in ("content", "style"), batch_size=bs)
         for key, value in terms.items():
