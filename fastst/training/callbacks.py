@@ -14,6 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
 from fastst.io.images import save_image
+from fastst.training.module import LOGGED_TERMS
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,7 @@ class TrainingMonitor(pl.Callback):
     def _print(self, trainer: pl.Trainer, step: int, now: float) -> None:
         m = trainer.callback_metrics
         parts = [f"step {step}/{trainer.max_steps}"]
-        keys = ("loss", "content", "style", "tv", "temporal", "keep_style", "distill")
-        for key in (f"train/{k}" for k in keys):
+        for key in (f"train/{k}" for k in ("loss", *LOGGED_TERMS)):
             if key in m:  # temporal, keep_style and distill only when they are on
                 parts.append(f"{key.split('/')[-1]} {float(m[key]):.4g}")
         if self.images_per_sec:

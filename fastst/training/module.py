@@ -38,6 +38,11 @@ def _skip_kind(reason: str) -> str:
     return "other"
 
 
+# The loss terms logged as train/<term> (temporal, keep_style and distill only when they are on); the
+# progress lines print them in this order (fastst.training.callbacks).
+LOGGED_TERMS = ("content", "style", "tv", "temporal", "keep_style", "distill")
+
+
 class StyleTransferModule(pl.LightningModule):
     """Trains ``net`` so that ``criterion(net(x), x)`` is small for content photos ``x``.
 
@@ -236,10 +241,9 @@ class StyleTransferModule(pl.LightningModule):
         temporal = self.loss_config.temporal_weight * terms["temporal"]
         g_s = torch.autograd.grad(style, params, retain_graph=True, allow_unused=True)
         g_t = torch.autograd.grad(temporal, params, retain_graph=True, allow_unused=True)
-        pairs = [(a.float(), b.float()) for a, b in zip(g_s, g_t) if a is not None and b is not None]
         zero = style.new_zeros((), dtype=torch.float32)
-        dot = sum(((a * b).sum() for a, b in pairs), zero)
-        norm = sum(((a * a).sum() for a, _ in pairs), zero)
+        dot = sum(((a.float() * b.float()).sum() for a, b in zip(g_s, g_t) if a is not None and b is not None), zero)
+        norm = sum(((a.float() ** 2).sum() for a in g_s if a is not None), zero)  # |g_s|^2 over all its weights
         k = (-dot / norm).clamp_min(0.0) if float(norm) > 0 else zero
         terms["keep_style"] = k.detach()
         return k.detach() * style
@@ -305,7 +309,7 @@ class StyleTransferModule(pl.LightningModule):
         total = terms["total"]
         bs = images.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for key in ("content", "style", "tv", "temporal", "keep_style", "distill"):
+        for key in LOGGED_TERMS:
             if key in terms:
                 self.log(f"train/{key}", terms[key], prog_bar=key in ("content", "style"), batch_size=bs)
         for key, value in terms.items():
