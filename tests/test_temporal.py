@@ -93,6 +93,30 @@ def test_temporal_term_is_zero_for_a_net_that_commutes_with_the_warp() -> None:
     assert 2e-4 < float(temporal_loss(x, noisy, flow_n, valid_n)) < 8e-4  # the noise, 0.02^2, on the kept pixels
 
 
+def test_whole_pixel_motion_copies_pixels_so_a_pointwise_net_commutes() -> None:
+    """Bilinear warps blur: a pointwise net (here a steep colour curve, a stand-in for a stylizer that
+    adds contrast and texture) does not commute with them, so the default term penalises it although it
+    cannot flicker. With ``whole_pixels`` both warps copy pixels and the term is zero for it."""
+    x = pil_to_tensor(synthetic_image(4, (64, 48)))[None].repeat(3, 1, 1, 1)
+
+    def net(t: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(12 * (t - 0.5))
+
+    for whole, bound in ((False, None), (True, 1e-10)):
+        cfg = MotionConfig(noise=0.0, whole_pixels=whole)
+        x2, flow, valid = make_pair(x, cfg, torch.Generator().manual_seed(2))
+        loss = float(temporal_loss(net(x), net(x2), flow, valid))
+        if whole:
+            assert torch.equal(flow, flow.round()) and float(flow.abs().amax()) >= 1
+            assert loss < bound
+        else:
+            assert loss > 1e-4  # the interpolation's blur, not flicker
+    from fastst.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="temporal_motion.whole_pixels"):
+        MotionConfig.from_dict({"whole_pixels": 1})
+
+
 def test_synthetic_motion_is_a_pure_function_of_the_seed() -> None:
     x = torch.rand(2, 3, 40, 48)
     a = make_pair(x, MotionConfig(), torch.Generator().manual_seed(7))

@@ -15,6 +15,15 @@ upsampled bicubically), all in pixels, drawn from a ``torch.Generator`` that the
 (seed, rank, batch): the same batch always gets the same motion, so resume stays exact.
 
 Flow convention (as :mod:`fastst.motion`): ``warp(image, f)(p) = image(p + f(p))``.
+
+Interpolation: a sub-pixel warp interpolates, and bilinear interpolation blurs (a half-pixel shift
+averages two neighbours). With a fractional flow the term compares ``blur(net(x))`` with
+``net(blur(x))``: it asks the net to commute with blurring, which a stylizer that adds strokes and
+texture cannot do, so part of it penalises texture rather than flicker (a pointwise colour curve,
+which cannot flicker, scores above zero; ``tests/test_temporal.py``). ``whole_pixels`` rounds the
+flow to whole pixels: both warps then copy pixels, and a net that moves its output with the image
+scores zero. The motion's range is unchanged (rotation and zoom become whole-pixel shifts that change
+every few dozen pixels). docs/video.md measures both.
 """
 
 from __future__ import annotations
@@ -39,9 +48,16 @@ class MotionConfig:
     local: float = 1.5  # px, amplitude of the smooth local flow
     local_grid: int = 4  # control points per axis of the local flow
     noise: float = 0.01  # std of the Gaussian noise added to the second frame ([0,1] scale)
+    # Round the flow to whole pixels: both warps then copy pixels instead of interpolating them, so the
+    # term no longer asks the net to commute with the interpolation's blur (see module docstring).
+    whole_pixels: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.whole_pixels, bool):
+            raise ConfigError(f"loss.temporal_motion.whole_pixels must be true or false, got {self.whole_pixels!r}")
         for name, value in asdict(self).items():
+            if name == "whole_pixels":
+                continue
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"loss.temporal_motion.{name} must be a number >= 0, got {value!r}")
         if self.local_grid < 2:
@@ -80,7 +96,7 @@ def random_flow(batch: int, height: int, width: int, cfg: MotionConfig, generato
         coarse = uniform(batch, 2, cfg.local_grid, cfg.local_grid) * cfg.local
         local = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
         flow = flow + local.permute(0, 2, 3, 1)
-    return flow
+    return flow.round() if cfg.whole_pixels else flow
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
