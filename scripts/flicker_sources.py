@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,6 @@ def perturbations(x: torch.Tensor, seed: int = 0) -> tuple[dict[str, torch.Tenso
     field = F.interpolate(torch.rand(b, 1, 3, 3, generator=g) * 2 - 1, size=(h, w), mode="bicubic", align_corners=True)
     shift = torch.zeros(b, h, w, 2)
     shift[..., 0], shift[..., 1] = 0.5, 0.25
-    import cv2
-
     blurred = np.stack([cv2.GaussianBlur(f.permute(1, 2, 0).numpy(), (0, 0), 0.5) for f in x])
     return {
         "noise": (x + torch.randn(x.shape, generator=g) * 0.01).clamp(0, 1),
