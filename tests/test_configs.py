@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fastst import models
@@ -13,7 +15,20 @@ from fastst.data.datamodule import ContentDataModule
 from fastst.losses.perceptual import LossConfig
 from tests.conftest import CONFIG_DIR, compose
 
-GROUPS = ["style", "data", "model", "loss", "trainer", "callbacks", "logger", "paths", "hydra", "experiment", "debug"]
+GROUPS = [
+    "style",
+    "data",
+    "model",
+    "lr_schedule",
+    "loss",
+    "trainer",
+    "callbacks",
+    "logger",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:
@@ -32,6 +47,9 @@ def test_every_option_composes(group: str, tmp_path: Path) -> None:
         models.build_config(cfg.model.get("family"), net)
         LossConfig.from_dict(OmegaConf.to_container(cfg.loss))
         assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+        if cfg.model.get("scheduler"):  # the learning-rate schedule builds on an optimizer
+            optimizer = instantiate(cfg.model.optimizer)([torch.zeros(1, requires_grad=True)])
+            instantiate(cfg.model.scheduler)(optimizer)
 
 
 def test_six_public_domain_styles() -> None:

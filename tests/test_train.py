@@ -40,10 +40,15 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
         assert key in result["metrics"], key
 
 
-def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path) -> None:
-    common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3")
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) -> None:
+    common = fast_overrides(
+        photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3", f"lr_schedule={schedule}"
+    )
     train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
-    part_run = train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
+    # the interrupted run: stopped at step 3 of the 6-step run's schedule
+    part_schedule = ["model.scheduler.T_max=6"] if schedule == "cosine" else []
+    part_run = train(compose([*common, "trainer.max_steps=3", *part_schedule], tmp_path / "part"))
     part_ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     assert part_run["global_step"] == 3 and part_ckpt["global_step"] == 3  # last.ckpt holds the final step
     assert (tmp_path / "part" / "checkpoints" / "step_0000003.ckpt").is_file()
@@ -62,6 +67,12 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path) -> None:
     opt_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
     opt_res = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
     assert opt_full["state"][0]["step"] == opt_res["state"][0]["step"] == 6
+    # constant: Adam's 1e-3 throughout; cosine: 1e-3 at step 0, 0 after the last step (T_max = max_steps)
+    last_lr = {"constant": 1e-3, "cosine": 0.0}[schedule]
+    assert opt_full["param_groups"][0]["lr"] == pytest.approx(last_lr, abs=1e-12)
+    assert opt_res["param_groups"][0]["lr"] == pytest.approx(last_lr, abs=1e-12)
+    part_lr = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    assert part_lr["param_groups"][0]["lr"] == pytest.approx({"constant": 1e-3, "cosine": 0.5e-3}[schedule])
 
 
 def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path) -> None:
