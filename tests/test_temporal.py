@@ -309,29 +309,39 @@ def test_stabilize_refusals_come_first(trained_model, tmp_path: Path, capsys) ->
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.mp4").exists()
 
 
-@pytest.mark.parametrize("keep_style", [False, True])
+# the term alone, with keep_style, and the experiment=steady_video preset (cosine rate: T_max pinned to the 4-step
+# run's, so that the interrupted 2-step run follows the same schedule)
+TEMPORAL_RECIPES = {
+    "term": ["loss.temporal_weight=50"],
+    "keep_style": ["loss.temporal_weight=50", "loss.temporal_keep_style=true"],
+    "steady_video": ["experiment=steady_video", "model.scheduler.T_max=4"],
+}
+
+
+@pytest.mark.parametrize("recipe", list(TEMPORAL_RECIPES))
 def test_training_with_the_temporal_term_resumes_exactly(
-    photos_dir: Path, style_dir: Path, tmp_path: Path, keep_style: bool
+    photos_dir: Path, style_dir: Path, tmp_path: Path, recipe: str
 ) -> None:
     from fastst.training.pipeline import train
     from tests.conftest import compose, fast_overrides
 
-    extra = ["loss.temporal_weight=50", "callbacks.preview=null", "callbacks.export.enabled=false"]
-    extra.append(f"loss.temporal_keep_style={str(keep_style).lower()}")
+    extra = [*TEMPORAL_RECIPES[recipe], "callbacks.preview=null", "callbacks.export.enabled=false"]
 
-    def weights(run: Path) -> dict[str, torch.Tensor]:
-        return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    def checkpoint(run: Path) -> dict:
+        return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
     whole = train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra), tmp_path / "whole"))
     assert "train/temporal" in whole["metrics"] and whole["metrics"]["train/temporal"] > 0
-    assert ("train/keep_style" in whole["metrics"]) == keep_style
+    assert ("train/keep_style" in whole["metrics"]) == (recipe == "keep_style")
     train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=2", *extra), tmp_path / "part"))
     resumed = fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra)
     resumed.append(f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}")
     train(compose(resumed, tmp_path / "resumed"))
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "resumed")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    a, b = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "resumed")
+    for key in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
+    lr = a["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.0 if recipe == "steady_video" else 1e-3, abs=1e-12)  # the preset's cosine ends at 0
 
 
 def test_model_labels_tell_runs_apart() -> None:
