@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from fastst.modelfile import load_model_file
+from fastst.modelfile.weights import load_model_file
 
 
 def load(path: Path, long_side: int = 256) -> torch.Tensor:

@@ -3,7 +3,7 @@
     python scripts/serve_screenshot.py MODEL.safetensors PHOTO.jpg -o docs/serve_page.jpg [--size 512]
 
 Starts ``fastst serve MODEL --port 0``, opens the page in headless Chromium (Selenium with the
-distribution's chromium + chromedriver, as tests/test_serve_browser.py does), picks the model,
+distribution's chromium + chromedriver, as tests/browser/test_serve_browser.py does), picks the model,
 uploads the photo, waits for the result and saves a screenshot of the whole page.
 """
 

@@ -119,7 +119,7 @@ class TrainedModel:
     """
 
     checkpoint: Path  # run/checkpoints/last.ckpt
-    model_file: Path  # exported/starry_night.safetensors, written by fastst.export.export_checkpoint
+    model_file: Path  # exported/starry_night.safetensors, written by fastst.export.convert.export_checkpoint
     photos: Path
     styles: Path
 
@@ -132,7 +132,7 @@ def tiny_trained_model(root: Path) -> TrainedModel:
     first call of the session (a few seconds); every later call returns those same files."""
     global _TRAINED
     if _TRAINED is None:
-        from fastst.export import export_checkpoint
+        from fastst.export.convert import export_checkpoint
         from fastst.training.pipeline import train
 
         photos, styles = write_tiny_data(root)

@@ -38,12 +38,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastst.common.options import resolve_progress
 from fastst.errors import ConfigError, InferenceError, check_known_keys
 from fastst.inference.stylizer import resolve_device
 from fastst.io.color import grey, luminance, match_color, match_luminance, preserve_color
 from fastst.io.images import load_image_tensor, save_image
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
-from fastst.options import resolve_progress
 
 log = logging.getLogger(__name__)
 

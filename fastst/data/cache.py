@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fastst.common.options import add_progress, resolve_progress
 from fastst.data.datamodule import CropTransform
 from fastst.data.sources import (
     CACHE_FORMAT,
@@ -49,7 +50,6 @@ from fastst.errors import (
 )
 from fastst.io.files import atomic_path
 from fastst.io.images import ImageError, load_image
-from fastst.options import add_progress, resolve_progress
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from fastst.inference.mix import single_style_check, style_weights
 from fastst.io.color import preserve_color_array
 from fastst.io.images import _to_rgb, array_to_pil, exif_upright, pil_to_array, resize_long_side
 
-ONNX_METADATA_KEY = "fastst"  # as fastst.export.ONNX_METADATA_KEY (that module imports torch)
-FORMAT_VERSION = 2  # as fastst.modelfile.FORMAT_VERSION (torch too): the newest metadata this fastst reads
+ONNX_METADATA_KEY = "fastst"  # as fastst.export.convert.ONNX_METADATA_KEY (that module imports torch)
+FORMAT_VERSION = 2  # as fastst.modelfile.weights.FORMAT_VERSION (torch too): the newest metadata this fastst reads
 OPTIONS = ("style", "size", "preserve_color", "strength", "median")
 TORCH_ONLY_OPTIONS = ("tile", "dtype", "channels_last", "compile", "stabilize")
 MIN_SIZE = 8  # as the torch stylizer: the graph's H and W are multiples of 4, at least 8
@@ -93,7 +93,7 @@ def resize_array_long_side(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def _style_names(metadata: Mapping[str, Any]) -> list[str]:
-    # as fastst.modelfile.style_names (format 2 "styles", format 1 "style"); that module imports torch
+    # as fastst.modelfile.weights.style_names (format 2 "styles", format 1 "style"); that module imports torch
     styles = metadata.get("styles")
     if not (isinstance(styles, list) and styles):
         style = metadata.get("style")

@@ -10,7 +10,7 @@ A per-frame transform net flickers for two known reasons, and each option here t
   ``blend = b`` each output is pulled towards the previous *stabilized* output warped along the
   input's optical flow, on the pixels the flow's forward-backward check keeps (not occluded):
   ``O'_t = O_t + b * M * (warp(O'_{t-1}) - O_t)``. Flow: OpenCV DIS on the input frames. At a shot
-  cut (the check keeps less than :data:`fastst.motion.CUT_KEPT` of the frame) nothing is blended:
+  cut (the check keeps less than :data:`fastst.inference.motion.CUT_KEPT` of the frame) nothing is blended:
   the few pixels that match by chance would carry the previous shot's colours into the new one.
 
 :class:`VideoStabilizer` wraps a :class:`~fastst.inference.stylizer.Stylizer` and is called on the
@@ -146,7 +146,7 @@ class VideoStabilizer:
         y = self._stylize(x)
         if self.options.blend <= 0:
             return y
-        from fastst.motion import pair_motion, warp
+        from fastst.inference.motion import pair_motion, warp
 
         b = self.options.blend
         out = []

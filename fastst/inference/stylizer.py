@@ -247,7 +247,7 @@ class Stylizer:
       statistics depend on scale, so the look drifts from the untiled output as the downscale
       factor grows (measured on the test net: mean abs 0.045 at 2x).
 
-    ``tests/test_inference.py::test_tiled_matches_untiled`` measures tiled against untiled output
+    ``tests/inference/test_stylizer.py::test_tiled_matches_untiled`` measures tiled against untiled output
     on an image that fits: max abs below 0.02 and mean abs below 1e-3 for both methods when no
     downscale is needed (measured: max 6e-3, mean 1.6e-4).
     """
@@ -278,7 +278,7 @@ class Stylizer:
         self.net = net.to(self.device, torch.float32).to(memory_format=memory_format).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        from fastst.modelfile import style_names  # torch + safetensors only
+        from fastst.modelfile.weights import style_names  # torch + safetensors only
 
         self.style_names = style_names(self.metadata) or ["?"]
         self.num_styles = int(getattr(self.net, "num_styles", 0) or 0)  # 0: a single-style net (no style input)
@@ -567,7 +567,7 @@ def load_stylizer(
     (see the module docstring). Raises ``ModelFileError`` for a bad file and
     ``InferenceError`` for a bad device, dtype or option.
     """
-    from fastst.modelfile import load_model_file  # plain torch + safetensors; no Lightning
+    from fastst.modelfile.weights import load_model_file  # plain torch + safetensors; no Lightning
 
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:

@@ -1,7 +1,7 @@
 """Downloads: resumable HTTP download with checksums, and safe unzip.
 
 Only the standard library (``urllib``, ``hashlib``, ``zipfile``) and ``tqdm`` are used. The product
-fetches style images (``fastst.data.styles``) and VGG weights through it; ``fastst.tools.coco``
+fetches style images (``fastst.data.styles``) and VGG weights through it; ``fastst.data.coco``
 fetches COCO.
 
 Everything is restartable: an interrupted download continues from its ``.part`` file

@@ -14,13 +14,13 @@ net that commutes with the warp when ``noise=0``). The motion ``f`` is a global 
 upsampled bicubically), all in pixels, drawn from a ``torch.Generator`` that the caller seeds per
 (seed, rank, batch): the same batch always gets the same motion, so resume stays exact.
 
-Flow convention (as :mod:`fastst.motion`): ``warp(image, f)(p) = image(p + f(p))``.
+Flow convention (as :mod:`fastst.inference.motion`): ``warp(image, f)(p) = image(p + f(p))``.
 
 Interpolation: a sub-pixel warp interpolates, and bilinear interpolation blurs (a half-pixel shift
 averages two neighbours). With a fractional flow the term compares ``blur(net(x))`` with
 ``net(blur(x))``: it asks the net to commute with blurring, which a stylizer that adds strokes and
 texture cannot do, so part of it penalises texture rather than flicker (a pointwise colour curve,
-which cannot flicker, scores above zero; ``tests/test_temporal.py``). ``whole_pixels`` rounds the
+which cannot flicker, scores above zero; ``tests/losses/test_temporal.py``). ``whole_pixels`` rounds the
 flow to whole pixels: both warps then copy pixels, and a net that moves its output with the image
 scores zero. The motion's range is unchanged (rotation and zoom become whole-pixel shifts that change
 every few dozen pixels). docs/video.md measures both.

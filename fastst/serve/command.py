@@ -13,8 +13,8 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from fastst.common.options import add_device, add_dtype
 from fastst.errors import UsageError, command
-from fastst.options import add_device, add_dtype
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keep_freed_memory",
         action="store_false",
         help="leave glibc's allocator as it is (default: keep freed memory for the next request: faster on the "
-        "CPU, but the resident memory stays at the largest request's peak; fastst/allocator.py)",
+        "CPU, but the resident memory stays at the largest request's peak; fastst/common/allocator.py)",
     )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(
             f'fastst serve needs the web extra ({e.name} is missing): pip install -c constraints.txt -e ".[serve]"'
         ) from None
-    from fastst.allocator import keep_freed_memory
+    from fastst.common.allocator import keep_freed_memory
     from fastst.serve.models import load_models
 
     limits = limits_from_args(args)
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         models = load_models(args.models, device=args.device, dtype=args.dtype)
         if args.keep_freed_memory:
-            keep_freed_memory()  # every request allocates the same big activations again (fastst/allocator.py)
+            keep_freed_memory()  # every request allocates the same big activations again (fastst/common/allocator.py)
         app = create_app(models, limits, allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None)
         server = app.state.server
         names = ", ".join(models)

@@ -159,7 +159,7 @@ class ExportOnFitEnd(pl.Callback):
         if getattr(pl_module, "stopped_by_signal", None):  # preempted: the model is not finished
             log.info("not exporting: training stopped early (%s) and will resume", pl_module.stopped_by_signal)
             return
-        from fastst.export import export_checkpoint, export_onnx, load_model_file
+        from fastst.export.convert import export_checkpoint, export_onnx, load_model_file
 
         try:
             path = export_checkpoint(ckpt, export_dir=self.export_dir)

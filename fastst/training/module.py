@@ -386,7 +386,7 @@ class StyleTransferModule(pl.LightningModule):
         }
         if self.distill_from is not None:  # the teacher: where it was, its content hash, what it was
             meta["distilled_from"] = dict(self.distill_from)
-        if self.num_styles:  # every style row of the net, in order (fastst.modelfile.model_styles)
+        if self.num_styles:  # every style row of the net, in order (fastst.modelfile.weights.model_styles)
             meta["styles"] = [dict(s) for s in self.styles]
             meta["train_rows"] = list(self.train_rows)
         return meta

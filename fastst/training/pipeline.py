@@ -22,8 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
-from fastst import modelfile, models
-from fastst.allocator import keep_freed_memory
+from fastst import models
+from fastst.common.allocator import keep_freed_memory
+from fastst.common.options import resolve_progress
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.styles import load_style_image, resolve_style_path, style_entry
 from fastst.errors import (
@@ -31,7 +32,7 @@ from fastst.errors import (
     TrainingOutOfMemoryError,
     first_line,
 )
-from fastst.options import resolve_progress
+from fastst.modelfile import weights as modelfile
 from fastst.training.callbacks import TrainingMonitor
 from fastst.training.checkpointing import (
     AtomicCheckpointIO,
@@ -122,7 +123,7 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _progress(cfg: DictConfig) -> str:
-    """``progress`` (fastst.options' vocabulary): a rich bar on a terminal, else plain log lines."""
+    """``progress`` (fastst.common.options' vocabulary): a rich bar on a terminal, else plain log lines."""
     mode = resolve_progress(cfg.get("progress", "auto"), key="progress", stream=sys.stdout)
     if mode == "bar":
         try:
@@ -164,7 +165,7 @@ def resolve_matmul_precision(value: Any, accelerator: str | None, precision: str
     On a CPU, ``medium`` lets oneDNN pick faster kernels for the fp32 matmuls left outside autocast
     (the Gram matrices): -9% per fastst step on a 2-core AVX512-BF16 CPU (1.21 -> 1.10 s, docs/benchmarks.md),
     with the Gram of bf16 features within 1.3e-6 (relative) of ``highest`` and the same gradient
-    (``tests/test_speed.py``). On GPUs ``high`` is TF32, exact for the bf16 features of bf16-mixed training.
+    (``tests/training/test_speed.py``). On GPUs ``high`` is TF32, exact for the bf16 features of bf16-mixed training.
     """
     value = str(value)
     if value == "auto":
@@ -199,8 +200,8 @@ def _is_multistyle(family: str) -> bool:
 
 def _init_from(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and metadata of ``init_from``: a model file (.safetensors) or a training checkpoint."""
-    from fastst.export import read_checkpoint
-    from fastst.modelfile import build_net, load_model_file
+    from fastst.export.convert import read_checkpoint
+    from fastst.modelfile.weights import build_net, load_model_file
 
     if not Path(path).is_file():
         raise ConfigError(f"init_from={path}: no such model file or checkpoint")
@@ -230,8 +231,8 @@ def load_teacher(path: str) -> tuple[torch.nn.Module, dict[str, Any], dict[str, 
     from, and to refuse resuming a run with another one. Multi-style teachers are refused (not supported yet).
     """
     from fastst.errors import ModelFileError
-    from fastst.export import read_checkpoint
-    from fastst.modelfile import build_net, load_model_file, model_styles
+    from fastst.export.convert import read_checkpoint
+    from fastst.modelfile.weights import build_net, load_model_file, model_styles
 
     file = Path(path).expanduser()
     if not file.is_file():
@@ -318,7 +319,7 @@ def multistyle_setup(cfg: DictConfig, family: str) -> dict[str, Any]:
 
     Every painting is found, downloaded or refused as a single-style run's (``resolve_style_path``).
     """
-    from fastst.modelfile import model_styles
+    from fastst.modelfile.weights import model_styles
     from fastst.models.multistyle import append_styles, from_single_style
 
     entries = list(_container(cfg.get("styles")) or [])
@@ -405,7 +406,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
             raise ConfigError(f"distill_from: a multi-style student (model.family={family}) is not supported yet")
         # Before the data: a missing or damaged teacher is reported before anything else is read or written.
         teacher, teacher_meta, teacher_record = load_teacher(str(cfg.distill_from))
-        from fastst.modelfile import model_styles
+        from fastst.modelfile.weights import model_styles
 
         teacher_style = (model_styles(teacher_meta) or [None])[0]
     # Cheap checks first: the data and the style images, before any network is built.

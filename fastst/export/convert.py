@@ -1,0 +1,315 @@
+"""Checkpoint -> model file, and model file -> ONNX / TorchScript.
+
+``fastst export RUN/checkpoints/last.ckpt [--onnx] [--torchscript]`` writes
+``checkpoints/<style>.safetensors`` (and ``<style>.onnx`` / ``<style>.pt``). The model file's schema
+lives in :mod:`fastst.modelfile.weights`. Only PyTorch, safetensors and, for ``--onnx``, onnx + onnxruntime
+are needed: no Lightning, no Hydra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastst.errors import ModelFileError, UsageError, command, first_line
+from fastst.inference.ort import ONNX_METADATA_KEY  # noqa: F401  (the metadata_props key, "fastst")
+from fastst.io.files import atomic_path
+from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
+    FORMAT_VERSION,
+    build_net,
+    load_model_file,
+    make_metadata,
+    plain_json,
+    read_metadata,
+    safe_name,
+    save_model_file,
+)
+from fastst.models import strip_compile_prefix
+
+
+# -- checkpoint -> model file ----------------------------------------------------------
+def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Net weights (``net.`` and ``_orig_mod.`` stripped) and model-file metadata from a training checkpoint."""
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise ModelFileError(f"{ckpt_path}: checkpoint not found; pass RUN/checkpoints/last.ckpt of a training run")
+    try:
+        # weights_only: plain tensors and containers only, so a malicious file cannot execute code.
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelFileError(
+            f"{ckpt_path}: cannot read it as a fastst training checkpoint ({first_line(e)}); "
+            "pass a .ckpt written by fastst train (only plain tensors are loaded, nothing in the file was run)"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "fastst" not in ckpt:
+        missing = "state_dict and fastst" if not isinstance(ckpt, dict) else "state_dict or fastst"
+        raise ModelFileError(
+            f"{ckpt_path}: not a fastst training checkpoint (no {missing} entries); "
+            "pass a .ckpt written by fastst train, e.g. RUN/checkpoints/last.ckpt"
+        )
+    meta = ckpt["fastst"]
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    state = strip_compile_prefix({k.removeprefix("net."): v for k, v in state.items()})
+    if not state or not isinstance(meta, Mapping) or "net" not in meta:
+        raise ModelFileError(
+            f"{ckpt_path}: the checkpoint has no transform-net weights or net config; "
+            "pass a .ckpt written by fastst train"
+        )
+    metadata = make_metadata(meta, steps=int(ckpt.get("global_step", 0)), checkpoint=ckpt_path.name)
+    # Build the net once now: a checkpoint whose weights do not fit its config fails here, not at load time.
+    build_net(metadata, state, where=str(ckpt_path))
+    return state, metadata
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, out_path: str | Path | None = None, export_dir: str | Path = "checkpoints"
+) -> Path:
+    """Write the transform net of a training checkpoint as ``<export_dir>/<style>.safetensors``.
+
+    The file holds the weights and one JSON metadata string under the key ``"fastst"``. It is
+    written to a temporary file first and renamed, so a crash never leaves a half-written model.
+    """
+    state, metadata = read_checkpoint(ckpt_path)
+    if out_path is None:
+        name = metadata["style"].get("name") or Path(ckpt_path).stem
+        out_path = Path(export_dir) / f"{safe_name(str(name))}.safetensors"
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise ModelFileError(f"{out_path}: is a folder; pass a file name such as {out_path / 'style.safetensors'}")
+    return save_model_file(out_path, state, metadata)
+
+
+# -- ONNX and TorchScript --------------------------------------------------------------
+def _cpu_copy(net: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(net).to("cpu", torch.float32).eval()
+
+
+def _parity_inputs(check_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    # The second and later sizes use a batch of 2 so that the dynamic batch axis is exercised too.
+    return [torch.rand(1 if i == 0 else 2, 3, h, w, generator=gen) for i, (h, w) in enumerate(check_sizes)]
+
+
+def parity_mixes(num_styles: int, batch: int) -> list[torch.Tensor]:
+    """Style mixes (B x N) a multi-style export is checked with: the last style alone, and a blend of all.
+
+    The batch's rows differ (row b of the one-hot case selects style (N - 1 - b) mod N), so a graph that
+    applied one row's style to every image would fail the check.
+    """
+    one_hot = torch.zeros(batch, num_styles)
+    for b in range(batch):
+        one_hot[b, (num_styles - 1 - b) % num_styles] = 1.0
+    blend = torch.arange(1, num_styles + 1, dtype=torch.float32).repeat(batch, 1)
+    blend[1:] = blend[1:].flip(-1)
+    return [one_hot, blend / blend.sum(-1, keepdim=True)]
+
+
+def export_onnx(
+    net: torch.nn.Module,
+    path: str | Path,
+    check_sizes: Sequence[tuple[int, int]] = ((256, 256), (320, 480)),
+    tol: float = 1e-4,
+    opset: int = 18,
+    metadata: Mapping[str, Any] | None = None,
+    rewrite: bool = True,
+) -> dict[str, Any]:
+    """Export ``net`` to ONNX with dynamic batch, height and width, then check it with onnxruntime.
+
+    With ``rewrite`` (the default) the graph is written from :func:`fastst.export.rewrites.export_rewrites`
+    of the net: the output convolution on 4x4 pixel blocks and each nearest x2 upsampling + 3x3
+    convolution as a sub-pixel convolution. The same function (exact up to float summation order),
+    faster on ONNX Runtime's CPU provider (docs/deploy.md, "Run 3"). The parity check below compares the
+    file with the original net.
+
+    ``metadata`` (the model file's, :mod:`fastst.modelfile.weights`) is embedded as JSON in the graph's
+    ``metadata_props`` under the key ``fastst`` (:data:`ONNX_METADATA_KEY`), so the ``.onnx`` file
+    is self-describing: ``fastst stylize`` reads the style names of a multi-style graph from it.
+
+    A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
+    one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
+    is checked with two mixes per size (:func:`parity_mixes`).
+
+    The dynamo exporter (``torch.export`` with ``dynamic_shapes``; height and width as multiples
+    of 4) is tried first and the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``)
+    second. The file is run with onnxruntime's CPU provider at each of ``check_sizes`` (H, W)
+    and compared with PyTorch; a max abs difference above ``tol`` raises ``ModelFileError`` and
+    no file is left behind. Returns ``{"path", "exporter", "opset", "max_abs_diff": {"HxW": d}, "rewrites"}``.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from fastst.export.rewrites import export_rewrites
+
+    path = Path(path)
+    net = _cpu_copy(net)
+    graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
+    n = int(getattr(net, "num_styles", 0) or 0)  # > 0: a multi-style net, forward(x, mix)
+    example = torch.rand(2, 3, 64, 96)
+    args: tuple[torch.Tensor, ...] = (example, parity_mixes(n, 2)[1]) if n else (example,)
+    input_names = ["image", "style"] if n else ["image"]
+    errors: list[str] = []
+    with atomic_path(path) as tmp:
+        exporter = None
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        h4, w4 = torch.export.Dim("h4", min=2, max=8192), torch.export.Dim("w4", min=2, max=8192)
+        axes = {0: "batch", 2: "height", 3: "width"}
+        dynamic = {0: batch, 2: 4 * h4, 3: 4 * w4}  # H and W: multiples of 4
+        shapes: dict[str, Any] = {"x": dynamic, "mix": {0: batch}} if n else {"x": dynamic}
+        ts_axes: dict[str, Any] = {"image": axes, "stylized": axes} | ({"style": {0: "batch"}} if n else {})
+        attempts: list[tuple[str, dict[str, Any]]] = [
+            # external_data=False: one self-contained file, the weights inside (the net is far below 2 GB)
+            ("dynamo", {"dynamo": True, "external_data": False, "dynamic_shapes": shapes}),
+            ("torchscript", {"dynamo": False, "dynamic_axes": ts_axes}),
+        ]
+        for name, kwargs in attempts:
+            try:
+                with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        graph_net,
+                        args,
+                        str(tmp),
+                        input_names=input_names,
+                        output_names=["stylized"],
+                        opset_version=opset,
+                        verbose=False,
+                        **kwargs,
+                    )
+                exporter = name
+                break
+            except Exception as e:  # try the next exporter; report all if none works
+                errors.append(f"{name}: {first_line(e)}")
+        if exporter is None:
+            raise ModelFileError(f"{path}: ONNX export failed ({'; '.join(errors)})")
+        if metadata is not None:
+            set_onnx_metadata(tmp, metadata)
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        diffs: dict[str, float] = {}
+        for x in _parity_inputs(check_sizes):
+            for k, mix in enumerate(parity_mixes(n, x.shape[0]) if n else [None]):
+                with torch.no_grad():
+                    ref = (net(x) if mix is None else net(x, mix)).numpy()
+                feeds = {names[0]: x.numpy()} | ({names[1]: mix.numpy()} if mix is not None else {})
+                got = session.run(None, feeds)[0]
+                if got.shape != ref.shape:
+                    raise ModelFileError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
+                key = f"{x.shape[2]}x{x.shape[3]}" + ("" if mix is None else (" one-hot" if k == 0 else " blend"))
+                diffs[key] = float(np.abs(got - ref).max())
+        worst = max(diffs.values())
+        if not worst <= tol:
+            raise ModelFileError(f"{path}: ONNX output differs from PyTorch by {worst:.3g} > {tol:g} ({diffs})")
+    return {
+        "path": str(path),
+        "exporter": exporter,
+        "opset": opset,
+        "max_abs_diff": diffs,
+        "rewrites": rewrites,
+    }
+
+
+def set_onnx_metadata(path: str | Path, metadata: Mapping[str, Any], **extra: Any) -> None:
+    """Write ``metadata`` (plus ``extra`` top-level fields) as JSON into the ONNX file's ``metadata_props``."""
+    from fastst.inference.ort import write_onnx_metadata
+
+    write_onnx_metadata(path, plain_json({**dict(metadata), **extra}))
+
+
+def export_torchscript(
+    net: torch.nn.Module,
+    path: str | Path,
+    metadata: Mapping[str, Any] | None = None,
+    check_sizes: Sequence[tuple[int, int]] = ((64, 64), (72, 100)),
+    tol: float = 1e-5,
+) -> dict[str, Any]:
+    """Trace ``net`` to TorchScript (``torch.jit.load`` runs it without fastst), reload and check it.
+
+    The trace is shape-generic for this net (no data-dependent control flow); the reloaded module
+    is compared with ``net`` at ``check_sizes``, which differ from the tracing size. ``metadata``
+    is embedded as the extra file ``fastst.json``. Returns ``{"path", "max_abs_diff": {...}}``.
+    """
+    path = Path(path)
+    net = _cpu_copy(net)
+    n = int(getattr(net, "num_styles", 0) or 0)  # a multi-style net is traced with its style input
+    extra = {"fastst.json": json.dumps(plain_json(dict(metadata or {})), sort_keys=True)}
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about constant channel checks; jit deprecation
+            example = (torch.rand(1, 3, 64, 96), *([parity_mixes(n, 1)[1]] if n else []))
+            traced = torch.jit.trace(net, example, check_trace=False)
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+            loaded = torch.jit.load(str(tmp), map_location="cpu")
+        diffs: dict[str, float] = {}
+        for x in _parity_inputs(check_sizes):
+            with torch.no_grad():
+                inputs = (x, parity_mixes(n, x.shape[0])[0]) if n else (x,)
+                diffs[f"{x.shape[2]}x{x.shape[3]}"] = float((loaded(*inputs) - net(*inputs)).abs().max())
+        worst = max(diffs.values())
+        if not worst <= tol:
+            raise ModelFileError(f"{path}: TorchScript output differs from PyTorch by {worst:.3g} > {tol:g}")
+    return {"path": str(path), "max_abs_diff": diffs}
+
+
+# -- command line ----------------------------------------------------------------------
+def _size(path: Path) -> str:
+    n = path.stat().st_size
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastst export",
+        description="Export a training checkpoint to a self-contained .safetensors model (and ONNX / TorchScript).",
+        epilog="example: fastst export logs/train/starry_night/<run>/checkpoints/last.ckpt --onnx",
+    )
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint (.ckpt) written by fastst train")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="model file to write (default: EXPORT_DIR/<style>.safetensors)"
+    )
+    parser.add_argument("--export-dir", type=Path, default=Path("checkpoints"), help="folder for the default name")
+    parser.add_argument("--onnx", action="store_true", help="also write <name>.onnx (checked with onnxruntime)")
+    parser.add_argument("--torchscript", action="store_true", help="also write <name>.pt (TorchScript)")
+    parser.add_argument("--onnx-tol", type=float, default=1e-4, help="max abs ONNX-vs-PyTorch difference allowed")
+    return parser
+
+
+@command()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastst export``: 0 on success; user errors are raised (``fastst.errors.run_command`` prints them)."""
+    args = build_parser().parse_args(argv)
+    if args.output and Path(args.output).suffix != ".safetensors":
+        raise UsageError(
+            f"-o {args.output}: the model file must end in .safetensors (ONNX/TorchScript files are written next to it)"
+        )
+    try:
+        out = export_checkpoint(args.checkpoint, args.output, args.export_dir)
+    except OSError as e:
+        raise ModelFileError(f"{args.output or args.export_dir}: cannot write the model file ({e})") from None
+    print(f"wrote {out} ({_size(out)})")
+    if args.onnx or args.torchscript:
+        net, metadata = load_model_file(out)
+        if args.onnx:
+            try:
+                report = export_onnx(net, out.with_suffix(".onnx"), tol=args.onnx_tol, metadata=metadata)
+            except ImportError as e:
+                raise ModelFileError(f"--onnx needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
+            diffs = ", ".join(f"{k}: {v:.2e}" for k, v in report["max_abs_diff"].items())
+            onnx_path = Path(report["path"])
+            print(f"wrote {onnx_path} ({_size(onnx_path)}; {report['exporter']} exporter, opset {report['opset']})")
+            print(f"  onnxruntime vs PyTorch max abs diff: {diffs}")
+        if args.torchscript:
+            report = export_torchscript(net, out.with_suffix(".pt"), metadata)
+            ts_path = Path(report["path"])
+            worst = max(report["max_abs_diff"].values())
+            print(f"wrote {ts_path} ({_size(ts_path)}; TorchScript, reload max abs diff {worst:.2e})")
+    return 0

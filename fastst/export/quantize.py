@@ -1,0 +1,295 @@
+"""``fastst quantize MODEL.onnx --calibration PHOTOS``: int8 post-training static quantization, checked.
+
+ONNX Runtime's ``quantize_static`` (QDQ format, per-channel int8 weights, uint8 activations, MinMax
+calibration) after its recommended ``quant_pre_process``, calibrated on photos resized to ``--size``
+(long side). Only the convolutions are quantized (:data:`OP_TYPES`): instance norms, residual adds,
+upsampling and the output sigmoid stay fp32, because every instance norm renormalizes its input
+and an int8 copy of its statistics would shift the tone of the whole image. The convolutions with
+3 input or output channels, which face the RGB image, stay fp32 as well (:func:`image_convs`): on
+ONNX Runtime's CPU provider an int8 convolution with a 9x9 kernel and 3 channels is slower than the
+fp32 one and builds buffers of hundreds of MB at 1024 px (measured on the default net at 1024 px:
+about 950K page faults in the first run against 210K with them in fp32, and less CPU time per warm
+run), and leaving them fp32 also lowers the error (docs/deploy.md, "Run 3"). In a current export
+of a net wider than 3 channels that is the first convolution only: the last one is written as a
+48-channel blocked convolution (fastst/export/rewrites.py), which int8 speeds up.
+
+The int8 graph is then compared with the fp32 one on photos *not* used for calibration
+(``--holdout DIR``, or the last 20% of the calibration photos): max and mean abs difference of the
+outputs in [0,1] RGB. A mean above ``--max-diff`` (default :data:`DEFAULT_MAX_DIFF`) refuses the
+result: nothing is written, one ``error:`` line, exit 2; ``--force`` writes it with a warning.
+The int8 file keeps the ``fastst`` metadata of the fp32 one, plus ``quantization: "int8 static"``
+and the measured differences (``int8``); the same report is written as ``OUT.json``.
+
+Why a mean-abs bound of 0.02 (5 of 255 grey levels on average): it is well above what int8
+weights and activations cost on a trained net (measured 0.009 at 256 px and 0.011 at 512 px on
+the default 32-channel 5-block net, briefly trained) and well below a visible global shift of
+tone. The max is reported, not bounded: single pixels on high-contrast strokes move by much more
+without changing the picture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastst.errors import ImageError, ModelFileError, UsageError, command, first_line
+from fastst.io.files import walk_files
+from fastst.io.images import IMAGE_EXTENSIONS, load_image, pil_to_array, resize_long_side
+
+DEFAULT_MAX_DIFF = 0.02  # mean abs difference on [0,1] RGB; see the module docstring
+OP_TYPES = ["Conv"]  # what is quantized; see the module docstring
+HOLDOUT_FRACTION = 0.2
+
+
+def load_photos(paths: Sequence[Path], size: int) -> list[tuple[Path, np.ndarray]]:
+    """1 x 3 x H x W float arrays of the readable photos, long side ``size``; unreadable ones are skipped (stderr)."""
+    out = []
+    for path in paths:
+        try:
+            out.append((path, pil_to_array(resize_long_side(load_image(path, draft_size=size), size))[None]))
+        except ImageError as e:
+            print(f"skipped {e}", file=sys.stderr)
+    return out
+
+
+def style_row(i: int, n: int) -> np.ndarray | None:
+    """The one-hot style row photo ``i`` is run with (styles cycle over the photos); None for one style."""
+    if not n:
+        return None
+    row = np.zeros((1, n), dtype=np.float32)
+    row[0, i % n] = 1.0
+    return row
+
+
+class PhotoReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over padded photos (and cycling one-hot styles)."""
+
+    def __init__(self, photos: list[np.ndarray], input_names: list[str], num_styles: int) -> None:
+        from fastst.inference.ort import pad_to_multiple
+
+        self.feeds = []
+        for i, x in enumerate(photos):
+            feed = {input_names[0]: pad_to_multiple(x)[0]}
+            if num_styles:
+                feed[input_names[1]] = style_row(i, num_styles)
+            self.feeds.append(feed)
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.feeds):
+            return None
+        self.index += 1
+        return self.feeds[self.index - 1]
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+def split_photos(calibration: Path, holdout: Path | None, count: int) -> tuple[list[Path], list[Path]]:
+    """(calibration photos, held-out photos); the two never share a file."""
+    if not calibration.is_dir():
+        raise UsageError(f"--calibration {calibration}: not a folder of photos")
+    exts = " ".join(IMAGE_EXTENSIONS)
+    photos = walk_files(calibration, IMAGE_EXTENSIONS)
+    if not photos:
+        raise UsageError(f"--calibration {calibration}: no photos found (searched recursively for {exts})")
+    if holdout is not None:
+        if not holdout.is_dir():
+            raise UsageError(f"--holdout {holdout}: not a folder of photos")
+        held = walk_files(holdout, IMAGE_EXTENSIONS)
+        used = {p.resolve() for p in photos}
+        held = [p for p in held if p.resolve() not in used]
+        if not held:
+            raise UsageError(f"--holdout {holdout}: no photos that are not also calibration photos")
+        return photos[:count], held
+    if len(photos) < 2:
+        raise UsageError(
+            f"--calibration {calibration}: one photo cannot be split into calibration and held-out photos; "
+            "add photos or pass --holdout DIR"
+        )
+    n_held = max(1, round(len(photos) * HOLDOUT_FRACTION))
+    return photos[: len(photos) - n_held][:count], photos[len(photos) - n_held :]
+
+
+def image_convs(path: Path) -> list[str]:
+    """Names of the Conv nodes with 3 input or output channels (their weight is O x I x kH x kW)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and len(n.input) > 1 and 3 in shapes.get(n.input[1], [0, 0])[:2]
+    ]
+
+
+def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> tuple[str, list[str]]:
+    """``quant_pre_process`` + ``quantize_static`` of ``src`` into ``dst``; returns how it was pre-processed
+    and the convolutions left fp32 (:func:`image_convs`)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="fastst_quant_") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        how = "quant_pre_process"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        except Exception as e:  # symbolic shape inference can fail on dynamic graphs: try without it
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                how = f"quant_pre_process without symbolic shapes ({first_line(e, 100)})"
+            except Exception as e2:
+                pre, how = src, f"not pre-processed ({first_line(e2, 100)})"
+        kept = image_convs(pre)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=OP_TYPES,
+                nodes_to_exclude=kept,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+    return how, kept
+
+
+def compare(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict[str, Any]:
+    """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style i cycles)."""
+    worst, total, count, per_photo = 0.0, 0.0, 0, {}
+    for i, (path, x) in enumerate(photos):
+        style = None if not fp32.num_styles else fp32.style_names[i % fp32.num_styles]
+        a = np.clip(fp32(x, style=style), 0.0, 1.0)
+        b = np.clip(int8(x, style=style), 0.0, 1.0)
+        d = np.abs(a.astype(np.float64) - b)
+        worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
+        per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
+    return {"max_abs_diff": worst, "mean_abs_diff": total / max(1, count), "photos": per_photo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastst quantize",
+        description="int8 post-training static quantization of a .onnx model (ONNX Runtime, QDQ, per-channel "
+        "weights), checked against the fp32 model on held-out photos.",
+        epilog="example: fastst quantize checkpoints/starry_night.onnx --calibration photos/ --size 512",
+    )
+    p.add_argument("model", type=Path, help=".onnx model written by fastst export --onnx")
+    p.add_argument("--calibration", type=Path, required=True, help="folder of photos to calibrate on (recursive)")
+    p.add_argument("-o", "--output", type=Path, help="int8 model to write (default: MODEL.int8.onnx)")
+    p.add_argument("--size", type=int, default=512, help="long side of the photos, in px (default 512)")
+    p.add_argument("--count", type=int, default=32, help="calibration photos used at most (default 32)")
+    p.add_argument(
+        "--holdout",
+        type=Path,
+        help="folder of photos to compare int8 with fp32 on (default: the last 20%% of the calibration photos, "
+        "which are then not calibrated on)",
+    )
+    p.add_argument(
+        "--max-diff",
+        type=float,
+        default=DEFAULT_MAX_DIFF,
+        help=f"refuse when the mean abs int8-vs-fp32 difference on [0,1] RGB exceeds this (default {DEFAULT_MAX_DIFF})",
+    )
+    p.add_argument("--force", action="store_true", help="write the int8 model even above --max-diff (a warning)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    model = Path(args.model)
+    if model.suffix.lower() != ".onnx":
+        raise UsageError(f"{model}: fastst quantize takes a .onnx model; write one with fastst export CKPT --onnx")
+    out = Path(args.output) if args.output else model.with_name(model.stem + ".int8.onnx")
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"-o {out}: the int8 model must end in .onnx")
+    report_path = out.with_suffix(".json")
+    if out.resolve() == model.resolve():
+        raise UsageError(f"-o {out}: would replace the fp32 model; choose another name")
+    for path in (out, report_path):
+        if path.exists() and not args.overwrite:
+            raise UsageError(f"{path} already exists; pass --overwrite to replace, or choose another -o")
+    if args.size < 8 or args.count < 1:
+        raise UsageError(f"--size must be >= 8 and --count >= 1, got {args.size} and {args.count}")
+    if not args.max_diff >= 0:
+        raise UsageError(f"--max-diff must be >= 0, got {args.max_diff}")
+    try:
+        import onnx  # noqa: F401  (quantization and the metadata need it)
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"fastst quantize needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
+    from fastst.inference.ort import OrtStylizer, write_onnx_metadata
+
+    fp32 = OrtStylizer(model, device="cpu")
+    calib_paths, held_paths = split_photos(args.calibration, args.holdout, args.count)
+    calib, held = load_photos(calib_paths, args.size), load_photos(held_paths, args.size)
+    if not calib or not held:
+        raise UsageError(f"--calibration {args.calibration}: not enough readable photos to calibrate and compare")
+    reader = PhotoReader([x for _, x in calib], fp32.input_names, fp32.num_styles)
+    print(f"calibrating on {len(calib)} photo(s) at {args.size} px, comparing on {len(held)} held-out photo(s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fastst_int8_", dir=out.parent) as tmp:
+        tmp_out = Path(tmp) / out.name
+        try:
+            how, kept = quantize_file(model, tmp_out, reader)
+        except Exception as e:
+            raise ModelFileError(f"{model}: int8 quantization failed ({first_line(e, 300)})") from None
+        diffs = compare(fp32, OrtStylizer(tmp_out, device="cpu"), held)
+        report = {
+            "model": str(model),
+            "output": str(out),
+            "quantization": "int8 static",
+            "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax calibration",
+            "op_types": OP_TYPES,
+            "kept_fp32": kept,
+            "pre_processing": how,
+            "calibration": {"photos": [p.name for p, _ in calib], "size": args.size},
+            "holdout_photos": len(held),
+            "max_abs_diff": diffs["max_abs_diff"],
+            "mean_abs_diff": diffs["mean_abs_diff"],
+            "max_diff_bound": args.max_diff,
+            "per_photo": diffs["photos"],
+            "fp32_bytes": model.stat().st_size,
+            "int8_bytes": tmp_out.stat().st_size,
+        }
+        line = (
+            f"int8 vs fp32 on {len(held)} held-out photo(s) at {args.size} px: max abs diff "
+            f"{diffs['max_abs_diff']:.4f}, mean abs diff {diffs['mean_abs_diff']:.4f} (bound {args.max_diff:g})"
+        )
+        if not diffs["mean_abs_diff"] <= args.max_diff:
+            if not args.force:
+                raise UsageError(
+                    f"{line}: above --max-diff, so {out} was not written (--force writes it anyway; "
+                    "more or more typical calibration photos may help)"
+                )
+            print(f"warning: {line}: above --max-diff; written anyway (--force)", file=sys.stderr)
+        summary = {k: report[k] for k in ("max_abs_diff", "mean_abs_diff", "holdout_photos", "max_diff_bound")}
+        write_onnx_metadata(tmp_out, {**fp32.metadata, "quantization": "int8 static", "int8": summary})
+        report["int8_bytes"] = tmp_out.stat().st_size  # the file as written, metadata included
+        os.replace(tmp_out, out)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(line)
+    print(f"wrote {out} ({report['int8_bytes'] / 1e6:.1f} MB; fp32 {report['fp32_bytes'] / 1e6:.1f} MB), {report_path}")
+    return 0
+
+
+@command()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastst quantize``: 0 when the int8 model was written; 2 (one ``error:`` line) when refused."""
+    return run(build_parser().parse_args(argv))

@@ -1,0 +1,371 @@
+"""``fastst stylize MODEL INPUT... -o OUT``: stylize images, folders and videos.
+
+- INPUT: image files, video files (.mp4 .mov .mkv .avi .webm) or folders (searched recursively;
+  hidden folders skipped). Folders are mirrored into OUT; with several inputs each folder gets
+  its own sub-folder ``OUT/<folder name>/``. With exactly one file input, ``-o`` may be a file.
+- Every output path is checked before anything is processed: an existing file stops the run
+  (one ``error:`` line naming it) unless ``--overwrite``.
+- ``--style NAME`` / ``--mix a=0.7,b=0.3`` choose what a multi-style model renders (images, tiles and
+  videos alike); a multi-style model given neither stops with one ``error:`` line listing its styles
+  (``fastst styles --model MODEL`` lists them too).
+- Unreadable images or videos are reported (one line each) and skipped; the summary counts them.
+  Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
+  file, missing input, folder without images, existing output, bad option).
+
+Backends (``--backend auto|torch|onnxruntime``): ``auto`` picks by the model file. A ``.onnx`` graph
+(``fastst export CKPT --onnx``, ``fastst quantize``) runs on ONNX Runtime (:mod:`fastst.inference.ort`)
+and this command then never imports torch; anything else (``.safetensors``) runs on torch, without
+Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other than fp32,
+``--channels-last``, ``--compile``, ``--stabilize``) given with a ``.onnx`` model stop with
+one ``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastst.common.allocator import keep_freed_memory
+from fastst.common.options import add_device, add_dtype, add_style_choice, size_or_none, style_choice
+from fastst.errors import UsageError, command
+from fastst.io.files import atomic_path, walk_files
+from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")  # what fastst.io.video writes and reads
+SAVE_OPTIONS = {".jpg": {"quality": 95}, ".jpeg": {"quality": 95}, ".webp": {"quality": 95}}
+# PNG outputs: zlib's run-length strategy (Z_RLE) by default. A stylized photo is grain everywhere, where
+# zlib's match search finds little: on a 1024 px one Pillow wrote 1.88 MB in 80 ms with it, 1.85 MB in
+# 216 ms with its default (level 6), 2.03 MB in 111 ms at level 1 (docs/deploy.md, run 5).
+PNG_COMPRESSION = "rle"
+
+
+def png_options(compression: str) -> dict[str, int]:
+    """Pillow's PNG save options for ``--png-compression``: ``rle``, or a zlib level 0-9 (default strategy)."""
+    import zlib
+
+    if compression == "rle":
+        return {"compress_level": 6, "compress_type": zlib.Z_RLE}
+    if compression.isdigit() and 0 <= int(compression) <= 9:
+        return {"compress_level": int(compression)}
+    raise UsageError(f"--png-compression must be rle or a zlib level 0 (none) to 9 (smallest), got {compression!r}")
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+ONNX_SUFFIXES = (".onnx",)
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+    @property
+    def is_video(self) -> bool:
+        return self.src.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def plan_jobs(inputs: Sequence[Path], output: Path) -> list[Job]:
+    """Input -> output pairs; raises ``UsageError`` for missing inputs, empty folders, clashes."""
+    if not inputs:
+        raise UsageError("no INPUT given")
+    for src in inputs:
+        if not src.exists():
+            raise UsageError(f"{src}: no such file or folder")
+    single_file = len(inputs) == 1 and inputs[0].is_file()
+    if single_file and not output.is_dir() and output.suffix:
+        src, ext = inputs[0], output.suffix.lower()
+        want = VIDEO_EXTENSIONS if src.suffix.lower() in VIDEO_EXTENSIONS else IMAGE_EXTENSIONS
+        if ext not in want:
+            raise UsageError(f"-o {output}: unsupported output type {ext!r} for {src.name}; use one of {want}")
+        jobs = [Job(src, output)]
+    else:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"-o {output}: is a file; with several inputs or a folder, -o must be a folder")
+        out_resolved = output.resolve()
+        jobs = []
+        for src in inputs:
+            if src.is_dir():
+                files = walk_files(src, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, exclude=out_resolved)
+                if not files:
+                    exts = " ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+                    raise UsageError(f"{src}: no images or videos found (searched recursively for {exts})")
+                base = output if len(inputs) == 1 else output / src.resolve().name
+                jobs += [Job(f, base / f.relative_to(src)) for f in files]
+            else:
+                jobs.append(Job(src, output / src.name))
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        key = job.dst.resolve()
+        if key == job.src.resolve():
+            raise UsageError(f"{job.dst}: output would replace its own input; choose another -o")
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {job.src} would both be written to {job.dst}; stylize them separately")
+        seen[key] = job.src
+    return jobs
+
+
+def check_outputs(jobs: Sequence[Job], overwrite: bool) -> None:
+    existing = [job.dst for job in jobs if job.dst.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another -o")
+    for job in jobs:
+        if job.dst.is_dir():
+            raise UsageError(f"{job.dst}: is a folder, cannot write a file there")
+
+
+def _save_atomic(image, dst: Path, png: dict[str, int]) -> None:
+    """Write ``image`` to ``dst`` in the format of its suffix; PNG with ``png`` (:func:`png_options`)."""
+    from PIL import Image
+
+    ext = dst.suffix.lower()
+    Image.preinit()  # PNG, JPEG, BMP, GIF, PPM: registered_extensions() imports every plugin, ~50-90 ms here
+    fmt = Image.EXTENSION.get(ext) or Image.registered_extensions().get(ext)
+    with atomic_path(dst) as tmp:
+        options = png if fmt == "PNG" else SAVE_OPTIONS.get(ext, {})
+        image.save(tmp, format=fmt, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastst stylize",
+        description="Stylize images, folders of images and videos with an exported model (.safetensors on torch, "
+        ".onnx on ONNX Runtime).",
+        epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
+        "backends: a .onnx model runs on ONNX Runtime (no torch import; images and videos, no --tile/--dtype/"
+        "--channels-last/--compile/--stabilize), a .safetensors model on torch. See docs/deploy.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model", type=Path, help="model file written by fastst export (.safetensors) or fastst export --onnx (.onnx)"
+    )
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image, video or folder (recursive)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or file, for one input file)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        help="resize so the long side is SIZE px first (videos: processing size); 0 = as is",
+    )
+    p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
+    p.add_argument("--strength", type=float, default=1.0, help="blend with the input: 0 = input, 1 = full style")
+    p.add_argument("--median", type=int, default=0, help="median filter of odd size K on the output (0 = off)")
+    p.add_argument("--tile", type=int, default=0, help="tiled inference with N px tiles for large images (0 = off)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in px (default min(96, tile/2))")
+    p.add_argument(
+        "--tile-stats",
+        choices=("exact", "downscaled"),
+        default="exact",
+        help="instance-norm statistics for tiles: exact (full resolution, ~10x compute) or downscaled (fast)",
+    )
+    p.add_argument(
+        "--tile-stats-size", type=int, default=1024, help="long side of the downscaled copy (--tile-stats downscaled)"
+    )
+    add_style_choice(p)
+    add_device(p)
+    add_dtype(p)
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the net: faster per image, but the first image of each size compiles (10-30 s)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="video frames per batch")
+    p.add_argument(
+        "--stabilize",
+        default="none",
+        help="videos: none, norm-ema[:A] (instance-norm statistics averaged over frames, default A 0.9), "
+        "blend[:B] (pull towards the flow-warped previous output, default B 0.5), or both joined by +; "
+        "see docs/video.md for what each gains and costs",
+    )
+    p.add_argument(
+        "--no-keep-freed-memory",
+        dest="keep_freed_memory",
+        action="store_false",
+        help="leave glibc's allocator as it is (default: keep freed memory for the next image, about 2x faster "
+        "on the CPU at 1080p, resident memory stays at its peak; fastst/common/allocator.py)",
+    )
+    p.add_argument(
+        "--png-compression",
+        default=PNG_COMPRESSION,
+        help="PNG outputs: rle (default; zlib's run-length strategy: about the size of Pillow's default in "
+        "a third of the time, on stylized photos) or a zlib level 0-9 (6 = Pillow's default, 9 = smallest)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto (default): .onnx models on onnxruntime, others (.safetensors) on torch; torch or onnxruntime "
+        "insist on one (onnxruntime needs a .onnx file: fastst export CKPT --onnx writes one)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime backend: intra-op threads (default 0 = all cores)"
+    )
+    return p
+
+
+def choose_backend(model: Path, backend: str) -> str:
+    """``torch`` or ``onnxruntime`` for ``model`` and ``--backend``; ``UsageError`` when they do not fit."""
+    is_onnx = model.suffix.lower() in ONNX_SUFFIXES
+    if backend == "auto":
+        return "onnxruntime" if is_onnx else "torch"
+    if backend == "onnxruntime" and not is_onnx:
+        raise UsageError(
+            f"{model}: --backend onnxruntime runs .onnx models; write one with fastst export RUN/checkpoints/last.ckpt "
+            "--onnx (it puts <style>.onnx next to the .safetensors)"
+        )
+    if backend == "torch" and is_onnx:
+        raise UsageError(f"{model}: --backend torch runs .safetensors model files; use --backend auto for .onnx")
+    return backend
+
+
+def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[str]:
+    """The options given that only the torch backend has, spelled as on the command line."""
+    given = []
+    if args.tile:
+        given.append(f"--tile {args.tile}")
+    if args.tile_overlap is not None:
+        given.append("--tile-overlap")
+    if args.tile_stats != "exact":
+        given.append("--tile-stats")
+    if args.tile_stats_size != 1024:
+        given.append("--tile-stats-size")
+    if args.dtype != "fp32":
+        given.append(f"--dtype {args.dtype}")
+    if args.channels_last:
+        given.append("--channels-last")
+    if args.compile:
+        given.append("--compile")
+    if str(args.stabilize).strip().lower() not in ("", "none"):
+        given.append("--stabilize")
+    return given
+
+
+def _array_frames(stylizer, size: int | None):
+    """The ONNX Runtime backend's video transform: float32 B x 3 x H x W arrays in and out (no torch).
+
+    With ``size`` the frames are stylized at that long side (the stylizer's option) and resized back
+    to the frame size (Pillow bicubic, as the torch path's bicubic interpolation)."""
+    import numpy as np
+    from PIL import Image
+
+    from fastst.io.images import array_to_pil, pil_to_array
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        y = stylizer(x)
+        h, w = x.shape[-2:]
+        if y.shape[-2:] != (h, w):
+            y = np.stack([pil_to_array(array_to_pil(f).resize((w, h), Image.Resampling.BICUBIC)) for f in y])
+        return y
+
+    return fn
+
+
+def run(args: argparse.Namespace) -> int:
+    args.size = size_or_none(args.size)
+    style = style_choice(args.style, args.mix)
+    jobs = plan_jobs(args.inputs, args.output)
+    check_outputs(jobs, args.overwrite)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    png = png_options(args.png_compression)  # a bad value stops here, before any work
+    if any(job.is_video for job in jobs):
+        try:
+            import fastst.io.video  # noqa: F401  (PyAV)
+        except ImportError as e:
+            raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
+    backend = choose_backend(args.model, args.backend)
+    # the options both backends have
+    options = {
+        "size": args.size,
+        "preserve_color": args.preserve_color,
+        "strength": args.strength,
+        "median": args.median,
+        "style": style,
+    }
+    if backend == "onnxruntime":
+        refused = torch_only_options(args, jobs)
+        if refused:
+            raise UsageError(
+                f"{refused[0]} needs the torch backend; {args.model} is an ONNX model: use the .safetensors model "
+                "file for it (fastst export writes both)"
+            )
+        if args.threads < 0:
+            raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
+        from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
+
+        stylizer = load_ort_stylizer(args.model, device=args.device, threads=args.threads or None, **options)
+    else:
+        from fastst.inference.stabilize import parse_stabilize
+        from fastst.inference.stylizer import load_stylizer
+
+        stabilize = parse_stabilize(args.stabilize)
+        if stabilize.active and not any(job.is_video for job in jobs):
+            raise UsageError(f"--stabilize {args.stabilize} applies to videos; none of the inputs is a video")
+        if args.keep_freed_memory:
+            keep_freed_memory()  # every image/frame allocates the same big activations again
+        stylizer = load_stylizer(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            tile=args.tile,
+            tile_overlap=args.tile_overlap,
+            tile_stats=args.tile_stats,
+            tile_stats_size=args.tile_stats_size,
+            **options,
+        )
+    if style is None and stylizer.num_styles > 1:
+        stylizer.mix(None)  # a multi-style model needs a style: one error line listing them, before any work
+    stabilizer = None
+    if backend == "torch" and any(job.is_video for job in jobs):
+        from fastst.inference.stabilize import VideoStabilizer
+
+        # built once, before any work: its checks (--stabilize with --tile/--compile) stop the command here
+        stabilizer = VideoStabilizer(stylizer, stabilize, size=args.size)
+    written, skipped = 0, []
+    progress: Iterable[Job] = jobs
+    say = print  # a skipped file's line; through the bar when there is one, so it does not break it
+    if sys.stderr.isatty():  # a bar only on a terminal (tqdm's own rule), and its import (~60 ms) only then
+        from tqdm import tqdm
+
+        progress, say = tqdm(jobs, desc="stylize", unit="file", file=sys.stderr), tqdm.write
+    for job in progress:
+        try:
+            if job.is_video:
+                from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
+
+                job.dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    if stabilizer is None:
+                        frames, arrays = _array_frames(stylizer, args.size), True
+                    else:
+                        stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
+                        frames, arrays = stabilizer, False
+                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
+                except (VideoError, ValueError) as e:
+                    raise ImageError(f"{job.src}: {e}") from None
+            else:
+                _save_atomic(stylizer(load_image(job.src)), job.dst, png)
+            written += 1
+        except (ImageError, OSError) as e:
+            reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
+            skipped.append(reason)
+            say(f"skipped {reason}", file=sys.stderr)
+    where = jobs[0].dst if len(jobs) == 1 else args.output
+    summary = f"wrote {written} of {len(jobs)} file(s) to {where}"
+    if skipped:
+        summary += f"; {len(skipped)} skipped (unreadable, listed above)"
+    print(summary)
+    return 0 if written else 1
+
+
+@command()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastst stylize``: 0 when something was written, 1 when every input was skipped."""
+    return run(build_parser().parse_args(argv))
