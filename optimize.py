@@ -6,9 +6,9 @@ The same as ``fastst optimize ...``: Hydra composes ``fastst/configs/optimize.ya
 
 import sys
 
-from fastst.cli import hydra_entry
+from fastst.cli import hydra_command
 
-main = hydra_entry("optimize", "fastst.baseline.optimize:optimize")
+main = hydra_command("optimize")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,9 +6,9 @@ The same as ``fastst train ...``: Hydra composes ``fastst/configs/train.yaml`` a
 
 import sys
 
-from fastst.cli import hydra_entry
+from fastst.cli import hydra_command
 
-main = hydra_entry("train", "fastst.training.pipeline:train_command")
+main = hydra_command("train")
 
 if __name__ == "__main__":
     sys.exit(main())

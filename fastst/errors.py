@@ -129,10 +129,16 @@ def report(e: BaseException) -> int:
     return EXIT_USER_ERROR
 
 
-def run_command(func: Callable[..., Any], *args: Any, interrupted: str | None = None) -> int:
+def run_command(
+    func: Callable[..., Any],
+    *args: Any,
+    interrupted: str | None = None,
+    on_error: Callable[[str], None] | None = None,
+) -> int:
     """Call ``func(*args)`` as a command: its int result (or 0) is the exit status.
 
-    A :class:`UserError` becomes one ``error:`` line and status 2 (``FASTST_DEBUG=1``: the traceback).
+    A :class:`UserError` becomes one ``error:`` line and status 2 (``FASTST_DEBUG=1``: the traceback);
+    ``on_error`` also gets the message (``fastst train`` writes it into the run's log file).
     Ctrl-C becomes ``error: interrupted`` (plus ``interrupted``, what a re-run does) and status 130.
     """
     try:
@@ -140,6 +146,8 @@ def run_command(func: Callable[..., Any], *args: Any, interrupted: str | None = 
     except UserError as e:
         if os.environ.get(DEBUG_ENV):
             raise
+        if on_error is not None:
+            on_error(str(e))
         return report(e)
     except KeyboardInterrupt:
         if os.environ.get(DEBUG_ENV):

@@ -12,7 +12,6 @@ imports Lightning or Hydra.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ class Command:
     target: str  # "module:function"; argparse commands: main(argv) -> int; Hydra commands: f(cfg)
     help: str
     hydra_config: str | None = None  # the primary config of a Hydra command
+    interrupted: str | None = None  # what re-running does, printed after Ctrl-C's "error: interrupted"
 
 
 COMMANDS: dict[str, Command] = {
@@ -33,37 +33,39 @@ COMMANDS: dict[str, Command] = {
         "fastst.training.pipeline:train_command",
         "train a style model: fastst train style=NAME data.root=PHOTOS [key=value ...]",
         hydra_config="train",
+        interrupted="re-run the same command to resume",
     ),
     "optimize": Command(
         "fastst.baseline.optimize:optimize",
         "stylize one photo by pixel optimisation (Gatys): fastst optimize style=NAME content=PHOTO",
         hydra_config="optimize",
     ),
-    "export": Command("fastst.export.convert:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)"),
+    "export": Command("fastst.cli.export:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)"),
     "stylize": Command(
-        "fastst.inference.batch:main", "stylize images, folders and videos with a model file (.safetensors or .onnx)"
+        "fastst.cli.stylize:main", "stylize images, folders and videos with a model file (.safetensors or .onnx)"
     ),
     "quantize": Command(
-        "fastst.export.quantize:main", "int8 post-training quantization of a .onnx model, checked on held-out photos"
+        "fastst.cli.quantize:main", "int8 post-training quantization of a .onnx model, checked on held-out photos"
     ),
     "evaluate": Command(
-        "fastst.evaluation.images:evaluate_main", "content/style loss and SSIM of a model on held-out photos"
+        "fastst.cli.evaluate:evaluate_main", "content/style loss and SSIM of a model on held-out photos"
     ),
     "evaluate-video": Command(
-        "fastst.evaluation.video:main", "flicker of stylized video (temporal warping error), style cost, time per frame"
+        "fastst.cli.evaluate_video:main",
+        "flicker of stylized video (temporal warping error), style cost, time per frame",
     ),
-    "compare": Command("fastst.evaluation.images:compare_main", "fast model vs pixel optimisation of the same loss"),
+    "compare": Command("fastst.cli.evaluate:compare_main", "fast model vs pixel optimisation of the same loss"),
     "serve": Command(
         "fastst.serve.command:main",
         "a local web page to try model files: drop a photo, pick a model, download the result",
     ),
-    "styles": Command("fastst.data.styles:main", "list the shipped styles; fetch their images into the cache"),
+    "styles": Command("fastst.cli.styles:main", "list the shipped styles; fetch their images into the cache"),
     "build-cache": Command(
-        "fastst.data.cache:main",
+        "fastst.cli.build_cache:main",
         "decode a photo folder once into a uint8 cache for training",
     ),
     "download-coco": Command(
-        "fastst.data.coco:main",
+        "fastst.cli.download_coco:main",
         "download and unpack a COCO image split (resumable)",
     ),
     "bench": Command("fastst.benchmarks.bench:main", "training and inference speed against plain PyTorch"),
@@ -93,7 +95,7 @@ def _log_to_files(message: str) -> None:
             handler.handle(record)
 
 
-def hydra_entry(config_name: str, target: str, skip: int = 1) -> Callable[[], int]:
+def hydra_entry(config_name: str, target: str, skip: int = 1, interrupted: str | None = None) -> Callable[[], int]:
     """A function that runs ``target`` ("module:function") on the config Hydra composes from ``sys.argv``.
 
     Hydra reads the overrides from ``sys.argv[skip:]`` (``skip=2`` drops ``train`` of ``fastst train``).
@@ -110,19 +112,18 @@ def hydra_entry(config_name: str, target: str, skip: int = 1) -> Callable[[], in
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
     def main(cfg: DictConfig) -> None:
-        from fastst.errors import DEBUG_ENV, UserError, report
+        from fastst.errors import run_command
         from fastst.training.cluster import PREEMPTED_EXIT_CODE
 
-        sys.argv[:] = full_argv
-        try:
+        def job() -> int:
             result = _load(target)(cfg)
-        except UserError as e:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            _log_to_files(str(e))
-            sys.exit(report(e))
-        if isinstance(result, dict) and result.get("preempted"):
-            sys.exit(PREEMPTED_EXIT_CODE)  # not finished; the same command resumes
+            preempted = isinstance(result, dict) and result.get("preempted")
+            return PREEMPTED_EXIT_CODE if preempted else 0  # preempted: not finished; the same command resumes
+
+        sys.argv[:] = full_argv
+        status = run_command(job, interrupted=interrupted, on_error=_log_to_files)
+        if status:
+            sys.exit(status)
 
     def run() -> int:
         sys.argv[:] = [full_argv[0], *full_argv[skip:]]
@@ -133,6 +134,13 @@ def hydra_entry(config_name: str, target: str, skip: int = 1) -> Callable[[], in
         return 0
 
     return run
+
+
+def hydra_command(name: str, skip: int = 1) -> Callable[[], int]:
+    """:func:`hydra_entry` for the Hydra command ``name`` of :data:`COMMANDS` (``train.py`` and ``optimize.py``)."""
+    cmd = COMMANDS[name]
+    assert cmd.hydra_config, f"{name} is not a Hydra command"
+    return hydra_entry(cmd.hydra_config, cmd.target, skip=skip, interrupted=cmd.interrupted)
 
 
 def usage() -> str:
@@ -173,11 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if cmd.hydra_config:
         if argv is None:
-            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+            return hydra_command(name, skip=2)()
         caller_argv = list(sys.argv)  # called from Python: Hydra reads sys.argv, so lend it ours and give it back
         sys.argv[:] = [sys.argv[0], name, *rest]
         try:
-            return hydra_entry(cmd.hydra_config, cmd.target, skip=2)()
+            return hydra_command(name, skip=2)()
         finally:
             sys.argv[:] = caller_argv
     return _load(cmd.target)(rest)  # each main has the one error path (fastst.errors.command)

@@ -15,10 +15,9 @@ of time (for cluster nodes without internet, fetch on a login node: the cache is
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,6 @@ from fastst.errors import (
     ImageError,
     StyleImageError,
     UnknownStyleError,
-    UsageError,
-    command,
 )
 from fastst.io.download import download
 from fastst.io.images import load_image_tensor
@@ -237,62 +234,3 @@ def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Pa
     if path.suffix or os.sep in value:
         raise StyleImageError(f"--style {value}: no such image file")
     raise StyleImageError(f"--style {value}: neither an image file nor a shipped style ({', '.join(styles)})")
-
-
-def _list_model_styles(path: str) -> int:
-    """``fastst styles --model MODEL``: one line per style of the model (its row, name, title, source)."""
-    from fastst.modelfile.weights import model_styles, read_metadata
-
-    metadata = read_metadata(path)
-    styles = model_styles(metadata)
-    kind = "multi-style" if metadata.get("styles") and "num_styles" in metadata.get("net", {}) else "single-style"
-    print(f"{path}: {kind} model, {len(styles)} style(s) (--style NAME, or --mix NAME=W,NAME=W)")
-    width = max([len(str(s.get("name"))) for s in styles] + [4])
-    for i, s in enumerate(styles):
-        title = ", ".join(str(s[k]) for k in ("title", "artist", "year") if s.get(k))
-        source = s.get("url") or s.get("image") or ""
-        print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}")
-    return 0
-
-
-@command()
-def main(argv: Sequence[str] | None = None) -> int:
-    """``fastst styles``: list the shipped styles and where each image is; ``--fetch`` downloads them."""
-    p = argparse.ArgumentParser(
-        prog="fastst styles",
-        description="List the shipped styles (fastst train style=NAME) and where their images are; "
-        "--fetch downloads them into the cache now.",
-    )
-    p.add_argument("names", nargs="*", help="styles to show or fetch (default: all)")
-    p.add_argument("--fetch", action="store_true", help="download the images that are not here yet")
-    p.add_argument(
-        "--model", help="list the styles of this model file instead (a multi-style model's --style names, in row order)"
-    )
-    p.add_argument(
-        "--style-dir",
-        default=os.environ.get(STYLE_DIR_ENV, "styles"),
-        help=f"style folder (default: ${STYLE_DIR_ENV} or styles)",
-    )
-    args = p.parse_args(argv)
-    if args.model:
-        return _list_model_styles(args.model)
-    styles = shipped_styles()
-    unknown = [n for n in args.names if n not in styles]
-    if unknown:
-        raise UsageError(f"unknown style(s) {unknown}; shipped: {', '.join(styles)}")
-    rows = []
-    for name in args.names or list(styles):
-        style = styles[name]
-        if args.fetch:
-            where = str(resolve_style_path(style, args.style_dir))
-        else:
-            try:
-                where = str(resolve_style_path({**style, "url": None}, args.style_dir))
-            except StyleImageError:
-                where = f"not here yet: downloaded on first use into {style_cache_dir()}"
-        rows.append((name, f"{style.get('title')}, {style.get('artist')} ({style.get('year')})", where))
-    width = max(len(r[0]) for r in rows)
-    title_width = max(len(r[1]) for r in rows)
-    for name, title, where in rows:
-        print(f"{name:<{width}}  {title:<{title_width}}  {where}")
-    return 0

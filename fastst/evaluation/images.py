@@ -1,11 +1,7 @@
-"""Measure a fast model against the optimisation baseline, and over held-out photos.
+"""A model's losses and SSIM over held-out photos (``fastst evaluate``), and the set-up it shares with
+``fastst compare`` (:mod:`fastst.evaluation.compare`).
 
-* :func:`compare_main` (``fastst compare``): per image and size, the fast model's output and a
-  pixel optimisation of the **same** criterion (the model's own loss, from its metadata, on the
-  same loss network), with wall times and the content, style and total loss of both outputs
-  measured by one :class:`~fastst.losses.PerceptualLoss` (as Table 1 of Johnson et al. 2016).
-* :func:`evaluate_main` (``fastst evaluate``): mean and std of content loss, style loss and
-  SSIM to the content photo over a folder.
+:func:`evaluate`: mean and std of content loss, style loss and SSIM to the content photo over a folder.
 
 SSIM (Wang et al. 2004) is computed on the BT.601 luminance (Y of YCbCr, [0,1]) with an 11 x 11
 gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1, over the valid part of the image
@@ -15,19 +11,16 @@ gaussian window of sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1, over the valid
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fastst.common.options import add_device, add_progress, resolve_progress, size_or_none
 from fastst.data.styles import (
     COMMAND_HINTS,
     STYLE_DIR_ENV,
@@ -38,17 +31,13 @@ from fastst.data.styles import (
 from fastst.errors import (
     UnknownStyleError,
     UsageError,
-    command,
 )
 from fastst.io.color import rgb_to_ycbcr
 from fastst.io.files import walk_files
 from fastst.io.images import (
     IMAGE_EXTENSIONS,
     ImageError,
-    load_image,
     load_image_tensor,
-    pil_to_tensor,
-    resize_long_side,
     tensor_to_pil,
 )
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
@@ -130,16 +119,6 @@ def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossCon
     return model, loss, style_path, loss_cfg
 
 
-def _add_loss_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--network", choices=("vgg16", "vgg19"), help="loss network (default: the model's)")
-    p.add_argument("--loss-weights", help="loss network weights: imagenet, random or a file (default: the model's)")
-    p.add_argument(
-        "--preprocessing", choices=("torchvision", "caffe"), help="loss input convention (default: the model's)"
-    )
-    add_device(p)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-
-
 def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "| " + " | ".join("---" for _ in columns) + " |"
@@ -175,176 +154,6 @@ def _grid(rows: Sequence[Sequence[torch.Tensor]], cell: int, labels: Sequence[st
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(255, 255, 255))
         draw.text((pad + 2, y + 2), name, fill=(0, 0, 0))
     return grid
-
-
-def compare(args: argparse.Namespace) -> dict[str, Any]:
-    from fastst.baseline.optimize import OptimizeConfig, run_optimization
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    contents = [Path(c) for c in args.content]
-    for c in contents:
-        if not c.is_file():
-            raise UsageError(f"{c}: no such content image")
-    iterations = list(args.iterations)
-    if len(iterations) not in (1, len(args.sizes)):
-        raise UsageError(f"--iterations takes one number or one per size ({len(args.sizes)}), got {iterations}")
-    iterations = iterations * len(args.sizes) if len(iterations) == 1 else iterations
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    model, loss, style_path, loss_cfg = _build(args)
-    images = {c: load_image(c) for c in contents}  # unreadable files fail here, before any work
-    rows: list[dict[str, Any]] = []
-    for size, iters in zip(args.sizes, iterations):
-        grid_rows = []
-        for path in contents:
-            x = pil_to_tensor(resize_long_side(images[path], size))[None].to(args.device)
-            # fast model: warm-up (excluded), then the median of --repeats timed runs
-            model(x)
-            times = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                fast = model(x)
-                times.append(time.perf_counter() - t)
-            fast_terms = _measure(loss, fast, x)
-            settings = OptimizeConfig(
-                optimizer=args.optimizer, iterations=iters, init=args.init, size=None, clamp=args.clamp
-            )
-            torch.manual_seed(0)
-            opt_times = []
-            result = None
-            for _ in range(args.opt_repeats):
-                result = run_optimization(loss, x, settings, progress=resolve_progress(args.progress) == "bar")
-                opt_times.append(result.wall_time_s)
-            assert result is not None
-            opt_terms = _measure(loss, result.image, x)
-            content_terms = _measure(loss, x, x)
-            h, w = x.shape[-2:]
-            common = {"image": path.name, "size": size, "hxw": f"{h}x{w}"}
-            rows.append(
-                common
-                | {"method": "content (input)", "time_s": None, "timing": ""}
-                | {f"{k}_loss": v for k, v in content_terms.items()}
-            )
-            rows.append(
-                common
-                | {
-                    "method": "fast model",
-                    "time_s": statistics.median(times),
-                    "timing": f"median of {args.repeats}, after 1 warm-up",
-                }
-                | {f"{k}_loss": v for k, v in fast_terms.items()}
-            )
-            rows.append(
-                common
-                | {
-                    "method": f"optimisation ({args.optimizer}, {iters} it)",
-                    "time_s": statistics.median(opt_times),
-                    "timing": "timed once" if args.opt_repeats == 1 else f"median of {args.opt_repeats}",
-                }
-                | {f"{k}_loss": v for k, v in opt_terms.items()}
-            )
-            grid_rows.append([x, fast, result.image])
-            print(
-                f"{path.name} @ {size}: fast {statistics.median(times) * 1000:.1f} ms total {fast_terms['total']:.4g}"
-                f" | optimisation {result.wall_time_s:.1f} s total {opt_terms['total']:.4g}",
-                flush=True,
-            )
-        grid = _grid(
-            grid_rows,
-            size,
-            [
-                "content",
-                f"fast model ({model.metadata.get('style', {}).get('name', '?')})",
-                f"optimisation, {iters} it",
-            ],
-            [p.name for p in contents],
-        )
-        grid.save(out / f"grid_{size}.png")
-    columns = [
-        ("image", "image"),
-        ("size", "size"),
-        ("hxw", "H x W"),
-        ("method", "method"),
-        ("time_s", "time (s)"),
-        ("timing", "timing"),
-        ("content_loss", "content loss"),
-        ("style_loss", "style loss"),
-        ("tv_loss", "tv"),
-        ("total_loss", "total loss"),
-    ]
-    summary = _summary(rows)
-    header = (
-        f"Model `{Path(args.model).name}`, style image `{style_path.name}`; losses measured with one "
-        f"PerceptualLoss: {loss_cfg.network} ({Path(loss_cfg.weights).name}, "
-        f"{loss_cfg.preprocessing or 'torchvision'}), "
-        f"content {list(loss_cfg.layer_weights('content'))}, style {list(loss_cfg.layer_weights('style'))}, "
-        f"weights content {loss_cfg.content_weight:g} / style {loss_cfg.style_weight:g} / tv {loss_cfg.tv_weight:g}. "
-        f"The optimisation minimises this same total ({args.optimizer}, init {args.init}, clamp {args.clamp}). "
-        f"{torch.get_num_threads()} CPU threads on {args.device}.\n\n"
-    )
-    md = header + _markdown(rows, columns) + "\n### Means per size and method\n\n" + _markdown(summary, SUMMARY_COLUMNS)
-    (out / "table.md").write_text(md)
-    with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k, _ in columns])
-        writer.writeheader()
-        writer.writerows(rows)
-    record = {"model": str(args.model), "style": str(style_path), "loss": loss_cfg.to_dict(), "rows": rows}
-    (out / "compare.json").write_text(json.dumps(record, indent=2))
-    print(md)
-    return record
-
-
-SUMMARY_COLUMNS = [
-    ("size", "size"),
-    ("method", "method"),
-    ("n", "images"),
-    ("time_s", "mean time (s)"),
-    ("content_loss", "content loss"),
-    ("style_loss", "style loss"),
-    ("total_loss", "total loss"),
-]
-
-
-def _summary(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[Any, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["size"], r["method"]), []).append(r)
-    out = []
-    for (size, method), rs in groups.items():
-        entry: dict[str, Any] = {"size": size, "method": method, "n": len(rs)}
-        for k in ("time_s", "content_loss", "style_loss", "total_loss"):
-            values = [r[k] for r in rs if r.get(k) is not None]
-            entry[k] = statistics.fmean(values) if values else None
-        out.append(entry)
-    return out
-
-
-def compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fastst compare",
-        description="Fast model vs. pixel optimisation of the same loss: grids (content | fast | optimisation) "
-        "and a table of wall times and losses (Johnson et al. 2016, Table 1).",
-    )
-    p.add_argument("model", help="exported .safetensors model")
-    p.add_argument("content", nargs="+", help="content images")
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="long sides (px)")
-    p.add_argument("--iterations", type=int, nargs="+", default=[100], help="optimisation iterations, one or per size")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
-    p.add_argument("--init", choices=("content", "noise", "style"), default="content")
-    p.add_argument(
-        "--clamp", choices=("step", "end"), default="step", help="clamp pixels after every step or at the end"
-    )
-    p.add_argument("--repeats", type=int, default=5, help="timed runs of the fast model (median; 1 warm-up first)")
-    p.add_argument("--opt-repeats", type=int, default=1, help="timed runs of the optimisation (median)")
-    p.add_argument("--style", help="style image or shipped style name (default: the model's own style)")
-    p.add_argument(
-        "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
-    )
-    add_progress(p, default="none")  # a bar per optimisation
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    _add_loss_args(p)
-    return p
 
 
 # -- evaluate -----------------------------------------------------------------------------------
@@ -413,45 +222,3 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     out.with_suffix(".md").write_text(md)
     print(md)
     return record
-
-
-def evaluate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fastst evaluate",
-        description="Content loss, style loss and SSIM to the content of a fast model over a folder of photos.",
-    )
-    p.add_argument("model", help="exported .safetensors model")
-    p.add_argument("--content", required=True, help="folder of held-out photos (searched recursively)")
-    p.add_argument(
-        "--style",
-        help="style image or shipped style name (default: the model's own style); a multi-style model: "
-        "the name of its style to evaluate (required when it has several)",
-    )
-    p.add_argument(
-        "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
-    )
-    p.add_argument("--size", type=int, default=256, help="long side (px); 0 keeps the photo's size")
-    p.add_argument("--limit", type=int, default=0, help="use the first K photos (sorted); 0 = all")
-    p.add_argument("-o", "--output", required=True, help="JSON file (a .md with the table is written next to it)")
-    _add_loss_args(p)
-    return p
-
-
-def _run(parser: argparse.ArgumentParser, func: Any, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    if hasattr(args, "size"):
-        args.size = size_or_none(args.size)
-    func(args)
-    return 0
-
-
-@command()
-def compare_main(argv: Sequence[str] | None = None) -> int:
-    """``fastst compare``."""
-    return _run(compare_parser(), compare, argv)
-
-
-@command()
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``fastst evaluate``."""
-    return _run(evaluate_parser(), evaluate, argv)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fastst.errors import ImageError, ModelFileError, UsageError, command, first_line
+from fastst.errors import ImageError, ModelFileError, UsageError, first_line
 from fastst.io.files import walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, load_image, pil_to_array, resize_long_side
 
@@ -170,7 +170,7 @@ def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> tuple[str, list[
     return how, kept
 
 
-def compare(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict[str, Any]:
+def int8_difference(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict[str, Any]:
     """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style i cycles)."""
     worst, total, count, per_photo = 0.0, 0.0, 0, {}
     for i, (path, x) in enumerate(photos):
@@ -181,35 +181,6 @@ def compare(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict
         worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
         per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
     return {"max_abs_diff": worst, "mean_abs_diff": total / max(1, count), "photos": per_photo}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fastst quantize",
-        description="int8 post-training static quantization of a .onnx model (ONNX Runtime, QDQ, per-channel "
-        "weights), checked against the fp32 model on held-out photos.",
-        epilog="example: fastst quantize checkpoints/starry_night.onnx --calibration photos/ --size 512",
-    )
-    p.add_argument("model", type=Path, help=".onnx model written by fastst export --onnx")
-    p.add_argument("--calibration", type=Path, required=True, help="folder of photos to calibrate on (recursive)")
-    p.add_argument("-o", "--output", type=Path, help="int8 model to write (default: MODEL.int8.onnx)")
-    p.add_argument("--size", type=int, default=512, help="long side of the photos, in px (default 512)")
-    p.add_argument("--count", type=int, default=32, help="calibration photos used at most (default 32)")
-    p.add_argument(
-        "--holdout",
-        type=Path,
-        help="folder of photos to compare int8 with fp32 on (default: the last 20%% of the calibration photos, "
-        "which are then not calibrated on)",
-    )
-    p.add_argument(
-        "--max-diff",
-        type=float,
-        default=DEFAULT_MAX_DIFF,
-        help=f"refuse when the mean abs int8-vs-fp32 difference on [0,1] RGB exceeds this (default {DEFAULT_MAX_DIFF})",
-    )
-    p.add_argument("--force", action="store_true", help="write the int8 model even above --max-diff (a warning)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             how, kept = quantize_file(model, tmp_out, reader)
         except Exception as e:
             raise ModelFileError(f"{model}: int8 quantization failed ({first_line(e, 300)})") from None
-        diffs = compare(fp32, OrtStylizer(tmp_out, device="cpu"), held)
+        diffs = int8_difference(fp32, OrtStylizer(tmp_out, device="cpu"), held)
         report = {
             "model": str(model),
             "output": str(out),
@@ -287,9 +258,3 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     print(f"wrote {out} ({report['int8_bytes'] / 1e6:.1f} MB; fp32 {report['fp32_bytes'] / 1e6:.1f} MB), {report_path}")
     return 0
-
-
-@command()
-def main(argv: Sequence[str] | None = None) -> int:
-    """``fastst quantize``: 0 when the int8 model was written; 2 (one ``error:`` line) when refused."""
-    return run(build_parser().parse_args(argv))

@@ -173,6 +173,7 @@ def test_first_run_needs_only_photos(served, photos_dir: Path, tmp_path: Path, m
 
 
 def test_styles_command_lists_and_fetches(served, tmp_path: Path, monkeypatch, capsys) -> None:
+    from fastst.cli.styles import main as styles_main
     from fastst.data import styles as styles_mod
 
     url, root = served
@@ -181,9 +182,9 @@ def test_styles_command_lists_and_fetches(served, tmp_path: Path, monkeypatch, c
     real = styles_mod.shipped_styles()
     fake = {**real, "udnie": {**real["udnie"], "url": f"{url}/painting.png", "sha256": digest}}
     monkeypatch.setattr(styles_mod, "shipped_styles", lambda: fake)
-    assert styles_mod.main(["--style-dir", str(tmp_path / "none")]) == 0
+    assert styles_main(["--style-dir", str(tmp_path / "none")]) == 0
     out = capsys.readouterr().out
     assert len(out.splitlines()) == 6 and "Udnie, Francis Picabia (1913)" in out and "not here yet" in out
-    assert styles_mod.main(["udnie", "--fetch", "--style-dir", str(tmp_path / "none")]) == 0
+    assert styles_main(["udnie", "--fetch", "--style-dir", str(tmp_path / "none")]) == 0
     assert str(tmp_path / "cache" / "styles" / "udnie.jpg") in capsys.readouterr().out
-    assert styles_mod.main(["nope"]) == 2 and "unknown style(s) ['nope']" in capsys.readouterr().err
+    assert styles_main(["nope"]) == 2 and "unknown style(s) ['nope']" in capsys.readouterr().err

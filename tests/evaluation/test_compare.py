@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fastst.cli.evaluate import compare_main, evaluate_main
 from fastst.errors import UsageError
-from fastst.evaluation.images import compare_main, evaluate_main, ssim
+from fastst.evaluation.images import ssim
 from fastst.export.convert import export_checkpoint, read_metadata
 from fastst.io.images import pil_to_tensor
 from fastst.modelfile.weights import loss_config as loss_config_from_metadata

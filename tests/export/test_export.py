@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastst.cli.export import main
 from fastst.export.convert import (
     FORMAT_VERSION,
     ModelFileError,
@@ -18,7 +19,6 @@ from fastst.export.convert import (
     export_onnx,
     export_torchscript,
     load_model_file,
-    main,
 )
 from fastst.models.johnson import TransformerConfig, TransformerNet
 from tests.conftest import ROOT, TrainedModel, run_fastst, tiny_trained_model, write_tiny_data
@@ -241,7 +241,10 @@ def test_onnx_parity_at_two_sizes(model_file, tmp_path) -> None:
         assert abs(got - net(x).numpy()).max() <= 1e-4
 
 
-def test_onnx_falls_back_to_torchscript_exporter(model_file, tmp_path, monkeypatch) -> None:
+def test_onnx_falls_back_to_torchscript_exporter(tmp_path, monkeypatch) -> None:
+    """A freshly initialised net, not the session's 2-step model: that net's output at 64x64 hangs on
+    near-constant instance-norm channels, and on an AVX-512 CPU PyTorch and ONNX Runtime then differ
+    by 3e-3 whichever exporter wrote the graph; the parity bound is about the exporter, not that net."""
     pytest.importorskip("onnxruntime")
     real = torch.onnx.export
 
@@ -251,7 +254,8 @@ def test_onnx_falls_back_to_torchscript_exporter(model_file, tmp_path, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", no_dynamo)
-    net, _ = load_model_file(model_file)
+    torch.manual_seed(0)
+    net = TransformerNet(TransformerConfig()).eval()
     report = export_onnx(net, tmp_path / "m.onnx", check_sizes=((64, 64), (40, 72)))
     assert report["exporter"] == "torchscript" and max(report["max_abs_diff"].values()) <= 1e-4
 
@@ -290,7 +294,6 @@ def test_export_command_error_is_one_line(tmp_path, capsys, monkeypatch) -> None
 
 
 def test_bogus_net_config_and_output_suffix(model_file, ckpt, tmp_path, capsys) -> None:
-    from fastst.export.convert import main
 
     bad = rewrite_metadata(model_file, tmp_path / "bad.safetensors", net={"channels": 8.5})
     with pytest.raises(ModelFileError, match="bad.safetensors"):

@@ -277,7 +277,7 @@ def test_evaluate_video_reports_every_row(trained_model, tmp_path: Path, capsys)
 
 
 def test_stylize_video_with_stabilization(trained_model, tmp_path: Path) -> None:
-    from fastst.inference.batch import main
+    from fastst.cli.stylize import main
     from fastst.io.video import read_frames
 
     clip = tmp_path / "pan.mp4"
@@ -292,7 +292,7 @@ def test_stylize_video_with_stabilization(trained_model, tmp_path: Path) -> None
 
 def test_stabilize_refusals_come_first(trained_model, tmp_path: Path, capsys) -> None:
     """--stabilize without a video, or with --tile: one error line before any work, nothing written."""
-    from fastst.inference.batch import main
+    from fastst.cli.stylize import main
 
     photo = tmp_path / "photo.png"
     Image.fromarray(_textured(64, 48)).save(photo)

@@ -98,7 +98,7 @@ def test_gram_of_bf16_features_same_under_medium_matmul_precision():
 
 
 def test_stylize_cli_allocator_flag():
-    from fastst.inference.batch import build_parser
+    from fastst.cli.stylize import build_parser
 
     assert build_parser().parse_args(["m.safetensors", "in.jpg", "-o", "out"]).keep_freed_memory is True
     args = build_parser().parse_args(["m.safetensors", "in.jpg", "-o", "out", "--no-keep-freed-memory"])

@@ -1,0 +1,70 @@
+"""``fastst styles``: list the shipped styles (or a model file's) and fetch their images into the cache."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from fastst.data import styles as style_data
+from fastst.data.styles import STYLE_DIR_ENV, resolve_style_path, style_cache_dir
+from fastst.errors import StyleImageError, UsageError, command
+
+
+@command()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastst styles``: list the shipped styles and where each image is; ``--fetch`` downloads them."""
+    p = argparse.ArgumentParser(
+        prog="fastst styles",
+        description="List the shipped styles (fastst train style=NAME) and where their images are; "
+        "--fetch downloads them into the cache now.",
+    )
+    p.add_argument("names", nargs="*", help="styles to show or fetch (default: all)")
+    p.add_argument("--fetch", action="store_true", help="download the images that are not here yet")
+    p.add_argument(
+        "--model", help="list the styles of this model file instead (a multi-style model's --style names, in row order)"
+    )
+    p.add_argument(
+        "--style-dir",
+        default=os.environ.get(STYLE_DIR_ENV, "styles"),
+        help=f"style folder (default: ${STYLE_DIR_ENV} or styles)",
+    )
+    args = p.parse_args(argv)
+    if args.model:
+        return _list_model_styles(args.model)
+    styles = style_data.shipped_styles()  # looked up on the module, so tests can swap the shipped list
+    unknown = [n for n in args.names if n not in styles]
+    if unknown:
+        raise UsageError(f"unknown style(s) {unknown}; shipped: {', '.join(styles)}")
+    rows = []
+    for name in args.names or list(styles):
+        style = styles[name]
+        if args.fetch:
+            where = str(resolve_style_path(style, args.style_dir))
+        else:
+            try:
+                where = str(resolve_style_path({**style, "url": None}, args.style_dir))
+            except StyleImageError:
+                where = f"not here yet: downloaded on first use into {style_cache_dir()}"
+        rows.append((name, f"{style.get('title')}, {style.get('artist')} ({style.get('year')})", where))
+    width = max(len(r[0]) for r in rows)
+    title_width = max(len(r[1]) for r in rows)
+    for name, title, where in rows:
+        print(f"{name:<{width}}  {title:<{title_width}}  {where}")
+    return 0
+
+
+def _list_model_styles(path: str) -> int:
+    """``fastst styles --model MODEL``: one line per style of the model (its row, name, title, source)."""
+    from fastst.modelfile.weights import model_styles, read_metadata
+
+    metadata = read_metadata(path)
+    styles = model_styles(metadata)
+    kind = "multi-style" if metadata.get("styles") and "num_styles" in metadata.get("net", {}) else "single-style"
+    print(f"{path}: {kind} model, {len(styles)} style(s) (--style NAME, or --mix NAME=W,NAME=W)")
+    width = max([len(str(s.get("name"))) for s in styles] + [4])
+    for i, s in enumerate(styles):
+        title = ", ".join(str(s[k]) for k in ("title", "artist", "year") if s.get(k))
+        source = s.get("url") or s.get("image") or ""
+        print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}")
+    return 0
