@@ -190,3 +190,14 @@ def run_fastst(*args: str | Path) -> int:
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         finally:
             sys.argv[:] = argv
+
+
+@pytest.fixture(autouse=True)
+def _fp32_matmul_precision_restored() -> Iterator[None]:
+    """Give every test torch's fp32 matmul precision as it found it. A training run sets it process-wide
+    (``float32_matmul_precision=auto`` is ``medium`` for bf16 on a CPU), and on a CPU with AMX ``medium``
+    lets oneDNN compute fp32 convolutions in bf16: a later test comparing two fp32 paths to 1e-4 in the
+    same process then sees 2e-3 (test_stylizer_compile_matches_eager did, after the bench tests)."""
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
