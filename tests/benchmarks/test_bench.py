@@ -92,7 +92,7 @@ def test_stylizer_compile_matches_eager() -> None:
 
 
 def test_stylize_cli_passes_compile(tmp_path: Path, monkeypatch) -> None:
-    from fastst.inference import stylize as stylize_cli
+    from fastst.inference import batch as stylize_cli
 
     seen = {}
 
