@@ -59,15 +59,15 @@ COMMANDS: dict[str, Command] = {
     ),
     "styles": Command("fastst.data.styles:main", "list the shipped styles; fetch their images into the cache"),
     "build-cache": Command(
-        "fastst.data.cache:main",
+        "fastst.cli.build_cache:main",
         "decode a photo folder once into a uint8 cache for training",
     ),
     "download-coco": Command(
         "fastst.data.coco:main",
         "download and unpack a COCO image split (resumable)",
     ),
-    "bench": Command("fastst.benchmarks.bench:main", "training and inference speed against plain PyTorch"),
-    "loss-scales": Command("fastst.benchmarks.loss_scales:main", "loss magnitudes across loss networks"),
+    "bench": Command("fastst.cli.bench:main", "training and inference speed against plain PyTorch"),
+    "loss-scales": Command("fastst.cli.loss_scales:main", "loss magnitudes across loss networks"),
 }
 
 

@@ -17,16 +17,13 @@ Disk cost: ``3 * size * size`` bytes per image (196,608 at 256 px). See docs/dat
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
-import statistics
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fastst.common.options import add_progress, resolve_progress
 from fastst.data.datamodule import CropTransform
 from fastst.data.sources import (
     CACHE_FORMAT,
@@ -43,11 +39,7 @@ from fastst.data.sources import (
     check_shard,
     find_images,
 )
-from fastst.errors import (
-    CacheError,
-    command,
-    first_line,
-)
+from fastst.errors import CacheError, first_line
 from fastst.io.files import atomic_path
 from fastst.io.images import ImageError, load_image
 
@@ -290,122 +282,3 @@ def build_cache(
 def disk_usage(folder: str | Path) -> int:
     """Bytes of the files directly in ``folder`` (the shards, their metadata and the index)."""
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
-
-
-def loader_throughput(
-    datamodule_kwargs: dict[str, Any], n_batches: int = 200, warmup: int = 5, repeats: int = 1
-) -> float:
-    """Images per second that ``ContentDataModule(**datamodule_kwargs).train_dataloader()`` delivers.
-
-    Each repeat builds a fresh data module and loader, drops ``warmup`` batches (worker start-up),
-    then times ``n_batches``; returns the median over ``repeats``.
-    """
-    from fastst.data.datamodule import ContentDataModule
-
-    rates = []
-    for _ in range(repeats):
-        dm = ContentDataModule(**{"pin_memory": False, "preview_count": 0, **datamodule_kwargs})
-        loader = dm.train_dataloader()
-        it = iter(loader)
-        try:
-            for _ in range(warmup):
-                next(it)
-            images, t0 = 0, time.perf_counter()
-            for _ in range(n_batches):
-                images += next(it)["image"].shape[0]
-            rates.append(images / (time.perf_counter() - t0))
-        finally:
-            shutdown = getattr(it, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            del it, loader
-    return statistics.median(rates)
-
-
-def compare_loaders(
-    folder: str | Path,
-    cache: str | Path,
-    image_size: int = 256,
-    batch_size: int = 4,
-    num_workers: int = 2,
-    n_batches: int = 200,
-    repeats: int = 3,
-) -> dict[str, float]:
-    """Median images/s of the training loader over the photo folder and over its cache (same crop settings)."""
-    common = dict(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=0)
-    return {
-        "folder": loader_throughput(dict(source="folder", root=str(folder), **common), n_batches, repeats=repeats),
-        "cache": loader_throughput(dict(source="cache", root=str(cache), **common), n_batches, repeats=repeats),
-    }
-
-
-EPILOG = """\
-disk cost: 3 * SIZE * SIZE bytes per image (uncompressed uint8), e.g. at --size 256
-  COCO train2014 (82,783 images):  ~16.3 GB     COCO train2017 (118,287 images): ~23.3 GB
-Images are stored as SIZE x SIZE squares (short side resized to SIZE, centre crop);
-train with crops of data.image_size <= SIZE:
-  fastst train data=cache data.root=OUT_DIR
-An interrupted build is not usable (index.json is written last); re-run the same
-command to continue it: finished shards are reused. See docs/data_cache.md.
-"""
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="fastst build-cache",
-        description="Decode and resize a folder of photos once into a compact uint8 cache "
-        "(memory-mapped .npy shards) for data=cache training.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("src", type=Path, help="folder of photos (searched recursively, e.g. data/coco/train2014)")
-    parser.add_argument("out", type=Path, help="cache folder to create or finish (e.g. data/cache/coco256)")
-    parser.add_argument("--size", type=int, default=256, help="stored square size in px (default: 256)")
-    parser.add_argument("--shard-size", type=int, default=1024, help="source images per shard file (default: 1024)")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default: CPU count, at most 8; 0 = in-process)"
-    )
-    parser.add_argument(
-        "--min-size", type=int, default=64, help="skip images whose short side is below this (default: 64)"
-    )
-    add_progress(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_const", const="none", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--compare-loaders",
-        type=int,
-        metavar="N_BATCHES",
-        default=0,
-        help="after building, time the training loader over SRC and over the cache (batch 4, 2 workers, "
-        "median of 3 runs of N_BATCHES batches)",
-    )
-    return parser.parse_args(argv)
-
-
-@command(interrupted="re-run the same command to continue (finished shards are kept)")
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    index = build_cache(
-        args.src,
-        args.out,
-        size=args.size,
-        shard_size=args.shard_size,
-        workers=args.workers,
-        min_size=args.min_size,
-        progress=resolve_progress(args.progress) == "bar",
-    )
-    print(
-        f"cached {index['count']} images ({len(index['skipped'])} skipped, listed in {args.out / CACHE_INDEX}) "
-        f"in {index['build_seconds']:.1f} s: {disk_usage(args.out) / 1e6:.1f} MB in {args.out}"
-    )
-    print(f"train with: fastst train data=cache data.root={args.out}")
-    if args.compare_loaders:
-        image_size = args.size - args.size % 4
-        rates = compare_loaders(args.src, args.out, image_size=image_size, n_batches=args.compare_loaders)
-        print(
-            f"loader throughput at {image_size} px, batch 4, 2 workers (median of 3 x {args.compare_loaders} "
-            f"batches): folder {rates['folder']:.0f} img/s, cache {rates['cache']:.0f} img/s "
-            f"({rates['cache'] / rates['folder']:.1f}x)"
-        )
-    return 0
