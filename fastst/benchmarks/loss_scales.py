@@ -1,16 +1,7 @@
-#!/usr/bin/env python
-"""Why fastst's loss weights carry across loss networks: a table of loss magnitudes.
+"""The measurements behind ``fastst loss-scales``: loss magnitudes of several encoders on the same photos.
 
-For a few photos and one style image it measures, with several encoders:
-  * style:   the photo itself against the style (where training starts),
-  * content: a blurred copy of the photo against the photo (a typical content error),
-once with fastst's relative terms and once with the classic absolute terms
-(mean squared Gram difference with G = F F^T / (C*H*W), mean squared feature difference).
-If a set of weights is to serve every encoder, the relative columns should agree across rows
-while the classic ones need not.
-
-    fastst loss-scales --photos ../shared/data/photos --style ../shared/data/styles/starry_night.jpg \
-        --vgg16-caffe ../shared/weights/vgg16_caffe_conv.pth
+Its ``--help`` (fastst/cli/loss_scales.py) says what the table shows and why: whether one set of
+loss weights can serve every encoder (fastst's relative terms) while the classic absolute ones cannot.
 """
 
 from __future__ import annotations
@@ -18,13 +9,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
 
 from fastst.data.sources import find_images
-from fastst.errors import command
 from fastst.io.images import load_image_tensor
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
@@ -66,18 +55,8 @@ def measure(enc: VGGEncoder, photos: list[torch.Tensor], style: torch.Tensor) ->
     return {k: statistics.median(v) for k, v in zip(("rel_s", "abs_s", "rel_c", "abs_c"), (rel_s, abs_s, rel_c, abs_c))}
 
 
-@command()
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="fastst loss-scales", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--photos", required=True, type=Path)
-    p.add_argument("--style", required=True, type=Path)
-    p.add_argument("--vgg16-caffe", type=Path, help="a real VGG-16 state dict in caffe convention")
-    p.add_argument("--count", type=int, default=5)
-    p.add_argument("--size", type=int, default=256)
-    args = p.parse_args(argv)
-
+def run(args: argparse.Namespace) -> int:
+    """Print the table (markdown) for the parsed ``fastst loss-scales`` flags."""
     torch.manual_seed(0)
     photos = [load_image_tensor(f, args.size) for f in find_images(args.photos)]
     photos = photos[: args.count]
@@ -101,7 +80,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {m['rel_s']:.3f} | {m['abs_s']:.3g} | {m['rel_c']:.3f} | {m['abs_c']:.3g} |")
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ is loaded as its own model; the same with ``--no-keep-freed-memory``) it starts 
   only, without decode, PNG encode and HTTP);
 * memory: the server's resident set (VmRSS) after start-up and after the requests, and its peak (VmHWM).
 
-A tool, not part of the product (``fastst/tools``): nothing in fastst imports it.
+A tool, not part of the product (``fastst/benchmarks``): nothing in fastst imports it.
 """
 
 from __future__ import annotations
@@ -31,21 +31,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from fastst.benchmarks.measure import process_memory
 from fastst.io.images import IMAGE_EXTENSIONS
 
 
 def rss_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) of a process in MiB, from /proc (Linux); empty elsewhere."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024
-    return out
+    """VmRSS and VmHWM (peak) of a process in MiB (Linux); empty elsewhere."""
+    return {k: v / 2**20 for k, v in process_memory(pid).items()}
 
 
 def post(url: str, data: bytes, params: dict[str, str]) -> tuple[float, float, bytes]:

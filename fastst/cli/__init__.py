@@ -68,8 +68,8 @@ COMMANDS: dict[str, Command] = {
         "fastst.cli.download_coco:main",
         "download and unpack a COCO image split (resumable)",
     ),
-    "bench": Command("fastst.benchmarks.bench:main", "training and inference speed against plain PyTorch"),
-    "loss-scales": Command("fastst.benchmarks.loss_scales:main", "loss magnitudes across loss networks"),
+    "bench": Command("fastst.cli.bench:main", "training and inference speed against plain PyTorch"),
+    "loss-scales": Command("fastst.cli.loss_scales:main", "loss magnitudes across loss networks"),
 }
 
 

@@ -1,4 +1,8 @@
-"""``fastst build-cache``: decode a photo folder once into a uint8 cache for training."""
+"""``fastst build-cache``: decode a photo folder once into the uint8 cache that ``data=cache`` trains from.
+
+The cache itself is ``fastst.data.cache``; ``--compare-loaders`` times the training loader over
+both with the benchmarks' ``fastst.benchmarks.loader``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastst.common.options import add_progress, resolve_progress
-from fastst.data.cache import CACHE_INDEX, build_cache, compare_loaders, disk_usage
+from fastst.data.cache import build_cache, disk_usage
+from fastst.data.sources import CACHE_INDEX
 from fastst.errors import command
 
 EPILOG = """\
@@ -23,7 +28,7 @@ command to continue it: finished shards are reused. See docs/data_cache.md.
 """
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastst build-cache",
         description="Decode and resize a folder of photos once into a compact uint8 cache "
@@ -51,13 +56,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="after building, time the training loader over SRC and over the cache (batch 4, 2 workers, "
         "median of 3 runs of N_BATCHES batches)",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 @command(interrupted="re-run the same command to continue (finished shards are kept)")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     index = build_cache(
         args.src,
@@ -75,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"train with: fastst train data=cache data.root={args.out}")
     if args.compare_loaders:
         image_size = args.size - args.size % 4
+        from fastst.benchmarks.loader import compare_loaders  # only for this flag
+
         rates = compare_loaders(args.src, args.out, image_size=image_size, n_batches=args.compare_loaders)
         print(
             f"loader throughput at {image_size} px, batch 4, 2 workers (median of 3 x {args.compare_loaders} "
@@ -82,7 +89,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({rates['cache'] / rates['folder']:.1f}x)"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import statistics
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -40,10 +39,7 @@ from fastst.data.sources import (
     check_shard,
     find_images,
 )
-from fastst.errors import (
-    CacheError,
-    first_line,
-)
+from fastst.errors import CacheError, first_line
 from fastst.io.files import atomic_path
 from fastst.io.images import ImageError, load_image
 
@@ -286,50 +282,3 @@ def build_cache(
 def disk_usage(folder: str | Path) -> int:
     """Bytes of the files directly in ``folder`` (the shards, their metadata and the index)."""
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
-
-
-def loader_throughput(
-    datamodule_kwargs: dict[str, Any], n_batches: int = 200, warmup: int = 5, repeats: int = 1
-) -> float:
-    """Images per second that ``ContentDataModule(**datamodule_kwargs).train_dataloader()`` delivers.
-
-    Each repeat builds a fresh data module and loader, drops ``warmup`` batches (worker start-up),
-    then times ``n_batches``; returns the median over ``repeats``.
-    """
-    from fastst.data.datamodule import ContentDataModule
-
-    rates = []
-    for _ in range(repeats):
-        dm = ContentDataModule(**{"pin_memory": False, "preview_count": 0, **datamodule_kwargs})
-        loader = dm.train_dataloader()
-        it = iter(loader)
-        try:
-            for _ in range(warmup):
-                next(it)
-            images, t0 = 0, time.perf_counter()
-            for _ in range(n_batches):
-                images += next(it)["image"].shape[0]
-            rates.append(images / (time.perf_counter() - t0))
-        finally:
-            shutdown = getattr(it, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            del it, loader
-    return statistics.median(rates)
-
-
-def compare_loaders(
-    folder: str | Path,
-    cache: str | Path,
-    image_size: int = 256,
-    batch_size: int = 4,
-    num_workers: int = 2,
-    n_batches: int = 200,
-    repeats: int = 3,
-) -> dict[str, float]:
-    """Median images/s of the training loader over the photo folder and over its cache (same crop settings)."""
-    common = dict(image_size=image_size, batch_size=batch_size, num_workers=num_workers, seed=0)
-    return {
-        "folder": loader_throughput(dict(source="folder", root=str(folder), **common), n_batches, repeats=repeats),
-        "cache": loader_throughput(dict(source="cache", root=str(cache), **common), n_batches, repeats=repeats),
-    }

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from fastst.benchmarks.loader import loader_throughput
 from fastst.cli.build_cache import main
 from fastst.data import cache as cache_mod
-from fastst.data.cache import CacheError, build_cache, loader_throughput
+from fastst.data.cache import CacheError, build_cache
 from fastst.data.datamodule import ContentDataModule, ContentDataset, CropTransform
 from fastst.data.sources import CacheSource, DataError, FolderSource
 from fastst.errors import ConfigError
