@@ -209,7 +209,7 @@ def entry_name(entry: Any) -> str:
 
 def run_name(style_name: Any, styles: Any = None) -> str:
     """The run folder name: ``style.name``, or the label of ``styles=[...]`` when that is set."""
-    from fastst.modelfile.weights import styles_label
+    from fastst.modelfile.schema import styles_label
 
     if not styles:
         return str(style_name)
@@ -241,7 +241,8 @@ def style_by_name_or_path(value: str, style_dir: str | Path | None = None) -> Pa
 
 def _list_model_styles(path: str) -> int:
     """``fastst styles --model MODEL``: one line per style of the model (its row, name, title, source)."""
-    from fastst.modelfile.weights import model_styles, read_metadata
+    from fastst.modelfile.schema import model_styles
+    from fastst.modelfile.weights import read_metadata
 
     metadata = read_metadata(path)
     styles = model_styles(metadata)

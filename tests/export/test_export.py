@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from fastst.export.convert import (
-    FORMAT_VERSION,
     ModelFileError,
     export_checkpoint,
     export_onnx,
@@ -20,6 +19,7 @@ from fastst.export.convert import (
     load_model_file,
     main,
 )
+from fastst.modelfile.schema import FORMAT_VERSION
 from fastst.models.johnson import TransformerConfig, TransformerNet
 from tests.conftest import ROOT, TrainedModel, run_fastst, tiny_trained_model, write_tiny_data
 
