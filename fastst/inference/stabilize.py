@@ -135,7 +135,7 @@ class VideoStabilizer:
         y = self._stylize(x)
         if self.options.blend <= 0:
             return y
-        from fastst.inference.motion import pair_motion, warp
+        from fastst.inference.motion import pair_motion, warp_frame
 
         b = self.options.blend
         out = []
@@ -146,7 +146,7 @@ class VideoStabilizer:
                 # flow on this frame's grid into the previous one: the previous output brought here
                 motion = pair_motion(frame, self._prev_in, self.options.flow_preset)
                 if not motion.is_cut():  # a new shot starts afresh
-                    warped, _ = warp(self._prev_out, motion.flow)
+                    warped, _ = warp_frame(self._prev_out, motion.flow)
                     o = o + b * motion.mask[..., None] * (warped - o)
             self._prev_in, self._prev_out = frame, o.astype(np.float32)
             out.append(o)
