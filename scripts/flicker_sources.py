@@ -33,7 +33,7 @@ from PIL import Image
 
 from fastst.inference.stylizer import load_stylizer
 from fastst.io.video import read_frames
-from fastst.losses.temporal import warp
+from fastst.losses.temporal import warp_batch
 
 
 def _jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
@@ -60,7 +60,7 @@ def perturbations(x: torch.Tensor, seed: int = 0) -> tuple[dict[str, torch.Tenso
         "brightness": (x * 1.03).clamp(0, 1),
         "light": (x * (1 + 0.03 * field)).clamp(0, 1),
         "blur": torch.from_numpy(blurred).permute(0, 3, 1, 2).contiguous(),
-        "subpixel": warp(x, shift)[0],
+        "subpixel": warp_batch(x, shift)[0],
     }, shift
 
 
@@ -80,13 +80,15 @@ def main() -> None:
     frames, _ = read_frames(args.clip, limit=args.frames * args.every)
     x = torch.from_numpy(np.stack(frames[:: args.every][: args.frames])).permute(0, 3, 1, 2).float() / 255
     perturbed, shift = perturbations(x)
-    rows = {"input": [change(warp(x, shift)[0], p) if k == "subpixel" else change(p, x) for k, p in perturbed.items()]}
+    rows = {
+        "input": [change(warp_batch(x, shift)[0], p) if k == "subpixel" else change(p, x) for k, p in perturbed.items()]
+    }
     for path in args.models:
         stylizer = load_stylizer(path, device="cpu")
         with torch.no_grad():
             y = stylizer(x, size=None)
             rows[path] = [
-                change(warp(y, shift)[0], stylizer(p, size=None))
+                change(warp_batch(y, shift)[0], stylizer(p, size=None))
                 if k == "subpixel"
                 else change(stylizer(p, size=None), y)
                 for k, p in perturbed.items()

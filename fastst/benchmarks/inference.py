@@ -181,7 +181,7 @@ class _Runner:
         import torch
 
         if self.option.backend == "onnxruntime":
-            from fastst.inference.stylizer import pad_to_multiple
+            from fastst.inference.prepost import pad_to_multiple
 
             padded, h, w = pad_to_multiple(x.float().cpu())
             y = self.session.run(None, {self.input_name: padded.numpy()})[0]

@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _list_model_styles(path: str) -> int:
     """``fastst styles --model MODEL``: one line per style of the model (its row, name, title, source)."""
-    from fastst.modelfile.weights import model_styles, read_metadata
+    from fastst.modelfile.schema import model_styles
+    from fastst.modelfile.weights import read_metadata
 
     metadata = read_metadata(path)
     styles = model_styles(metadata)

@@ -206,7 +206,7 @@ def entry_name(entry: Any) -> str:
 
 def run_name(style_name: Any, styles: Any = None) -> str:
     """The run folder name: ``style.name``, or the label of ``styles=[...]`` when that is set."""
-    from fastst.modelfile.weights import styles_label
+    from fastst.modelfile.schema import styles_label
 
     if not styles:
         return str(style_name)

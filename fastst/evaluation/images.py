@@ -84,7 +84,7 @@ def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Pa
 
     The painting is found as training finds it, from what the model file records (image name, URL).
     """
-    from fastst.modelfile.weights import model_styles
+    from fastst.modelfile.schema import model_styles
 
     names = model.style_names
     if style is None and len(names) > 1:

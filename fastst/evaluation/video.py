@@ -95,10 +95,10 @@ def _losses(loss, frames: list[np.ndarray], outputs: list[np.ndarray], every: in
 
 def _resized(frame: np.ndarray, size: int) -> np.ndarray:
     """A uint8 frame with its long side resized to ``size`` (antialiased bicubic, as stylize does)."""
-    from fastst.inference.stylizer import resize_tensor_long_side
+    from fastst.inference.prepost import resize_batch_long_side
 
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
-    y = resize_tensor_long_side(x, size)
+    y = resize_batch_long_side(x, size)
     return (y[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 

@@ -2,8 +2,8 @@
 
 ``fastst export RUN/checkpoints/last.ckpt [--onnx] [--torchscript]`` writes
 ``checkpoints/<style>.safetensors`` (and ``<style>.onnx`` / ``<style>.pt``). The model file's schema
-lives in :mod:`fastst.modelfile.weights`. Only PyTorch, safetensors and, for ``--onnx``, onnx + onnxruntime
-are needed: no Lightning, no Hydra.
+lives in :mod:`fastst.modelfile.schema` (the weights side in :mod:`fastst.modelfile.weights`). Only
+PyTorch, safetensors and, for ``--onnx``, onnx + onnxruntime are needed: no Lightning, no Hydra.
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ from typing import Any
 import torch
 
 from fastst.errors import ModelFileError, first_line
-from fastst.inference.ort import ONNX_METADATA_KEY  # noqa: F401  (the metadata_props key, "fastst")
 from fastst.io.files import atomic_path
+from fastst.modelfile.schema import plain_json, safe_name, write_onnx_metadata
 from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
-    FORMAT_VERSION,
-    build_net,
     load_model_file,
     make_metadata,
-    plain_json,
+    net_from_metadata,
     read_metadata,
-    safe_name,
     save_model_file,
 )
 from fastst.models import strip_compile_prefix
@@ -64,7 +61,7 @@ def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         )
     metadata = make_metadata(meta, steps=int(ckpt.get("global_step", 0)), checkpoint=ckpt_path.name)
     # Build the net once now: a checkpoint whose weights do not fit its config fails here, not at load time.
-    build_net(metadata, state, where=str(ckpt_path))
+    net_from_metadata(metadata, state, where=str(ckpt_path))
     return state, metadata
 
 
@@ -130,9 +127,9 @@ def export_onnx(
     faster on ONNX Runtime's CPU provider (docs/deploy.md, "Run 3"). The parity check below compares the
     file with the original net.
 
-    ``metadata`` (the model file's, :mod:`fastst.modelfile.weights`) is embedded as JSON in the graph's
-    ``metadata_props`` under the key ``fastst`` (:data:`ONNX_METADATA_KEY`), so the ``.onnx`` file
-    is self-describing: ``fastst stylize`` reads the style names of a multi-style graph from it.
+    ``metadata`` (the model file's, :mod:`fastst.modelfile.schema`) is embedded as JSON in the graph's
+    ``metadata_props`` under the key ``fastst`` (:func:`~fastst.modelfile.schema.write_onnx_metadata`),
+    so the ``.onnx`` file is self-describing: ``fastst stylize`` reads the style names of a multi-style graph from it.
 
     A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
     one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
@@ -191,7 +188,7 @@ def export_onnx(
         if exporter is None:
             raise ModelFileError(f"{path}: ONNX export failed ({'; '.join(errors)})")
         if metadata is not None:
-            set_onnx_metadata(tmp, metadata)
+            write_onnx_metadata(tmp, metadata)
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         diffs: dict[str, float] = {}
@@ -215,13 +212,6 @@ def export_onnx(
         "max_abs_diff": diffs,
         "rewrites": rewrites,
     }
-
-
-def set_onnx_metadata(path: str | Path, metadata: Mapping[str, Any], **extra: Any) -> None:
-    """Write ``metadata`` (plus ``extra`` top-level fields) as JSON into the ONNX file's ``metadata_props``."""
-    from fastst.inference.ort import write_onnx_metadata
-
-    write_onnx_metadata(path, plain_json({**dict(metadata), **extra}))
 
 
 def export_torchscript(

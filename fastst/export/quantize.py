@@ -74,7 +74,7 @@ class PhotoReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over padded photos (and cycling one-hot styles)."""
 
     def __init__(self, photos: list[np.ndarray], input_names: list[str], num_styles: int) -> None:
-        from fastst.inference.ort import pad_to_multiple
+        from fastst.inference.prepost import pad_to_multiple
 
         self.feeds = []
         for i, x in enumerate(photos):
@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
         import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
         raise UsageError(f"fastst quantize needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
-    from fastst.inference.ort import OrtStylizer, write_onnx_metadata
+    from fastst.inference.ort import OrtStylizer
+    from fastst.modelfile.schema import write_onnx_metadata
 
     fp32 = OrtStylizer(model, device="cpu")
     calib_paths, held_paths = split_photos(args.calibration, args.holdout, args.count)

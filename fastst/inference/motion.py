@@ -57,8 +57,8 @@ def optical_flow(a: np.ndarray, b: np.ndarray, preset: str = "medium") -> np.nda
     return dis.calc(_grey(a), _grey(b), None)
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` sampled at ``p + flow(p)`` (bilinear) and the mask of samples that fell inside it."""
+def warp_frame(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One H x W x C ``image`` (a frame or a flow) sampled at ``p + flow(p)`` (bilinear), and the inside mask."""
     cv2 = _cv2()
     h, w = flow.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -70,7 +70,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def consistency_mask(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """H x W bool on the forward flow's grid: the pixels that are not occluded (forward-backward check)."""
-    back, inside = warp(backward, forward)  # b(p + f(p))
+    back, inside = warp_frame(backward, forward)  # b(p + f(p))
     round_trip = ((forward + back) ** 2).sum(-1)
     size = (forward**2).sum(-1) + (back**2).sum(-1)
     return inside & (round_trip <= 0.01 * size + 0.5)
@@ -107,7 +107,7 @@ def clip_motion(frames: Sequence[np.ndarray], preset: str = "medium") -> list[Pa
 
 def pair_error(prev_out: np.ndarray, cur_out: np.ndarray, motion: PairMotion) -> float:
     """``sum(M * (warp(O_t) - O_{t-1})^2) / sum(M)`` for one pair of float [0,1] RGB outputs."""
-    warped, _ = warp(np.ascontiguousarray(cur_out, dtype=np.float32), motion.flow)
+    warped, _ = warp_frame(np.ascontiguousarray(cur_out, dtype=np.float32), motion.flow)
     diff = ((warped - prev_out.astype(np.float32)) ** 2).sum(-1)
     kept = motion.mask.sum()
     return float((diff * motion.mask).sum() / kept) if kept else 0.0

@@ -7,22 +7,19 @@
 >>> multi(photo, style={"starry_night": 0.7, "udnie": 0.3})                # names from the file's metadata
 >>> stylize(np.random.rand(2, 3, 333, 517).astype("float32"))              # arrays in [0,1] -> same shape
 
-The same options and order as the torch :class:`~fastst.inference.stylizer.Stylizer`: PIL images
-are resized to ``size`` (long side, Lanczos) with Pillow, padded at the bottom/right to a multiple
-of 4 (at least 8; reflect, or replicate when the pad is not smaller than the image) and cropped
-back; then the median filter, colour preservation (:func:`fastst.io.color.preserve_color_array`)
-and the strength blend. Tiled inference, reduced precision, channels-last and ``torch.compile``
-are torch-backend options (:data:`TORCH_ONLY_OPTIONS`).
+The same options, checks and order as the torch :class:`~fastst.inference.stylizer.Stylizer`, from
+the same code (:mod:`fastst.inference.prepost`: resize, pad and crop, median filter, colour
+preservation, strength blend). Tiled inference, reduced precision, channels-last and
+``torch.compile`` are torch-backend options (:data:`TORCH_ONLY_OPTIONS`).
 
 The style names of a multi-style graph (second input ``style``: B x N weights) come from the
-``fastst`` entry of the ONNX file's ``metadata_props`` (written by ``fastst export --onnx``); a
-file without it still runs, its styles named ``style_0`` ... (single-style: no style input).
+``fastst`` entry of the ONNX file's ``metadata_props`` (:mod:`fastst.modelfile.schema`, written by
+``fastst export --onnx``); a file without it still runs, its styles named ``style_0`` ...
+(single-style: no style input).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,104 +28,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fastst.errors import InferenceError, ModelFileError, UsageError, first_line, newer_format
+from fastst.errors import InferenceError, ModelFileError, UsageError, first_line
+from fastst.inference import prepost
 from fastst.inference.mix import single_style_check, style_weights
-from fastst.io.color import preserve_color_array
-from fastst.io.images import _to_rgb, array_to_pil, exif_upright, pil_to_array, resize_long_side
+from fastst.io.images import array_to_pil, pil_to_array
+from fastst.modelfile.schema import (
+    FORMAT_VERSION,  # noqa: F401  (tests/inference/test_ort.py reads ort.FORMAT_VERSION)
+    read_onnx_metadata,
+    style_names,
+)
 
-ONNX_METADATA_KEY = "fastst"  # as fastst.export.convert.ONNX_METADATA_KEY (that module imports torch)
-FORMAT_VERSION = 2  # as fastst.modelfile.weights.FORMAT_VERSION (torch too): the newest metadata this fastst reads
-OPTIONS = ("style", "size", "preserve_color", "strength", "median")
+OPTIONS = prepost.OPTIONS
 TORCH_ONLY_OPTIONS = ("tile", "dtype", "channels_last", "compile", "stabilize")
-MIN_SIZE = 8  # as the torch stylizer: the graph's H and W are multiples of 4, at least 8
-
-
-def _pad_mode(pad: int, size: int) -> str:
-    return "reflect" if pad < size else "edge"  # numpy's "edge" is torch's "replicate"
-
-
-def pad_to_multiple(x: np.ndarray, multiple: int = 4, minimum: int = MIN_SIZE) -> tuple[np.ndarray, int, int]:
-    """Pad the bottom and right of B x 3 x H x W so H and W are multiples of ``multiple`` (the torch path's rule)."""
-    h, w = x.shape[-2:]
-    ph = max(minimum, math.ceil(h / multiple) * multiple) - h
-    pw = max(minimum, math.ceil(w / multiple) * multiple) - w
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "edge"
-        x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
-    return x, h, w
-
-
-def median_filter(x: np.ndarray, kernel: int, max_elements: int = 1 << 25) -> np.ndarray:
-    """Per-channel median filter with an odd ``kernel`` and reflect padding (twin of the torch one), in row chunks."""
-    if kernel <= 1:
-        return x
-    pad = kernel // 2
-    h, w = x.shape[-2:]
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=_pad_mode(pad, min(h, w)))
-    rows = max(1, max_elements // max(1, x.shape[0] * x.shape[1] * w * kernel * kernel))
-    out = np.empty_like(x)
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        win = np.lib.stride_tricks.sliding_window_view(xp[..., r0 : r1 + 2 * pad, :], (kernel, kernel), axis=(-2, -1))
-        out[..., r0:r1, :] = np.median(win.reshape(*win.shape[:-2], kernel * kernel), axis=-1)
-    return out
-
-
-def resize_array_long_side(x: np.ndarray, size: int) -> np.ndarray:
-    """B x 3 x H x W float in [0,1] -> long side ``size`` with Pillow's bicubic per channel (antialiased).
-
-    Close to, not bit-equal with, the torch path's ``F.interpolate(bicubic, antialias=True)`` for tensors.
-    """
-    h, w = x.shape[-2:]
-    if max(h, w) == size:
-        return x
-    scale = size / max(h, w)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL: (W, H)
-    out = np.empty((*x.shape[:2], new[1], new[0]), dtype=np.float32)
-    for b in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            img = Image.fromarray(np.ascontiguousarray(x[b, c], dtype=np.float32), "F")
-            out[b, c] = np.asarray(img.resize(new, Image.Resampling.BICUBIC))
-    return np.clip(out, 0.0, 1.0)
-
-
-def _style_names(metadata: Mapping[str, Any]) -> list[str]:
-    # as fastst.modelfile.weights.style_names (format 2 "styles", format 1 "style"); that module imports torch
-    styles = metadata.get("styles")
-    if not (isinstance(styles, list) and styles):
-        style = metadata.get("style")
-        styles = [style] if isinstance(style, Mapping) and style else []
-    return [str(s.get("name") or "?") for s in styles if isinstance(s, Mapping)]
-
-
-def read_onnx_metadata(session: Any, path: Path) -> dict[str, Any]:
-    """The ``fastst`` metadata of an ONNX Runtime session's model ({} for a file exported before fastst wrote it)."""
-    raw = session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-    if raw is None:
-        return {}
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not valid JSON ({e})") from None
-    if not isinstance(metadata, dict):
-        raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not a JSON object")
-    version = metadata.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise newer_format(path, version, FORMAT_VERSION)
-    return metadata
-
-
-def write_onnx_metadata(path: str | Path, metadata: Mapping[str, Any]) -> None:
-    """Write ``metadata`` (plain JSON values) into the ONNX file's ``metadata_props`` under ``fastst`` (needs onnx)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props[ONNX_METADATA_KEY] = json.dumps(dict(metadata), sort_keys=True)
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
 
 
 def providers_for(device: str) -> list[str]:
@@ -207,7 +118,7 @@ class OrtStylizer:
             )
         self.input_names = [i.name for i in inputs]
         self.num_styles = 0  # 0: a single-style graph (no style input)
-        names = _style_names(self.metadata)
+        names = style_names(self.metadata)
         if len(inputs) == 2:
             n = inputs[1].shape[-1]
             if not isinstance(n, int):  # a symbolic style axis: trust the metadata
@@ -232,45 +143,28 @@ class OrtStylizer:
         return np.repeat(style_weights(style, self.style_names)[None], batch, axis=0)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        _check_option_names(overrides)
-        o = {k: overrides.get(k, getattr(self, k)) for k in OPTIONS}
-        if o["style"] is not None:
-            self.mix(o["style"])  # an unknown style fails now, before any work
-        o["median"] = int(o["median"] or 0)
-        if o["size"] is not None and (not isinstance(o["size"], int) or o["size"] < 1):
-            raise InferenceError(f"size must be a positive integer (long side in px) or None, got {o['size']!r}")
-        if not 0.0 <= float(o["strength"]) <= 1.0:
-            raise InferenceError(f"strength must be in [0, 1], got {o['strength']!r}")
-        if o["median"] < 0 or (o["median"] > 1 and o["median"] % 2 == 0):
-            raise InferenceError(f"median must be 0 (off) or an odd kernel size such as 3 or 5, got {o['median']!r}")
-        return o
+        _refuse_torch_only(overrides)
+        return prepost.call_options(self, overrides, OPTIONS)
 
     def __call__(self, image: Image.Image | np.ndarray, **options: Any) -> Image.Image | np.ndarray:
         """Stylize a PIL image (-> PIL image) or a 3 x H x W / B x 3 x H x W float array in [0,1] (-> same shape)."""
         o = self._options(options)
         if isinstance(image, Image.Image):
-            img = _to_rgb(exif_upright(image))  # as the torch stylizer: apply the EXIF orientation
-            img = resize_long_side(img, o["size"])
-            return array_to_pil(self._stylize(pil_to_array(img)[None], {**o, "size": None})[0])
+            x = pil_to_array(prepost.prepare_image(image, o["size"]))[None]
+            return array_to_pil(self._stylize(x, {**o, "size": None})[0])
         if not isinstance(image, np.ndarray):
             raise InferenceError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
-        if image.ndim not in (3, 4) or image.shape[-3] != 3 or not np.issubdtype(image.dtype, np.floating):
-            raise InferenceError(
-                f"expected a float array 3 x H x W or B x 3 x H x W in [0,1], got {image.dtype} {image.shape}"
-            )
-        batched = image if image.ndim == 4 else image[None]
-        out = self._stylize(batched.astype(np.float32), o).astype(image.dtype, copy=False)
-        return out if image.ndim == 4 else out[0]
+        batch, was_batch = prepost.as_batch(image, "array")
+        out = self._stylize(batch.astype(np.float32), o).astype(image.dtype, copy=False)
+        return out if was_batch else out[0]
 
     def _stylize(self, x: np.ndarray, o: Mapping[str, Any]) -> np.ndarray:
-        if o["size"]:
-            x = resize_array_long_side(x, int(o["size"]))
-        strength = float(o["strength"])
-        if strength == 0.0:
-            return x.copy()
-        padded, h, w = pad_to_multiple(x)
+        return prepost.stylize_batch(x, o, lambda padded: self._net(padded, o["style"]))
+
+    def _net(self, padded: np.ndarray, style: Any) -> np.ndarray:
+        """The graph's fp32 output on padded B x 3 x H x W."""
         feeds = {self.input_names[0]: np.ascontiguousarray(padded, dtype=np.float32)}
-        mix = self.mix(o["style"], x.shape[0])
+        mix = self.mix(style, padded.shape[0])
         if mix is not None:
             feeds[self.input_names[1]] = mix
         try:
@@ -278,29 +172,20 @@ class OrtStylizer:
         except Exception as e:  # a graph that does not take this input (shape, type)
             reason = first_line(e, 300)
             raise InferenceError(f"{self.path}: onnxruntime failed on a {padded.shape} input ({reason})") from None
-        y = y[..., :h, :w].astype(np.float32, copy=False)
-        if o["median"] > 1:
-            y = median_filter(y, o["median"])
-        if o["preserve_color"]:
-            y = preserve_color_array(y, x)
-        if strength < 1.0:
-            y = x + np.float32(strength) * (y - x)  # torch.lerp(x, y, strength)
-        return y
+        return y.astype(np.float32, copy=False)
 
 
-def _check_option_names(options: Mapping[str, Any]) -> None:
-    """Options this backend does not have: torch-only ones name the backend, unknown ones list the known."""
+def _refuse_torch_only(options: Mapping[str, Any]) -> None:
+    """Options of the torch backend only: the error names the backend (unknown ones: ``prepost.refuse_unknown``)."""
     torch_only = sorted(set(options) & set(TORCH_ONLY_OPTIONS))
     if torch_only:
         raise InferenceError(f"option(s) {torch_only} need the torch backend (a .safetensors model file)")
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise InferenceError(f"unknown stylize option(s) {unknown}; known: {list(OPTIONS)}")
 
 
 def load_ort_stylizer(
     path: str | Path, device: str = "auto", threads: int | None = None, **options: Any
 ) -> OrtStylizer:
     """Load a ``.onnx`` graph written by ``fastst export --onnx`` or ``fastst quantize`` (:class:`OrtStylizer`)."""
-    _check_option_names(options)
+    _refuse_torch_only(options)
+    prepost.refuse_unknown(options, OPTIONS)
     return OrtStylizer(path, device=device, threads=threads, **options)

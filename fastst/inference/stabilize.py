@@ -21,7 +21,6 @@ them); it keeps the state between calls. Make a new one (or call :meth:`reset`) 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from fastst.errors import InferenceError
+from fastst.inference.tiles import normalize, patched_forwards
 
 
 @dataclass(frozen=True)
@@ -96,24 +96,13 @@ class _NormEMA:
                 means.append(prev[0])
                 variances.append(prev[1])
             self.state[i] = prev
-            mu = torch.stack(means)[..., None, None]
-            sd = torch.rsqrt(torch.stack(variances) + m.eps)[..., None, None]
-            y = (xf - mu) * sd
-            if m.affine:
-                y = y * m.weight.float()[None, :, None, None] + m.bias.float()[None, :, None, None]
-            return y.to(x.dtype)
+            return normalize(m, x, torch.stack(means), torch.stack(variances))
 
         return forward
 
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        try:
-            for i, m in enumerate(self.norms):
-                m.forward = self._forward(i, m)  # an instance attribute shadows the class method
-            yield
-        finally:
-            for m in self.norms:
-                m.__dict__.pop("forward", None)
+    def installed(self) -> contextlib.AbstractContextManager:
+        """While active, the net's instance norms use the moving averages (and update them)."""
+        return patched_forwards(self.norms, [self._forward(i, m) for i, m in enumerate(self.norms)])
 
 
 class VideoStabilizer:
@@ -132,10 +121,10 @@ class VideoStabilizer:
         self._prev_out: np.ndarray | None = None  # float32 H x W x 3
 
     def _stylize(self, x: torch.Tensor) -> torch.Tensor:
-        from fastst.inference.stylizer import resize_tensor_long_side
+        from fastst.inference.prepost import resize_batch_long_side
 
         h, w = x.shape[-2:]
-        small = resize_tensor_long_side(x, self.size) if self.size else x
+        small = resize_batch_long_side(x, self.size) if self.size else x
         with self._ema.installed() if self._ema is not None else contextlib.nullcontext():
             y = self.stylizer(small, size=None)
         if self.size:
@@ -146,7 +135,7 @@ class VideoStabilizer:
         y = self._stylize(x)
         if self.options.blend <= 0:
             return y
-        from fastst.inference.motion import pair_motion, warp
+        from fastst.inference.motion import pair_motion, warp_frame
 
         b = self.options.blend
         out = []
@@ -157,7 +146,7 @@ class VideoStabilizer:
                 # flow on this frame's grid into the previous one: the previous output brought here
                 motion = pair_motion(frame, self._prev_in, self.options.flow_preset)
                 if not motion.is_cut():  # a new shot starts afresh
-                    warped, _ = warp(self._prev_out, motion.flow)
+                    warped, _ = warp_frame(self._prev_out, motion.flow)
                     o = o + b * motion.mask[..., None] * (warped - o)
             self._prev_in, self._prev_out = frame, o.astype(np.float32)
             out.append(o)

@@ -99,7 +99,7 @@ def random_flow(batch: int, height: int, width: int, cfg: MotionConfig, generato
     return flow.round() if cfg.whole_pixels else flow
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def warp_batch(image: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``image`` (B x C x H x W) sampled at ``p + flow(p)`` (bilinear) and the B x 1 x H x W mask of inside samples."""
     b, _, h, w = image.shape
     ys, xs = torch.meshgrid(
@@ -118,7 +118,7 @@ def invert_flow(flow: torch.Tensor, iterations: int = 20) -> torch.Tensor:
     """The flow ``g`` with ``warp(warp(x, f), g) ~ x``: ``g(p) = -f(p + g(p))``, by fixed-point iteration."""
     g = -flow
     for _ in range(iterations):
-        sampled, _ = warp(flow.permute(0, 3, 1, 2), g)
+        sampled, _ = warp_batch(flow.permute(0, 3, 1, 2), g)
         g = -sampled.permute(0, 2, 3, 1)
     return g
 
@@ -129,7 +129,7 @@ def make_pair(
     """``(x2, flow, valid)``: the synthetic second frame of each photo in ``x`` (B x 3 x H x W in [0,1])."""
     b, _, h, w = x.shape
     flow = random_flow(b, h, w, cfg, generator).to(x.device)
-    moved, valid = warp(x, flow)
+    moved, valid = warp_batch(x, flow)
     if cfg.noise > 0:
         noise = torch.randn(moved.shape, generator=generator).to(x.device) * cfg.noise
         moved = (moved + noise).clamp(0.0, 1.0)
@@ -138,7 +138,7 @@ def make_pair(
 
 def temporal_loss(y: torch.Tensor, y2: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``sum(V * (warp(y, f) - y2)^2) / (C * sum(V))`` in fp32: the outputs of the two frames, aligned."""
-    warped, _ = warp(y.float(), flow.float())
+    warped, _ = warp_batch(y.float(), flow.float())
     valid = valid.float()
     diff = (warped - y2.float()) ** 2 * valid
     return diff.sum() / (valid.sum() * y.shape[1]).clamp_min(1.0)

@@ -1,24 +1,8 @@
-"""The one schema of an exported model file, and the only code that reads and writes it.
+"""Model files on the torch side: write and read ``.safetensors`` weights, rebuild the net, the loss summary.
 
-A model file is a ``.safetensors`` file: the transform net's weights plus one JSON string under the
-metadata key ``"fastst"``:
-
-* ``format`` / ``format_version``: ``fastst-stylizer``, version :data:`FORMAT_VERSION`; older versions load,
-  newer ones are refused with "upgrade fastst";
-* ``family`` and ``net``: which net (a module of ``fastst.models``) and its config, to rebuild it;
-* ``styles`` (format 2): every painting the net renders, in the order of its style rows
-  (:data:`STYLE_FIELDS` each; the image's file name only, never a local path). A single-style net
-  has one. ``style`` is that one painting (a multi-style file: only ``name``, the label of all of
-  them); format 1 files have ``style`` alone, read as ``styles = [style]`` (:func:`model_styles`);
-* ``loss``: the training criterion, every field of :class:`~fastst.losses.perceptual.LossConfig`
-  (:func:`loss_summary` writes it, :func:`loss_config` reads it back), so evaluation rebuilds it exactly;
-* ``training``: steps, batches seen, the fastst version and checkpoint it came from;
-* ``distilled_from`` (only for a net trained with ``distill_from``): the teacher model's file ``name`` (no
-  directories), ``sha256`` of that file, and its ``family``, ``net`` and style ``name`` (docs/distill.md);
-* ``image_convention`` and ``created``.
-
-Loading never unpickles anything, so a model file from a stranger cannot run code. Only torch and
-safetensors are needed: no Lightning, no Hydra.
+The schema itself (format version, keys, styles, the version check, ONNX metadata) is
+:mod:`fastst.modelfile.schema`, torch-free. Loading never unpickles anything, so a model file from a
+stranger cannot run code. Only torch and safetensors are needed: no Lightning, no Hydra.
 """
 
 from __future__ import annotations
@@ -26,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,35 +18,22 @@ import torch
 
 import fastst
 from fastst import models
-from fastst.errors import ConfigError, ModelFileError, UsageError, first_line, newer_format
+from fastst.errors import ConfigError, ModelFileError, UsageError, first_line
 from fastst.io.files import atomic_path
 from fastst.losses.perceptual import LossConfig
+from fastst.modelfile.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_CONVENTION,
+    METADATA_KEY,
+    STYLE_FIELDS,
+    check_metadata,
+    model_styles,
+    plain_json,
+    styles_label,
+)
 
-FORMAT = "fastst-stylizer"
-FORMAT_VERSION = 2  # 2: "styles" (a list; multi-style nets). 1: "style" only. Both load.
-METADATA_KEY = "fastst"
-IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
-# Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
-STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image")
 LOSS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(LossConfig))
-
-
-def safe_name(name: str) -> str:
-    """A file-name-safe version of a style name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
-
-
-def plain_json(value: Any) -> Any:
-    """JSON-safe copy of checkpoint metadata (tuples -> lists, tensors and paths -> plain values)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain_json(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def _style_summary(style: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,31 +50,6 @@ def _loss_summary(loss: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(weights, str) and weights not in ("imagenet", "random"):
         out["weights"] = Path(weights).name  # a local VGG file: keep its name, not where it was
     return out
-
-
-def model_styles(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The styles of a model file (or checkpoint metadata), in the order of the net's style rows.
-
-    Format 2 lists them under ``styles``; a format 1 file (one painting) has only ``style``.
-    """
-    styles = metadata.get("styles")
-    if isinstance(styles, list) and styles:
-        return [dict(s) for s in styles if isinstance(s, Mapping)]
-    style = metadata.get("style")
-    return [dict(style)] if isinstance(style, Mapping) and style else []
-
-
-def styles_label(names: list[str]) -> str:
-    """A short name for several styles (run folders, model files): ``a-b-c``, or ``a-and-N-more``."""
-    names = [str(n) for n in names]
-    if len(names) <= 4:
-        return "-".join(names)
-    return f"{names[0]}-and-{len(names) - 1}-more"
-
-
-def style_names(metadata: Mapping[str, Any]) -> list[str]:
-    """The names of a model's styles, in row order (``?`` for a style without a name)."""
-    return [str(s.get("name") or "?") for s in model_styles(metadata)]
 
 
 def _teacher_summary(teacher: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,7 +102,7 @@ def save_model_file(path: str | Path, state: Mapping[str, torch.Tensor], metadat
     return path
 
 
-def build_net(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: str) -> torch.nn.Module:
+def net_from_metadata(metadata: Mapping[str, Any], state: Mapping[str, torch.Tensor], where: str) -> torch.nn.Module:
     """The net of a model file's family (``family``; ``johnson`` when absent) with its weights, eval mode, CPU."""
     try:
         family = metadata.get("family") or models.DEFAULT_FAMILY
@@ -201,7 +146,7 @@ def load_model_file(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelFileError(f"{path}: weights contain NaN or inf ({bad[0]}); re-export from a healthy checkpoint")
-    return build_net(metadata, state, where=str(path)), metadata
+    return net_from_metadata(metadata, state, where=str(path)), metadata
 
 
 def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -223,7 +168,7 @@ def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Te
                     f"{path}: a safetensors file without fastst metadata (not a fastst model); "
                     "export a training checkpoint with fastst export"
                 )
-            metadata = _check_metadata(path, raw)
+            metadata = check_metadata(path, raw)
             state = {k: f.get_tensor(k) for k in f.keys()} if load_weights else {}
     except ModelFileError:
         raise
@@ -233,26 +178,6 @@ def _open_model_file(path: Path, load_weights: bool) -> tuple[dict[str, torch.Te
             "the file is damaged or of another kind: export it again with fastst export"
         ) from None
     return state, metadata
-
-
-def _check_metadata(path: Path, raw: str) -> dict[str, Any]:
-    try:
-        metadata = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{path}: the fastst metadata is not valid JSON ({e}); export the model again") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        fmt = metadata.get("format") if isinstance(metadata, dict) else None
-        raise ModelFileError(f"{path}: unknown model format {fmt!r} (expected {FORMAT!r}); export the model again")
-    version = metadata.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(f"{path}: invalid format_version {version!r}; export the model again")
-    if version > FORMAT_VERSION:
-        raise newer_format(path, version, FORMAT_VERSION)
-    if not isinstance(metadata.get("net"), dict):
-        raise ModelFileError(f"{path}: the metadata has no net config; export the model again")
-    if not isinstance(metadata.get("style", {}), dict):
-        metadata["style"] = {}
-    return metadata
 
 
 def loss_config(

@@ -15,7 +15,7 @@ from typing import Any
 from fastst.errors import ModelFileError, UsageError, first_line
 from fastst.inference.stylizer import Stylizer, load_stylizer
 from fastst.io.files import walk_files
-from fastst.modelfile.weights import safe_name
+from fastst.modelfile.schema import safe_name
 
 MODEL_EXTENSIONS = (".safetensors",)
 

@@ -201,7 +201,7 @@ def _is_multistyle(family: str) -> bool:
 def _init_from(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Weights and metadata of ``init_from``: a model file (.safetensors) or a training checkpoint."""
     from fastst.export.convert import read_checkpoint
-    from fastst.modelfile.weights import build_net, load_model_file
+    from fastst.modelfile.weights import load_model_file, net_from_metadata
 
     if not Path(path).is_file():
         raise ConfigError(f"init_from={path}: no such model file or checkpoint")
@@ -209,7 +209,7 @@ def _init_from(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         net, metadata = load_model_file(path)
         return {k: v.detach().clone() for k, v in net.state_dict().items()}, metadata
     state, metadata = read_checkpoint(path)
-    build_net(metadata, state, where=path)  # refuses weights that do not fit the config
+    net_from_metadata(metadata, state, where=path)  # refuses weights that do not fit the config
     return state, metadata
 
 
@@ -232,7 +232,8 @@ def load_teacher(path: str) -> tuple[torch.nn.Module, dict[str, Any], dict[str, 
     """
     from fastst.errors import ModelFileError
     from fastst.export.convert import read_checkpoint
-    from fastst.modelfile.weights import build_net, load_model_file, model_styles
+    from fastst.modelfile.schema import model_styles
+    from fastst.modelfile.weights import load_model_file, net_from_metadata
 
     file = Path(path).expanduser()
     if not file.is_file():
@@ -245,7 +246,7 @@ def load_teacher(path: str) -> tuple[torch.nn.Module, dict[str, Any], dict[str, 
             net, metadata = load_model_file(file)
         else:
             state, metadata = read_checkpoint(file)
-            net = build_net(metadata, state, where=str(file))
+            net = net_from_metadata(metadata, state, where=str(file))
     except ModelFileError as e:
         raise ConfigError(f"distill_from: {e}") from None
     family = str(metadata.get("family") or models.DEFAULT_FAMILY)
@@ -319,7 +320,7 @@ def multistyle_setup(cfg: DictConfig, family: str) -> dict[str, Any]:
 
     Every painting is found, downloaded or refused as a single-style run's (``resolve_style_path``).
     """
-    from fastst.modelfile.weights import model_styles
+    from fastst.modelfile.schema import model_styles
     from fastst.models.multistyle import append_styles, from_single_style
 
     entries = list(_container(cfg.get("styles")) or [])
@@ -406,7 +407,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
             raise ConfigError(f"distill_from: a multi-style student (model.family={family}) is not supported yet")
         # Before the data: a missing or damaged teacher is reported before anything else is read or written.
         teacher, teacher_meta, teacher_record = load_teacher(str(cfg.distill_from))
-        from fastst.modelfile.weights import model_styles
+        from fastst.modelfile.schema import model_styles
 
         teacher_style = (model_styles(teacher_meta) or [None])[0]
     # Cheap checks first: the data and the style images, before any network is built.

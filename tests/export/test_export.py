@@ -13,13 +13,13 @@ import torch
 
 from fastst.cli.export import main
 from fastst.export.convert import (
-    FORMAT_VERSION,
     ModelFileError,
     export_checkpoint,
     export_onnx,
     export_torchscript,
     load_model_file,
 )
+from fastst.modelfile.schema import FORMAT_VERSION
 from fastst.models.johnson import TransformerConfig, TransformerNet
 from tests.conftest import ROOT, TrainedModel, run_fastst, tiny_trained_model, write_tiny_data
 

@@ -60,8 +60,8 @@ def test_ort_stylize_matches_torch(trained_model, onnx_model, photo, tmp_path, c
 def test_numpy_preserve_color_and_padding_match_torch() -> None:
     import torch
 
-    from fastst.inference import ort
-    from fastst.inference.stylizer import median_filter, pad_to_multiple
+    from fastst.inference import prepost
+    from fastst.inference.prepost import median_filter, pad_to_multiple
     from fastst.io.color import preserve_color, preserve_color_array
 
     gen = torch.Generator().manual_seed(0)
@@ -69,9 +69,9 @@ def test_numpy_preserve_color_and_padding_match_torch() -> None:
     np.testing.assert_allclose(preserve_color_array(a.numpy(), b.numpy()), preserve_color(a, b).numpy(), atol=1e-6)
     for shape in ((2, 3, 9, 13), (1, 3, 3, 5)):  # reflect, and replicate where the pad exceeds the image
         x = torch.rand(*shape, generator=gen)
-        np.testing.assert_array_equal(ort.pad_to_multiple(x.numpy())[0], pad_to_multiple(x)[0].numpy())
+        np.testing.assert_array_equal(prepost.pad_to_multiple(x.numpy())[0], pad_to_multiple(x)[0].numpy())
     x = torch.rand(1, 3, 11, 7, generator=gen)
-    np.testing.assert_allclose(ort.median_filter(x.numpy(), 3), median_filter(x, 3).numpy(), atol=0)
+    np.testing.assert_allclose(prepost.median_filter(x.numpy(), 3), median_filter(x, 3).numpy(), atol=0)
 
 
 def test_multistyle_onnx_names_styles_from_its_metadata(tmp_path, capsys) -> None:
@@ -128,8 +128,7 @@ def test_onnx_from_a_newer_fastst_is_refused(onnx_model, tmp_path, photo, capsys
     import onnxruntime
 
     from fastst.inference import ort
-    from fastst.inference.ort import read_onnx_metadata, write_onnx_metadata
-    from fastst.modelfile.weights import FORMAT_VERSION
+    from fastst.modelfile.schema import FORMAT_VERSION, read_onnx_metadata, write_onnx_metadata
 
     assert ort.FORMAT_VERSION == FORMAT_VERSION  # the torch-free twin of the model file's version
     newer = tmp_path / "newer.onnx"

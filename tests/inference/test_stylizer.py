@@ -14,7 +14,8 @@ from PIL import Image
 from fastst.cli.stylize import main
 from fastst.errors import InferenceError
 from fastst.export.convert import ModelFileError, load_model_file
-from fastst.inference.stylizer import Stylizer, load_stylizer, median_filter
+from fastst.inference.prepost import median_filter
+from fastst.inference.stylizer import Stylizer, load_stylizer
 from fastst.io.color import rgb_to_ycbcr, ycbcr_to_rgb
 from fastst.io.images import pil_to_tensor, tensor_to_pil
 from tests.conftest import TrainedModel, run_fastst, synthetic_image

@@ -13,7 +13,7 @@ from PIL import Image
 from fastst.inference.motion import clip_motion, cuts, to_float, warping_error
 from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer, parse_stabilize
 from fastst.io.images import pil_to_tensor
-from fastst.losses.temporal import MotionConfig, invert_flow, make_pair, random_flow, temporal_loss, warp
+from fastst.losses.temporal import MotionConfig, invert_flow, make_pair, random_flow, temporal_loss, warp_batch
 from tests.conftest import synthetic_image
 
 pytest.importorskip("cv2")
@@ -70,14 +70,14 @@ def test_warp_and_its_inverse() -> None:
     x = pil_to_tensor(synthetic_image(3, (96, 80)))[None].repeat(2, 1, 1, 1)
     flow = random_flow(2, 80, 96, MotionConfig(), g)
     inverse = invert_flow(flow)
-    composed, _ = warp(flow.permute(0, 3, 1, 2), inverse)  # f(p + g(p)) + g(p) = 0
+    composed, _ = warp_batch(flow.permute(0, 3, 1, 2), inverse)  # f(p + g(p)) + g(p) = 0
     assert float((composed.permute(0, 2, 3, 1) + inverse)[:, 8:-8, 8:-8].abs().max()) < 1e-3
-    there, _ = warp(x, flow)
-    back, _ = warp(there, inverse)
+    there, _ = warp_batch(x, flow)
+    back, _ = warp_batch(there, inverse)
     assert float((back - x)[..., 8:-8, 8:-8].abs().mean()) < 5e-3
     shift = torch.zeros(1, 80, 96, 2)
     shift[..., 0] = 3.0  # a whole-pixel shift is exact: out(p) = x(p + 3)
-    moved, inside = warp(x[:1], shift)
+    moved, inside = warp_batch(x[:1], shift)
     torch.testing.assert_close(moved[..., :-3], x[:1, :, :, 3:])
     assert bool(inside[..., -3:].eq(0).all()) and bool(inside[..., :-3].eq(1).all())
 

@@ -136,7 +136,8 @@ def multi_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
 def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, styles_dir, tmp_path) -> None:
     from PIL import Image
 
-    from fastst.modelfile.weights import load_model_file, style_names
+    from fastst.modelfile.schema import style_names
+    from fastst.modelfile.weights import load_model_file
     from fastst.training.pipeline import train
 
     out = tmp_path / "run"
@@ -178,7 +179,8 @@ def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path
 
 
 def test_add_a_style_trains_only_the_new_rows(photos_dir, styles_dir, tmp_path) -> None:
-    from fastst.modelfile.weights import load_model_file, style_names
+    from fastst.modelfile.schema import style_names
+    from fastst.modelfile.weights import load_model_file
     from fastst.training.pipeline import train
 
     train(compose(multi_overrides(photos_dir, styles_dir, "callbacks.preview=null"), tmp_path / "base"))
@@ -311,7 +313,7 @@ def test_single_style_files_of_format_1_still_load(tmp_path) -> None:
     from safetensors.torch import save_file
 
     from fastst.inference.stylizer import load_stylizer
-    from fastst.modelfile.weights import model_styles
+    from fastst.modelfile.schema import model_styles
 
     net = TransformerNet(TransformerConfig(channels=4, num_res_blocks=1)).eval()
     meta = {

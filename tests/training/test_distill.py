@@ -96,7 +96,7 @@ def test_resume_with_another_teacher_is_refused(trained_model, tmp_path) -> None
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from fastst.modelfile.weights import METADATA_KEY
+    from fastst.modelfile.schema import METADATA_KEY
 
     with safe_open(str(other), framework="pt") as f:
         metadata = f.metadata()
