@@ -42,7 +42,7 @@ from fastst.common.options import resolve_progress
 from fastst.errors import ConfigError, InferenceError, check_known_keys
 from fastst.inference.stylizer import resolve_device
 from fastst.io.color import grey, luminance, match_color, match_luminance, preserve_color
-from fastst.io.images import load_image_tensor, save_image
+from fastst.io.tensors import load_image_tensor, save_image
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 
 log = logging.getLogger(__name__)

@@ -261,7 +261,8 @@ def quality(variants: list[Variant], runners: dict[str, Callable], photos: list[
     """Mean style and content loss of each variant's outputs on the held-out photos."""
     import torch
 
-    from fastst.io.images import load_image, pil_to_tensor, resize_long_side
+    from fastst.io.images import load_image, resize_long_side
+    from fastst.io.tensors import pil_to_tensor
 
     inputs = [resize_long_side(load_image(p), args.quality_size) for p in photos]
     contents = [pil_to_tensor(im) for im in inputs]

@@ -89,7 +89,7 @@ def load_photo(path: str, hw: tuple[int, int]) -> Any:
     """A real photo resized to cover H x W (bicubic) and centre-cropped: 1 x 3 x H x W in [0,1]."""
     from PIL import Image
 
-    from fastst.io.images import pil_to_tensor
+    from fastst.io.tensors import pil_to_tensor
 
     h, w = hw
     img = Image.open(path).convert("RGB")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as nnf
 
 from fastst.data.sources import find_images
-from fastst.io.images import load_image_tensor
+from fastst.io.tensors import load_image_tensor
 from fastst.losses import functional as F
 from fastst.losses.vgg import VGGEncoder
 

@@ -6,6 +6,7 @@
 * progress: ``auto`` (a bar on a terminal, plain lines otherwise), ``bar``, ``plain``, ``none``;
   ``--progress`` and the ``progress=`` key of ``fastst train`` / ``fastst optimize``. ``rich`` is kept
   as an older spelling of ``bar``.
+* style label: :func:`styles_label` names a set of styles (run folders, model files).
 * style: a name of a shipped style (``configs/style/NAME.yaml``) or a path to an image; ``--style``
   and ``style=``. With a multi-style model, ``--style NAME`` picks one of the model's styles and
   ``--mix a=0.7,b=0.3`` blends several (:func:`add_style_choice`, :func:`style_choice`).
@@ -107,3 +108,11 @@ def style_choice(style: str | None, mix: str | None) -> str | dict[str, float] |
     if style and mix:
         raise UsageError("pass --style NAME or --mix A=W,B=W, not both")
     return parse_mix(mix) if mix else style or None
+
+
+def styles_label(names: list[str]) -> str:
+    """A short name for several styles (run folders, model files): ``a-b-c``, or ``a-and-N-more``."""
+    names = [str(n) for n in names]
+    if len(names) <= 4:
+        return "-".join(names)
+    return f"{names[0]}-and-{len(names) - 1}-more"

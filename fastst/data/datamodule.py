@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from fastst.data.sources import CacheSource, DataError, FolderSource, HFSource
 from fastst.errors import ConfigError
-from fastst.io.images import ImageError, pil_to_uint8
+from fastst.io.images import ImageError
+from fastst.io.tensors import pil_to_uint8
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from fastst.common.options import styles_label
 from fastst.errors import (
     ChecksumError,
     ConfigError,
@@ -32,7 +33,7 @@ from fastst.errors import (
     UnknownStyleError,
 )
 from fastst.io.download import download
-from fastst.io.images import load_image_tensor
+from fastst.io.tensors import load_image_tensor
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,6 @@ def entry_name(entry: Any) -> str:
 
 def run_name(style_name: Any, styles: Any = None) -> str:
     """The run folder name: ``style.name``, or the label of ``styles=[...]`` when that is set."""
-    from fastst.modelfile.schema import styles_label
-
     if not styles:
         return str(style_name)
     return styles_label([entry_name(s) for s in styles])

@@ -22,7 +22,8 @@ import torch
 from fastst.common.options import resolve_progress
 from fastst.errors import UsageError
 from fastst.evaluation.images import _build, _grid, _markdown, _measure
-from fastst.io.images import load_image, pil_to_tensor, resize_long_side
+from fastst.io.images import load_image, resize_long_side
+from fastst.io.tensors import pil_to_tensor
 
 SUMMARY_COLUMNS = [
     ("size", "size"),

@@ -45,7 +45,7 @@ from fastst.errors import InferenceError, UnknownStyleError  # noqa: F401  (Unkn
 from fastst.inference import prepost
 from fastst.inference.mix import single_style_check, style_weights
 from fastst.inference.tiles import TILE_OPTIONS, check_tile_options, run_tiled
-from fastst.io.images import pil_to_tensor, tensor_to_pil
+from fastst.io.tensors import pil_to_tensor, tensor_to_pil
 from fastst.modelfile.schema import style_names
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

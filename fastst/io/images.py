@@ -4,8 +4,8 @@ Loading is defensive because content sets are large and dirty: EXIF orientation 
 applied, every mode (grayscale, palette, CMYK, RGBA, 16-bit) becomes 8-bit RGB, and any
 file Pillow cannot decode fully raises ``ImageError`` with the file name and the reason.
 
-torch is imported only by the tensor helpers, so loading images (and :func:`pil_to_array` /
-:func:`array_to_pil`, numpy) works on the torch-free ONNX Runtime path.
+NumPy and Pillow only, so the torch-free ONNX Runtime path reads and writes images through it; the
+torch conversions are :mod:`fastst.io.tensors`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 from fastst.errors import (
     ImageError,
@@ -93,31 +93,6 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
         raise ImageError(f"{path}: cannot decode image ({first_line(e)})") from None
 
 
-def load_image_tensor(path: str | Path, long_side: int | None = None, what: str = "image") -> torch.Tensor:
-    """1 x 3 x H x W float [0,1] from a file, long side resized to ``long_side`` (None keeps the size).
-
-    ``ImageError`` messages start with ``what`` (e.g. "content image") so the user knows which input failed.
-    """
-    try:
-        img = load_image(path)
-    except ImageError as e:
-        raise ImageError(f"{what} {e}") from None
-    return pil_to_tensor(resize_long_side(img, long_side))[None]
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image -> 3 x H x W float tensor in [0, 1]."""
-    return pil_to_uint8(img).float().div_(255.0)
-
-
-def pil_to_uint8(img: Image.Image) -> torch.Tensor:
-    """8-bit RGB PIL image -> 3 x H x W uint8 tensor (compact for data loader transfer)."""
-    import torch
-
-    arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)  # H x W x 3, read-only
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # one writable copy
-
-
 def pil_to_array(img: Image.Image) -> np.ndarray:
     """8-bit RGB PIL image -> 3 x H x W float32 array in [0, 1] (numpy twin of :func:`pil_to_tensor`)."""
     arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)  # H x W x 3
@@ -145,16 +120,6 @@ def array_to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(out, "RGB")
 
 
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """3 x H x W (or 1 x 3 x H x W) float tensor in [0, 1] -> 8-bit RGB PIL image."""
-    if image.dim() == 4:
-        if image.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
-        image = image[0]
-    arr = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, "RGB")
-
-
 def resize_long_side(img: Image.Image, size: int | None) -> Image.Image:
     """Resize so that the long side is ``size`` (no-op for None), keeping the aspect ratio."""
     if size is None or max(img.size) == size:
@@ -162,10 +127,3 @@ def resize_long_side(img: Image.Image, size: int | None) -> Image.Image:
     scale = size / max(img.size)
     new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return img.resize(new, Image.Resampling.LANCZOS)
-
-
-def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Save a [0,1] image tensor; the format follows the file extension."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensor_to_pil(image).save(path)

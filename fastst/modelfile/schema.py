@@ -77,14 +77,6 @@ def style_names(metadata: Mapping[str, Any]) -> list[str]:
     return [str(s.get("name") or "?") for s in model_styles(metadata)]
 
 
-def styles_label(names: list[str]) -> str:
-    """A short name for several styles (run folders, model files): ``a-b-c``, or ``a-and-N-more``."""
-    names = [str(n) for n in names]
-    if len(names) <= 4:
-        return "-".join(names)
-    return f"{names[0]}-and-{len(names) - 1}-more"
-
-
 def check_format_version(path: str | Path, version: Any) -> None:
     """Refuse metadata from a newer fastst (a later :data:`FORMAT_VERSION`); a non-integer is the caller's to judge."""
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:

@@ -18,6 +18,7 @@ import torch
 
 import fastst
 from fastst import models
+from fastst.common.options import styles_label
 from fastst.errors import ConfigError, ModelFileError, UsageError, first_line
 from fastst.io.files import atomic_path
 from fastst.losses.perceptual import LossConfig
@@ -30,7 +31,6 @@ from fastst.modelfile.schema import (
     check_metadata,
     model_styles,
     plain_json,
-    styles_label,
 )
 
 LOSS_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(LossConfig))

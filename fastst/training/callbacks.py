@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from fastst.io.images import save_image
+from fastst.io.tensors import save_image
 from fastst.training.module import LOGGED_TERMS
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 
 from fastst import models
 from fastst.common.allocator import keep_freed_memory
-from fastst.common.options import resolve_progress
+from fastst.common.options import resolve_progress, styles_label
 from fastst.data.datamodule import ContentDataModule
 from fastst.data.styles import load_style_image, resolve_style_path, style_entry
 from fastst.errors import (
@@ -32,7 +32,6 @@ from fastst.errors import (
     TrainingOutOfMemoryError,
     first_line,
 )
-from fastst.modelfile import weights as modelfile
 from fastst.training.callbacks import TrainingMonitor
 from fastst.training.checkpointing import (
     AtomicCheckpointIO,
@@ -419,7 +418,7 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
     if multi:
         setup = multistyle_setup(cfg, family)
         names = [str(s["name"]) for s in setup["styles"]]
-        style_cfg = {"name": modelfile.styles_label(names)} if len(names) > 1 else setup["styles"][0]
+        style_cfg = {"name": styles_label(names)} if len(names) > 1 else setup["styles"][0]
         datamodule.num_styles = len(setup["train_rows"])  # every sample carries its style slot
     else:
         if teacher_style is not None:

@@ -18,7 +18,8 @@ from fastst.baseline.optimize import (
 )
 from fastst.errors import ConfigError
 from fastst.io.color import match_color, rgb_to_ycbcr
-from fastst.io.images import ImageError, pil_to_tensor
+from fastst.io.images import ImageError
+from fastst.io.tensors import pil_to_tensor
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from tests.conftest import compose, run_fastst, synthetic_image
 

@@ -176,7 +176,8 @@ def test_hf_streaming_source(photos_dir: Path) -> None:
 
 def test_numpy_and_torch_image_conversions_are_twins() -> None:
     # the ONNX Runtime path (numpy) and the torch path must read and write the same values
-    from fastst.io.images import array_to_pil, pil_to_array, pil_to_tensor, pil_to_uint8, tensor_to_pil
+    from fastst.io.images import array_to_pil, pil_to_array
+    from fastst.io.tensors import pil_to_tensor, pil_to_uint8, tensor_to_pil
 
     img = synthetic_image(5, (37, 23))
     arr = pil_to_array(img)

@@ -15,7 +15,7 @@ from fastst.cli.evaluate import compare_main, evaluate_main
 from fastst.errors import UsageError
 from fastst.evaluation.images import ssim
 from fastst.export.convert import export_checkpoint, read_metadata
-from fastst.io.images import pil_to_tensor
+from fastst.io.tensors import pil_to_tensor
 from fastst.modelfile.weights import loss_config as loss_config_from_metadata
 from tests.conftest import synthetic_image
 from tests.export.test_export import make_checkpoint

@@ -17,7 +17,7 @@ from fastst.export.convert import ModelFileError, load_model_file
 from fastst.inference.prepost import median_filter
 from fastst.inference.stylizer import Stylizer, load_stylizer
 from fastst.io.color import rgb_to_ycbcr, ycbcr_to_rgb
-from fastst.io.images import pil_to_tensor, tensor_to_pil
+from fastst.io.tensors import pil_to_tensor, tensor_to_pil
 from tests.conftest import TrainedModel, run_fastst, synthetic_image
 
 # Tiled vs untiled output on an image that fits (stated in fastst.inference.stylizer.Stylizer's docstring).

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fastst.inference.motion import clip_motion, cuts, to_float, warping_error
 from fastst.inference.stabilize import StabilizeOptions, VideoStabilizer, parse_stabilize
-from fastst.io.images import pil_to_tensor
+from fastst.io.tensors import pil_to_tensor
 from fastst.losses.temporal import MotionConfig, invert_flow, make_pair, random_flow, temporal_loss, warp_batch
 from tests.conftest import synthetic_image
 

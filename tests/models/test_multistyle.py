@@ -269,7 +269,7 @@ def test_stylizer_style_names_and_mixes(tmp_path) -> None:
 
 def test_tiled_inference_with_a_chosen_style_matches_untiled(tmp_path) -> None:
     from fastst.inference.stylizer import Stylizer, load_stylizer
-    from fastst.io.images import pil_to_tensor
+    from fastst.io.tensors import pil_to_tensor
 
     stylize = load_stylizer(multi_model_file(tmp_path))
     x = pil_to_tensor(synthetic_image(7, (264, 200)))[None]
