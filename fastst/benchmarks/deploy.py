@@ -122,10 +122,14 @@ def build_variants(args: argparse.Namespace, work: Path) -> list[Variant]:
         if not onnx_path.exists():
             export_onnx(net, onnx_path, metadata=metadata)
         if not int8_path.exists():  # calibrated on --calibration, checked on --holdout (the command's bound)
-            argv = [str(onnx_path), "--calibration", str(args.calibration), "--holdout", str(args.holdout)]
-            argv += ["-o", str(int8_path), "--size", str(args.calibration_size), "--count", str(args.calibration_count)]
-            if quantize.main(argv) != 0:
-                raise UsageError(f"{src}: int8 quantization was refused or failed (see above)")
+            quantize.quantize_onnx(
+                onnx_path,
+                args.calibration,
+                args.holdout,
+                output=int8_path,
+                size=args.calibration_size,
+                count=args.calibration_count,
+            )  # a refusal raises UsageError, which names the bound
         common = {"model": stem, "source": str(src), "params": params}
         variants.append(Variant(path=str(src), backend="torch", precision="fp32", **common))
         if bf16:

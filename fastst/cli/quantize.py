@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastst.errors import command
-from fastst.export.quantize import DEFAULT_MAX_DIFF, run
+from fastst.export.quantize import DEFAULT_MAX_DIFF, quantize_onnx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,4 +42,4 @@ def build_parser() -> argparse.ArgumentParser:
 @command()
 def main(argv: Sequence[str] | None = None) -> int:
     """``fastst quantize``: 0 when the int8 model was written; 2 (one ``error:`` line) when refused."""
-    return run(build_parser().parse_args(argv))
+    return quantize_onnx(**vars(build_parser().parse_args(argv)))

@@ -29,7 +29,6 @@ without changing the picture.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -183,23 +182,36 @@ def int8_difference(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]])
     return {"max_abs_diff": worst, "mean_abs_diff": total / max(1, count), "photos": per_photo}
 
 
-def run(args: argparse.Namespace) -> int:
-    model = Path(args.model)
+def quantize_onnx(
+    model: str | Path,
+    calibration: str | Path,
+    holdout: str | Path | None = None,
+    output: str | Path | None = None,
+    size: int = 512,
+    count: int = 32,
+    max_diff: float = DEFAULT_MAX_DIFF,
+    force: bool = False,
+    overwrite: bool = False,
+) -> int:
+    """``fastst quantize``: write ``output`` (default MODEL.int8.onnx), an int8 copy of the fp32 ``model``
+    calibrated on up to ``count`` photos of ``calibration`` at ``size`` px and compared with the fp32 model
+    on ``holdout`` (default: the last 20% of the calibration photos); refused above ``max_diff`` unless ``force``."""
+    model = Path(model)
     if model.suffix.lower() != ".onnx":
         raise UsageError(f"{model}: fastst quantize takes a .onnx model; write one with fastst export CKPT --onnx")
-    out = Path(args.output) if args.output else model.with_name(model.stem + ".int8.onnx")
+    out = Path(output) if output else model.with_name(model.stem + ".int8.onnx")
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"-o {out}: the int8 model must end in .onnx")
     report_path = out.with_suffix(".json")
     if out.resolve() == model.resolve():
         raise UsageError(f"-o {out}: would replace the fp32 model; choose another name")
     for path in (out, report_path):
-        if path.exists() and not args.overwrite:
+        if path.exists() and not overwrite:
             raise UsageError(f"{path} already exists; pass --overwrite to replace, or choose another -o")
-    if args.size < 8 or args.count < 1:
-        raise UsageError(f"--size must be >= 8 and --count >= 1, got {args.size} and {args.count}")
-    if not args.max_diff >= 0:
-        raise UsageError(f"--max-diff must be >= 0, got {args.max_diff}")
+    if size < 8 or count < 1:
+        raise UsageError(f"--size must be >= 8 and --count >= 1, got {size} and {count}")
+    if not max_diff >= 0:
+        raise UsageError(f"--max-diff must be >= 0, got {max_diff}")
     try:
         import onnx  # noqa: F401  (quantization and the metadata need it)
         import onnxruntime.quantization  # noqa: F401
@@ -209,12 +221,12 @@ def run(args: argparse.Namespace) -> int:
     from fastst.modelfile.schema import write_onnx_metadata
 
     fp32 = OrtStylizer(model, device="cpu")
-    calib_paths, held_paths = split_photos(args.calibration, args.holdout, args.count)
-    calib, held = load_photos(calib_paths, args.size), load_photos(held_paths, args.size)
+    calib_paths, held_paths = split_photos(calibration, holdout, count)
+    calib, held = load_photos(calib_paths, size), load_photos(held_paths, size)
     if not calib or not held:
-        raise UsageError(f"--calibration {args.calibration}: not enough readable photos to calibrate and compare")
+        raise UsageError(f"--calibration {calibration}: not enough readable photos to calibrate and compare")
     reader = PhotoReader([x for _, x in calib], fp32.input_names, fp32.num_styles)
-    print(f"calibrating on {len(calib)} photo(s) at {args.size} px, comparing on {len(held)} held-out photo(s)")
+    print(f"calibrating on {len(calib)} photo(s) at {size} px, comparing on {len(held)} held-out photo(s)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fastst_int8_", dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
@@ -231,21 +243,21 @@ def run(args: argparse.Namespace) -> int:
             "op_types": OP_TYPES,
             "kept_fp32": kept,
             "pre_processing": how,
-            "calibration": {"photos": [p.name for p, _ in calib], "size": args.size},
+            "calibration": {"photos": [p.name for p, _ in calib], "size": size},
             "holdout_photos": len(held),
             "max_abs_diff": diffs["max_abs_diff"],
             "mean_abs_diff": diffs["mean_abs_diff"],
-            "max_diff_bound": args.max_diff,
+            "max_diff_bound": max_diff,
             "per_photo": diffs["photos"],
             "fp32_bytes": model.stat().st_size,
             "int8_bytes": tmp_out.stat().st_size,
         }
         line = (
-            f"int8 vs fp32 on {len(held)} held-out photo(s) at {args.size} px: max abs diff "
-            f"{diffs['max_abs_diff']:.4f}, mean abs diff {diffs['mean_abs_diff']:.4f} (bound {args.max_diff:g})"
+            f"int8 vs fp32 on {len(held)} held-out photo(s) at {size} px: max abs diff "
+            f"{diffs['max_abs_diff']:.4f}, mean abs diff {diffs['mean_abs_diff']:.4f} (bound {max_diff:g})"
         )
-        if not diffs["mean_abs_diff"] <= args.max_diff:
-            if not args.force:
+        if not diffs["mean_abs_diff"] <= max_diff:
+            if not force:
                 raise UsageError(
                     f"{line}: above --max-diff, so {out} was not written (--force writes it anyway; "
                     "more or more typical calibration photos may help)"
