@@ -34,12 +34,8 @@ from fastst.errors import (
 )
 from fastst.io.color import rgb_to_ycbcr
 from fastst.io.files import walk_files
-from fastst.io.images import (
-    IMAGE_EXTENSIONS,
-    ImageError,
-    load_image_tensor,
-    tensor_to_pil,
-)
+from fastst.io.images import IMAGE_EXTENSIONS, ImageError
+from fastst.io.tensors import load_image_tensor, tensor_to_pil
 from fastst.losses.perceptual import LossConfig, PerceptualLoss
 from fastst.modelfile.weights import loss_config
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst.benchmarks import bench
+from fastst.benchmarks import bench, inference, report, training, worker
+from fastst.cli import bench as bench_cli
 from fastst.inference.stylizer import Stylizer
 from fastst.models.johnson import TransformerConfig, TransformerNet
 from fastst.training.pipeline import resolve_precision
@@ -17,9 +18,9 @@ from tests.conftest import synthetic_image
 
 
 def test_parse_size() -> None:
-    assert bench.parse_size("1024") == (1024, 1024)
-    assert bench.parse_size("1920x1080") == (1080, 1920)  # W x H in, (H, W) out
-    assert bench.size_label((1080, 1920)) == "1920x1080"
+    assert inference.parse_size("1024") == (1024, 1024)
+    assert inference.parse_size("1920x1080") == (1080, 1920)  # W x H in, (H, W) out
+    assert inference.size_label((1080, 1920)) == "1920x1080"
 
 
 @pytest.mark.slow  # trains 2 tiny models and times every training and inference row: about 20 s
@@ -44,7 +45,7 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
         f"--cache-dir={tmp_path / 'cache'}",
         f"--json={out}",
     ]
-    assert bench.main(argv) == 0
+    assert bench_cli.main(argv) == 0
     text = capsys.readouterr().out
     for expected in ("Training at 64 px", "reference", "fastst small", "Inference", "fp32 eager", "ONNX Runtime"):
         assert expected in text
@@ -115,53 +116,55 @@ def test_stylize_cli_passes_compile(tmp_path: Path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("device", ["cpu"])
 def test_inference_options_without_gpu(device: str) -> None:
-    names = [o.name for o in bench.inference_options(device, quick=False)]
+    names = [o.name for o in inference.inference_options(device, quick=False)]
     assert names[0] == "fp32 eager" and "ONNX Runtime" in names and "torch.compile" in names
-    fp16 = next(o for o in bench.inference_options(device, quick=False) if o.name == "fp16 autocast")
+    fp16 = next(o for o in inference.inference_options(device, quick=False) if o.name == "fp16 autocast")
     assert fp16.skip  # CPU: reported as skipped, with the reason
-    assert not [o for o in bench.inference_options(device, quick=True, no_compile=True) if o.compile]
+    assert not [o for o in inference.inference_options(device, quick=True, no_compile=True) if o.compile]
 
 
 @pytest.mark.slow  # a worker process
 def test_default_malloc_row_runs_in_its_own_process(tmp_path: Path, photos_dir: Path, trained_model) -> None:
     """The plain-PyTorch inference baseline: fp32 eager in a fresh process, glibc's allocator untouched."""
     model = trained_model.model_file
-    args = bench.resolve_args(bench.build_parser().parse_args(["--repeats=2", "--warmup=1", f"--cache-dir={tmp_path}"]))
+    args = bench.resolve_args(
+        bench_cli.build_parser().parse_args(["--repeats=2", "--warmup=1", f"--cache-dir={tmp_path}"])
+    )
     photos = [str(p) for p in sorted(photos_dir.iterdir())[:2]]
-    row = bench._default_malloc_row(args, str(model), (64, 96), photos)
+    row = inference._default_malloc_row(args, str(model), (64, 96), photos)
     assert row["status"] == "ok", row
-    assert row["option"] == bench.DEFAULT_MALLOC_OPTION and row["size"] == "96x64"
+    assert row["option"] == inference.DEFAULT_MALLOC_OPTION and row["size"] == "96x64"
     assert len(row["times"]) == 2 and row["seconds"] > 0
     # the worker reports its allocator: untouched there, whatever this (pytest) process did
     spec = {"kind": "infer_eager", "device": "cpu", "model_path": str(model), "hw": [64, 96], "photos": photos}
-    assert bench.run_worker({**spec, "warmup": 0, "repeats": 1}, args)["keep_freed_memory"] is False
+    assert worker.run_worker({**spec, "warmup": 0, "repeats": 1}, args)["keep_freed_memory"] is False
 
 
 def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Path) -> None:
     """Ablation rows (a fastst row without the allocator setting, the reference with it) are never the baseline."""
     from dataclasses import replace
 
-    args = bench.resolve_args(bench.build_parser().parse_args(["--quick", f"--cache-dir={tmp_path}"]))
-    ref, fast = bench.REFERENCE, bench.Flags()
+    args = bench.resolve_args(bench_cli.build_parser().parse_args(["--quick", f"--cache-dir={tmp_path}"]))
+    ref, fast = training.REFERENCE, training.Flags()
     rows = [
-        bench.TrainRow("vgg19", 4, "reference", "reference", flags=ref, result={"images_per_s": 1.0}),
-        bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=fast, data="cache", result={"images_per_s": 2.0}),
-        bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, keep_freed_memory=False), data="cache"),
-        bench.TrainRow("vgg19", 4, "reference", "reference", flags=replace(ref, keep_freed_memory=True)),
+        training.TrainRow("vgg19", 4, "reference", "reference", flags=ref, result={"images_per_s": 1.0}),
+        training.TrainRow("vgg19", 4, "fastst", "fastst", flags=fast, data="cache", result={"images_per_s": 2.0}),
+        training.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, keep_freed_memory=False), data="cache"),
+        training.TrainRow("vgg19", 4, "reference", "reference", flags=replace(ref, keep_freed_memory=True)),
     ]
     rows[2].result, rows[3].result = {"images_per_s": 1.5}, {"images_per_s": 1.2}
     # a faster ablation row (noise, or a switch that changes nothing on the device) is never "fastst best"
-    fast_ablation = bench.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, matmul="high"), data="cache")
+    fast_ablation = training.TrainRow("vgg19", 4, "fastst", "fastst", flags=replace(fast, matmul="high"), data="cache")
     fast_ablation.result, fast_ablation.ablation = {"images_per_s": 2.5}, True
     rows.append(fast_ablation)
-    assert bench.best_flags(rows, "vgg19", 4, bench.REFERENCE) == fast
+    assert training.best_flags(rows, "vgg19", 4, training.REFERENCE) == fast
     at = {"size": "1024x1024", "model": "johnson"}
     infer = [  # the plain-PyTorch baseline's process failed: the same-process ratio, no crash
         {**at, "option": "fp32 eager", "seconds": 1.0, "speedup": 1.0},
-        {**at, "option": bench.DEFAULT_MALLOC_OPTION, "status": "error"},
+        {**at, "option": inference.DEFAULT_MALLOC_OPTION, "status": "error"},
         {**at, "option": "bf16 autocast", "seconds": 0.4, "speedup": 2.5, "max_abs_diff": 0.01},
     ]
-    summary = bench.summarize(rows, infer, args)
+    summary = report.summarize(rows, infer, args)
     assert summary["train_speedup"] == 2.0
     assert [r.result["speedup"] for r in rows] == [1.0, 2.0, 1.5, 1.2, 2.5]
     assert "keep_freed_memory=false" in rows[2].config and "keeps freed memory" in rows[3].config
@@ -171,7 +174,7 @@ def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Pat
 @pytest.mark.slow  # exports, quantizes and times the session's tiny model: about 20 s
 def test_bench_deploy_micro_run(trained_model, tmp_path: Path, capsys) -> None:
     """``fastst bench deploy``: every backend x precision row with its speed and held-out losses, and the JSON."""
-    from fastst.benchmarks import deploy as deploy_bench
+    from fastst.cli.bench import deploy_main
 
     holdout = tmp_path / "holdout"
     holdout.mkdir()
@@ -182,7 +185,7 @@ def test_bench_deploy_micro_run(trained_model, tmp_path: Path, capsys) -> None:
     argv += ["--calibration-size", "64", "--calibration-count", "4", "--repeats", "1", "--warmup", "0"]
     argv += ["--quality-count", "5", "--quality-size", "48", "--loss-weights", "random", "--skip-whole"]
     argv += ["--style-dir", str(trained_model.styles), "--work", str(tmp_path / "work"), "--json", str(out)]
-    assert deploy_bench.main(argv) == 0
+    assert deploy_main(argv) == 0
     printed = capsys.readouterr().out
     record = json.loads(out.read_text())
     rows = {(v["backend"], v["precision"]): v for v in record["variants"]}
