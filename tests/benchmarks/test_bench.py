@@ -12,7 +12,7 @@ import torch
 from fastst.benchmarks import bench
 from fastst.inference.stylizer import Stylizer
 from fastst.models.johnson import TransformerConfig, TransformerNet
-from fastst.training.pipeline import resolve_precision
+from fastst.training.precision import resolve_precision
 from tests.conftest import synthetic_image
 
 
