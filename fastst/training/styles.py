@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -48,6 +48,16 @@ def _style_overridden() -> bool:
         if key == "style" or key.startswith("style."):
             return True
     return False
+
+
+class StylePlan(Protocol):
+    """What a kind of model family knows about its paintings."""
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse, before anything is read, the options this kind of family cannot take."""
+
+    def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
+        """The net config and the style targets, every painting found, downloaded or refused."""
 
 
 class OneStyle:
@@ -165,6 +175,6 @@ class ManyStyles:
         return model_styles(metadata), append_styles(state, count)
 
 
-def style_plan(family: str) -> OneStyle | ManyStyles:
+def style_plan(family: str) -> StylePlan:
     """The plan of ``family``: several paintings when its net takes a style mix, else one."""
     return ManyStyles(family) if models.takes_style_mix(family) else OneStyle(family)
