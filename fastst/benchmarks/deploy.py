@@ -107,7 +107,7 @@ def build_variants(args: argparse.Namespace, work: Path) -> list[Variant]:
     from fastst.export import quantize
     from fastst.export.convert import export_onnx
     from fastst.modelfile.weights import load_model_file
-    from fastst.training.pipeline import resolve_precision
+    from fastst.training.precision import resolve_precision
 
     variants = []
     bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"  # the rule training uses: oneDNN has bf16 here

@@ -20,6 +20,7 @@ import torch
 
 from fastst.errors import ModelFileError, first_line
 from fastst.io.files import atomic_path
+from fastst.modelfile.checkpoint import read_checkpoint
 from fastst.modelfile.schema import plain_json, safe_name, write_onnx_metadata
 from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
     load_model_file,
@@ -28,43 +29,9 @@ from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_met
     read_metadata,
     save_model_file,
 )
-from fastst.models import strip_compile_prefix
 
 
 # -- checkpoint -> model file ----------------------------------------------------------
-def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Net weights (``net.`` and ``_orig_mod.`` stripped) and model-file metadata from a training checkpoint."""
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise ModelFileError(f"{ckpt_path}: checkpoint not found; pass RUN/checkpoints/last.ckpt of a training run")
-    try:
-        # weights_only: plain tensors and containers only, so a malicious file cannot execute code.
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelFileError(
-            f"{ckpt_path}: cannot read it as a fastst training checkpoint ({first_line(e)}); "
-            "pass a .ckpt written by fastst train (only plain tensors are loaded, nothing in the file was run)"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "fastst" not in ckpt:
-        missing = "state_dict and fastst" if not isinstance(ckpt, dict) else "state_dict or fastst"
-        raise ModelFileError(
-            f"{ckpt_path}: not a fastst training checkpoint (no {missing} entries); "
-            "pass a .ckpt written by fastst train, e.g. RUN/checkpoints/last.ckpt"
-        )
-    meta = ckpt["fastst"]
-    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    state = strip_compile_prefix({k.removeprefix("net."): v for k, v in state.items()})
-    if not state or not isinstance(meta, Mapping) or "net" not in meta:
-        raise ModelFileError(
-            f"{ckpt_path}: the checkpoint has no transform-net weights or net config; "
-            "pass a .ckpt written by fastst train"
-        )
-    metadata = make_metadata(meta, steps=int(ckpt.get("global_step", 0)), checkpoint=ckpt_path.name)
-    # Build the net once now: a checkpoint whose weights do not fit its config fails here, not at load time.
-    net_from_metadata(metadata, state, where=str(ckpt_path))
-    return state, metadata
-
-
 def export_checkpoint(
     ckpt_path: str | Path, out_path: str | Path | None = None, export_dir: str | Path = "checkpoints"
 ) -> Path:

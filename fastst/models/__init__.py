@@ -58,6 +58,11 @@ def family_module(family: str | None) -> Any:
     return module
 
 
+def takes_style_mix(family: str | None) -> bool:
+    """Whether ``family``'s net renders several paintings from a style mix (its config has ``num_styles``)."""
+    return "num_styles" in {f.name for f in dataclasses.fields(family_module(family).CONFIG)}
+
+
 def build_config(family: str | None, net: dict[str, Any]) -> Any:
     """The family's checked net config from a plain mapping (unknown keys are refused)."""
     return family_module(family).CONFIG.from_dict(dict(net))

@@ -31,10 +31,11 @@ from fastst.errors import (
     first_line,
 )
 from fastst.io.files import atomic_path
+from fastst.modelfile.checkpoint import ENTRY_KEY
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("state_dict", "global_step", "fastst")
+REQUIRED_KEYS = ("state_dict", "global_step", ENTRY_KEY)
 _STEP_RE = re.compile(r"step_(\d+)(?:-v\d+)?\.ckpt$")
 _TMP_RE = re.compile(r"^\..+\.ckpt\.\d+\.[0-9a-f]{8}\.tmp$")
 # Free space below which training refuses to start: a checkpoint needs room for itself and its temporary copy.

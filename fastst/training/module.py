@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import random
-from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,10 +18,10 @@ from fastst.errors import (
 )
 from fastst.losses.perceptual import DEFAULT_DISTILL_WEIGHT, LossConfig, PerceptualLoss
 from fastst.losses.temporal import MotionConfig, make_pair, temporal_loss
+from fastst.modelfile.checkpoint import restore_progress, write_entry
+from fastst.training.specs import NetSpec, Optimization, SpeedOptions, StyleTargets, Teacher, hyperparameters
 
 log = logging.getLogger(__name__)
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
 def _skip_kind(reason: str) -> str:
@@ -50,14 +49,18 @@ class StyleTransferModule(pl.LightningModule):
     is rebuilt from the loss config and the style image, which keeps checkpoints small and
     independent of where the VGG weights came from.
 
-    Multi-style nets (a family whose net takes a style mix, ``model=multistyle``): ``styles`` lists
-    every style row of the net, ``style_images`` the paintings of the rows that train
+    The arguments are the typed specs of :mod:`fastst.training.specs`: the net (family and config), the
+    loss, the style targets (planned by the family, :mod:`fastst.training.styles`), the optimisation,
+    the speed options, the teacher and the seed.
+
+    Multi-style nets (a family whose net takes a style mix, ``model=multistyle``): ``targets.styles``
+    lists every style row of the net, ``targets.images`` the paintings of the rows that train
     (``train_rows``; default all), whose Gram targets are computed once (fp32, not saved). Each
     batch carries a style slot per image (``fastst.data.datamodule.style_slot``): image b trains on
     row ``train_rows[slot_b]``. ``trainable="norm"`` trains only the per-style norm parameters
     (adding a style to a trained net); ``init_state`` are the starting weights (``init_from``).
 
-    Distillation (``distill_from``, docs/distill.md): ``teacher`` is a trained net, frozen and always in
+    Distillation (``distill_from``, docs/distill.md): ``teacher.net`` is a trained net, frozen and always in
     eval mode; the loss adds ``loss.distill_weight * mean((net(x) - teacher(x))^2)`` on [0,1] RGB, logged
     as ``train/distill``. Like the criterion, the teacher moves with the module but is left out of
     checkpoints; ``distill_from`` (its path, sha256, family and net config) is what they record.
@@ -65,71 +68,55 @@ class StyleTransferModule(pl.LightningModule):
 
     def __init__(
         self,
-        net: dict[str, Any],
-        loss: dict[str, Any],
-        style: dict[str, Any],
-        style_image: torch.Tensor | None = None,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        nan_policy: str = "stop",
-        skipped_log_limit: int = 20,
-        channels_last: bool = False,
-        compile: bool = False,
-        joint_vgg_pass: bool = False,
-        family: str = models.DEFAULT_FAMILY,
-        styles: list[dict[str, Any]] | None = None,
-        style_images: list[torch.Tensor] | None = None,
-        train_rows: list[int] | None = None,
-        trainable: str = "all",
-        init_state: dict[str, torch.Tensor] | None = None,
+        net: NetSpec,
+        loss: LossConfig,
+        targets: StyleTargets,
+        optimization: Optimization | None = None,
+        speed: SpeedOptions | None = None,
+        teacher: Teacher | None = None,
         seed: int = 0,
-        teacher: torch.nn.Module | None = None,
-        distill_from: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if nan_policy not in ("stop", "skip"):
-            raise ConfigError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
-        if trainable not in ("all", "norm"):
-            raise ConfigError(f"model.trainable must be all, norm or auto, got {trainable!r}")
+        optimization, speed = optimization or Optimization(), speed or SpeedOptions()
+        if optimization.nan_policy not in ("stop", "skip"):
+            raise ConfigError(f"nan_policy must be 'stop' or 'skip', got {optimization.nan_policy!r}")
+        if targets.trainable not in ("all", "norm"):
+            raise ConfigError(f"model.trainable must be all, norm or auto, got {targets.trainable!r}")
         # Plain dicts only: checkpoints stay loadable with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            ignore=["style_image", "style_images", "optimizer", "scheduler", "init_state", "teacher"]
-        )
-        self.family = family
+        self.save_hyperparameters(hyperparameters(net, loss, targets, optimization, speed, teacher, seed))
+        self.family = net.family
         self.seed = int(seed)  # with the rank and the batch count, seeds the synthetic motion of the temporal term
-        self.net_config = models.build_config(family, net)
-        self.loss_config = LossConfig.from_dict(dict(loss))
+        self.net_config = models.build_config(net.family, net.config)
+        self.loss_config = dataclasses.replace(loss)  # a copy: distill_weight is filled in below
         self.motion = MotionConfig.from_dict(self.loss_config.temporal_motion)
-        self.net = models.build_net(family, self.net_config)
+        self.net = models.build_net(net.family, self.net_config)
         self.num_styles = int(getattr(self.net_config, "num_styles", 0))  # 0: a single-style net (no style mix)
-        self.styles = [dict(s) for s in styles or []]
-        self.train_rows = list(train_rows if train_rows is not None else range(self.num_styles))
-        self.trainable = trainable
+        self.styles = [dict(s) for s in targets.styles or []]
+        self.train_rows = list(targets.train_rows if targets.train_rows is not None else range(self.num_styles))
+        self.trainable = targets.trainable
         if self.num_styles:
             if len(self.styles) != self.num_styles:
                 raise ConfigError(f"the net has {self.num_styles} style rows but {len(self.styles)} styles are named")
             if not self.train_rows or not all(0 <= r < self.num_styles for r in self.train_rows):
                 raise ConfigError(f"train_rows {self.train_rows} must be rows of the {self.num_styles}-style net")
-        elif trainable != "all":
-            raise ConfigError(f"model.trainable={trainable} needs a multi-style net (model=multistyle)")
-        if init_state is not None:
-            self.net.load_state_dict(init_state, strict=True)
-        if trainable == "norm":  # only gamma/beta learn: no weight gradients for the shared convolutions
+        elif self.trainable != "all":
+            raise ConfigError(f"model.trainable={self.trainable} needs a multi-style net (model=multistyle)")
+        if targets.init_state is not None:
+            self.net.load_state_dict(targets.init_state, strict=True)
+        if self.trainable == "norm":  # only gamma/beta learn: no weight gradients for the shared convolutions
             keep = {id(p) for p in self.net.norm_parameters()}
             for p in self.net.parameters():
                 p.requires_grad_(id(p) in keep)
         self.criterion = PerceptualLoss(self.loss_config)
-        if style_images is not None:
-            if len(style_images) != len(self.train_rows):
-                raise ConfigError(f"{len(style_images)} style images for {len(self.train_rows)} trained styles")
-            self.criterion.set_styles(style_images)
-        elif style_image is not None:
-            self.criterion.set_style(style_image)
-        if (teacher is None) != (distill_from is None):
-            raise ConfigError("distillation needs both the teacher net and distill_from (its path and sha256)")
+        if self.num_styles and targets.images:
+            if len(targets.images) != len(self.train_rows):
+                raise ConfigError(f"{len(targets.images)} style images for {len(self.train_rows)} trained styles")
+            self.criterion.set_styles(targets.images)
+        elif targets.images:
+            self.criterion.set_style(targets.images[0])
         if teacher is not None and self.num_styles:
             raise ConfigError("distill_from: a multi-style net cannot be distilled (yet); use a single-style model")
-        self.distill_from = dict(distill_from) if distill_from is not None else None
+        self.distill_from = dict(teacher.record) if teacher is not None else None
         if self.loss_config.distill_weight is None:  # null: the default with a teacher, off without one
             self.loss_config.distill_weight = DEFAULT_DISTILL_WEIGHT if teacher is not None else 0.0
         if teacher is None and self.loss_config.distill_weight > 0:
@@ -137,14 +124,17 @@ class StyleTransferModule(pl.LightningModule):
                 f"loss.distill_weight={self.loss_config.distill_weight} needs a teacher: add distill_from=MODEL"
             )
         self.distill_weight = float(self.loss_config.distill_weight)
-        if teacher is not None:
-            teacher.eval().requires_grad_(False)  # frozen; eval() is kept by train() below
-        self.teacher = teacher  # a submodule: moves with the module; on_save_checkpoint leaves it out
-        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
-        self.scheduler_factory = scheduler
-        self.nan_policy = nan_policy
-        self.skipped_log_limit = skipped_log_limit
-        self.channels_last, self.compile_networks, self.joint_vgg_pass = channels_last, compile, joint_vgg_pass
+        # A submodule: moves with the module; on_save_checkpoint leaves it out. Frozen; train() keeps it in eval mode.
+        self.teacher = teacher.net.eval().requires_grad_(False) if teacher is not None else None
+        self.optimizer_factory = optimization.optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        self.scheduler_factory = optimization.scheduler
+        self.nan_policy = optimization.nan_policy
+        self.skipped_log_limit = optimization.skipped_log_limit
+        self.channels_last, self.compile_networks, self.joint_vgg_pass = (
+            speed.channels_last,
+            speed.compile,
+            speed.joint_vgg_pass,
+        )
         self.batches_seen = 0  # batches consumed from the loader; the data order resumes from it
         self.images_skipped = 0
         self._pass_skipped: dict[str, int] = {}  # skip reasons (by kind) since the last pass summary
@@ -395,31 +385,13 @@ class StyleTransferModule(pl.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(("criterion.", "teacher."))
         }
-        checkpoint["fastst"] = {
-            **self.metadata(),
-            "batches_seen": self.batches_seen,
-            "images_skipped": self.images_skipped,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "python": list(random.getstate()[1]),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-        }
+        write_entry(checkpoint, self.metadata(), self.batches_seen, self.images_skipped)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The criterion and the teacher are not saved; put the live ones back so strict loading still checks the net.
         own = {k: v for k, v in self.state_dict().items() if k.startswith(("criterion.", "teacher."))}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
-        meta = checkpoint.get("fastst", {})
-        self.batches_seen = int(meta.get("batches_seen", 0))
-        self.images_skipped = int(meta.get("images_skipped", 0))
-        rng = meta.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "python" in rng:
-            random.setstate((3, tuple(int(v) for v in rng["python"]), None))
-        if rng.get("cuda") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.batches_seen, self.images_skipped = restore_progress(checkpoint)
 
     def on_fit_start(self) -> None:
         if not self.criterion.has_style:

@@ -13,7 +13,7 @@ from fastst.benchmarks import bench, inference, report, training, worker
 from fastst.cli import bench as bench_cli
 from fastst.inference.stylizer import Stylizer
 from fastst.models.johnson import TransformerConfig, TransformerNet
-from fastst.training.pipeline import resolve_precision
+from fastst.training.precision import resolve_precision
 from tests.conftest import synthetic_image
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, TrainingOutOfMemoryError
 from fastst.training import checkpointing
 from fastst.training.checkpointing import (
     AtomicCheckpointIO,
@@ -22,7 +22,8 @@ from fastst.training.checkpointing import (
     checkpoint_problem,
     newest_valid_checkpoint,
 )
-from fastst.training.pipeline import TrainingOutOfMemoryError, find_checkpoint, train
+from fastst.training.pipeline import train
+from fastst.training.resume import find_checkpoint
 from tests.conftest import ROOT, compose, fast_overrides, run_fastst, synthetic_image
 
 MAX_STEPS = 12

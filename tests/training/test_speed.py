@@ -11,7 +11,7 @@ import torch
 
 from fastst.errors import ConfigError
 from fastst.losses.functional import gram_matrix
-from fastst.training.pipeline import _speed_options, resolve_matmul_precision, resolve_precision
+from fastst.training.precision import resolve_matmul_precision, resolve_precision, speed_options
 
 # A child process allocates, writes and frees a 64 MB tensor (above glibc's largest mmap threshold,
 # like a 4 x 64 x 256 x 256 fp32 activation) 40 times, as training steps do, and reports the median
@@ -53,11 +53,11 @@ def test_keep_freed_memory_stops_refaulting_big_tensors():
 def test_speed_options_checked():
     from omegaconf import OmegaConf
 
-    assert _speed_options(OmegaConf.create({"speed": {"keep_freed_memory": False}})) == {"keep_freed_memory": False}
+    assert speed_options(OmegaConf.create({"speed": {"keep_freed_memory": False}})) == {"keep_freed_memory": False}
     with pytest.raises(ConfigError, match="unknown speed option"):
-        _speed_options(OmegaConf.create({"speed": {"keep_memory": True}}))
+        speed_options(OmegaConf.create({"speed": {"keep_memory": True}}))
     with pytest.raises(ConfigError, match="keep_freed_memory must be true or false"):
-        _speed_options(OmegaConf.create({"speed": {"keep_freed_memory": "yes"}}))
+        speed_options(OmegaConf.create({"speed": {"keep_freed_memory": "yes"}}))
 
 
 def test_matmul_precision_auto():

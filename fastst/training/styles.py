@@ -1,0 +1,182 @@
+"""What a model family trains on, planned before any network is built: one painting or several.
+
+Each kind of family has a plan (:func:`style_plan`): :class:`OneStyle` for nets that render one
+painting (``johnson``), :class:`ManyStyles` for nets that take a style mix (``multistyle``, whose
+config has ``num_styles``). A plan refuses the options its family cannot take, then finds its
+paintings and returns the net config and :class:`~fastst.training.specs.StyleTargets` the module is
+built from, so the training setup itself has no per-family branches.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fastst import models
+from fastst.common.options import styles_label
+from fastst.data.styles import load_style_image, resolve_style_path, style_entry
+from fastst.errors import ConfigError
+from fastst.modelfile.checkpoint import read_checkpoint
+from fastst.modelfile.schema import model_styles
+from fastst.modelfile.weights import load_model_file, net_from_metadata
+from fastst.models.multistyle import append_styles, from_single_style
+from fastst.training.specs import NetSpec, StyleTargets, Teacher
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _painting(style: dict[str, Any], cfg: DictConfig) -> tuple[dict[str, Any], torch.Tensor]:
+    """``style`` with the ``path`` of its painting (found, cached or downloaded), and the painting itself."""
+    path = resolve_style_path(style, cfg.paths.style_dir)
+    return {**style, "path": str(path)}, load_style_image(path, cfg.loss.get("style_size"))
+
+
+def _style_overridden() -> bool:
+    """Whether the command line chose the style (``style=NAME`` or ``style.KEY=...``); False outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    for override in HydraConfig.get().overrides.task:
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        if key == "style" or key.startswith("style."):
+            return True
+    return False
+
+
+class StylePlan(Protocol):
+    """What a kind of model family knows about its paintings."""
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse, before anything is read, the options this kind of family cannot take."""
+
+    def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
+        """The net config and the style targets, every painting found, downloaded or refused."""
+
+
+class OneStyle:
+    """A net of one painting: ``style`` (or, distilling, the teacher's unless the command line chose one)."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse the options of several-painting nets."""
+        if cfg.get("styles") or cfg.get("init_from"):
+            which = "styles=[...]" if cfg.get("styles") else "init_from"
+            raise ConfigError(f"{which} needs a multi-style net: add model=multistyle (model.family={self.family})")
+
+    def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
+        style = _plain(cfg.style)
+        if teacher is not None and teacher.style is not None:
+            if not _style_overridden():  # the teacher's painting (found, cached or downloaded as its file says)
+                style = dict(teacher.style)
+                log.info("distill_from: the style is the teacher's, %s", style.get("name"))
+            elif style.get("name") != teacher.style.get("name"):
+                log.warning(
+                    "distill_from: training on style=%s, but the teacher renders %s",
+                    style.get("name"),
+                    teacher.style.get("name"),
+                )
+        style, image = _painting(style, cfg)
+        return NetSpec(self.family, _plain(cfg.model.net)), StyleTargets(style, [image])
+
+
+class ManyStyles:
+    """A net of several paintings (Dumoulin et al. 2017): ``styles``, optionally added to a trained net.
+
+    * ``styles=[a, b, ...]`` (shipped names, paths or ``{name, image}``), or ``style`` when null;
+    * ``init_from=FILE``: start from that model (multi-style, or a johnson instance-norm net as a
+      one-style net); ``styles`` are appended as new rows, initialised as the mean of the old ones;
+    * ``model.trainable``: ``norm`` trains only the norm tables, and only on the new styles (the old
+      rows then stay exactly as they were); ``all`` trains everything on every style (the old
+      paintings are found, cached or downloaded from what the model file records); ``auto``:
+      ``norm`` with ``init_from``, else ``all``.
+
+    Every painting is found, downloaded or refused as a single-style run's (``resolve_style_path``).
+    """
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse what several-painting nets cannot do yet."""
+        if cfg.get("distill_from"):
+            raise ConfigError(f"distill_from: a multi-style student (model.family={self.family}) is not supported yet")
+
+    def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
+        entries = list(_plain(cfg.get("styles")) or [])
+        new = [style_entry(e) for e in entries] if entries else [_plain(cfg.style)]
+        net_cfg = dict(_plain(cfg.model.net))
+        old: list[dict[str, Any]] = []
+        init_state = None
+        init_from = cfg.get("init_from")
+        if init_from:
+            if not entries:
+                raise ConfigError("init_from needs the styles to add: init_from=MODEL 'styles=[new_style]'")
+            old, init_state = self._grow(str(init_from), net_cfg, len(new))
+        styles = [*old, *new]
+        names = [str(s.get("name")) for s in styles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"styles: {dupes} named more than once (the model has {names[: len(old)]})")
+        wanted = net_cfg.get("num_styles")
+        if wanted not in (None, len(styles)):
+            raise ConfigError(f"model.net.num_styles={wanted} but {len(styles)} styles: {names}; leave it null")
+        net_cfg["num_styles"] = len(styles)
+        trainable = str(cfg.model.get("trainable") or "auto")
+        if trainable == "auto":
+            trainable = "norm" if init_from else "all"
+        train_rows = (
+            list(range(len(old), len(styles))) if trainable == "norm" and init_from else list(range(len(styles)))
+        )
+        images = []
+        for row in train_rows:
+            styles[row], image = _painting(styles[row], cfg)
+            images.append(image)
+        log.info(
+            "multi-style net: %d styles %s; training %s on %s",
+            len(styles),
+            names,
+            "the norm tables" if trainable == "norm" else "everything",
+            [names[r] for r in train_rows],
+        )
+        label = {"name": styles_label(names)} if len(names) > 1 else styles[0]
+        targets = StyleTargets(label, images, styles, train_rows, trainable, init_state)
+        return NetSpec(self.family, net_cfg), targets
+
+    def _grow(
+        self, init_from: str, net_cfg: dict[str, Any], count: int
+    ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+        """The styles of ``init_from`` and its weights with ``count`` new rows; ``net_cfg`` takes its architecture."""
+        if not Path(init_from).is_file():
+            raise ConfigError(f"init_from={init_from}: no such model file or checkpoint")
+        if Path(init_from).suffix == ".safetensors":
+            net, metadata = load_model_file(init_from)
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            state, metadata = read_checkpoint(init_from)
+            net_from_metadata(metadata, state, where=init_from)  # refuses weights that do not fit the config
+        if not models.takes_style_mix(metadata.get("family") or models.DEFAULT_FAMILY):
+            if metadata["net"].get("norm", "instance") != "instance":
+                raise ConfigError(f"init_from={init_from}: a batch-norm net cannot take more styles")
+            state = from_single_style(state)
+        src_net = {k: v for k, v in metadata["net"].items() if k not in ("norm", "num_styles")}
+        differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
+        if differs:
+            log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
+        net_cfg.update(src_net)
+        return model_styles(metadata), append_styles(state, count)
+
+
+def style_plan(family: str) -> StylePlan:
+    """The plan of ``family``: several paintings when its net takes a style mix, else one."""
+    return ManyStyles(family) if models.takes_style_mix(family) else OneStyle(family)
