@@ -5,7 +5,8 @@ style(s), teacher) and the run's progress (batches seen, images skipped, RNG sta
 checkpoint resumes exactly and exports without training code. It lives beside the model file's schema
 because both training and ``fastst export`` use it (export never imports training). This module is the
 only one that writes or reads the entry: training saves and resumes through :func:`write_entry` /
-:func:`restore_progress`, and ``init_from``, ``distill_from`` and ``fastst export`` read checkpoints through :func:`read_checkpoint`.
+:func:`restore_progress`, and ``init_from``, ``distill_from`` and ``fastst export`` read checkpoints
+through :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
