@@ -131,12 +131,16 @@ def train(cfg: DictConfig, command_line: bool = False) -> dict[str, Any]:
         log.info("seed=null: using seed=%d", cfg.seed)
     check_launch(cfg.trainer, multirun=_hydra_mode() == "MULTIRUN", under_hydra=command_line)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    trainer, module, datamodule, ckpt_path = build(cfg)
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
-    _log_global_batch(trainer, datamodule, cfg.model.optimizer.get("lr"))
-    _fit(trainer, module, datamodule, ckpt_path, cfg)
-    return _outcome(trainer, module, str(cfg.paths.output_dir))
+    matmul_precision = torch.get_float32_matmul_precision()  # process-wide; set for this run by build()
+    try:
+        trainer, module, datamodule, ckpt_path = build(cfg)
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
+        _log_global_batch(trainer, datamodule, cfg.model.optimizer.get("lr"))
+        _fit(trainer, module, datamodule, ckpt_path, cfg)
+        return _outcome(trainer, module, str(cfg.paths.output_dir))
+    finally:  # a caller in the same process (a notebook, the tests) gets its own precision back
+        torch.set_float32_matmul_precision(matmul_precision)
 
 
 def _log_global_batch(trainer: pl.Trainer, datamodule: ContentDataModule, lr: Any) -> None:
