@@ -50,7 +50,7 @@ class StyleTransferModule(pl.LightningModule):
     independent of where the VGG weights came from.
 
     The arguments are the typed specs of :mod:`fastst.training.specs`: the net (family and config), the
-    loss, the style targets (planned by the family, :mod:`fastst.training.styles`), the optimisation,
+    loss, the style targets (planned by the family, :mod:`fastst.training.style_plans`), the optimisation,
     the speed options, the teacher and the seed.
 
     Multi-style nets (a family whose net takes a style mix, ``model=multistyle``): ``targets.styles``

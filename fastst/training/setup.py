@@ -22,7 +22,7 @@ from fastst.training.cluster import apply_slurm_layout, global_rank
 from fastst.training.precision import resolve_matmul_precision, resolve_precision, speed_options
 from fastst.training.resume import check_same_teacher, find_checkpoint
 from fastst.training.specs import NetSpec, SpeedOptions, StyleTargets, Teacher
-from fastst.training.styles import style_plan
+from fastst.training.style_plans import style_plan
 from fastst.training.teacher import load_teacher
 
 

@@ -30,7 +30,7 @@ class NetSpec:
 
 @dataclass
 class StyleTargets:
-    """The paintings the net learns, planned by the model family (:mod:`fastst.training.styles`).
+    """The paintings the net learns, planned by the model family (:mod:`fastst.training.style_plans`).
 
     ``style`` is the run's style record (checkpoints' and model files' ``style``: the painting, or for
     several the label that names the model); ``images`` are the paintings that train, in slot order,
