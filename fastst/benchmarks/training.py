@@ -166,7 +166,7 @@ def _common_overrides(spec: dict[str, Any], max_steps: int) -> list[str]:
     """The train.py overrides every benchmark training run shares: device, quiet, seeded, from scratch."""
     return [
         "trainer=gpu" if spec["device"].startswith("cuda") else "trainer=cpu",
-        "trainer.precision=auto",  # what the device does best (fastst.training.pipeline.resolve_precision)
+        "trainer.precision=auto",  # what the device does best (fastst.training.precision.resolve_precision)
         f"trainer.max_steps={max_steps}",
         "logger=none",
         "progress=none",

@@ -26,50 +26,72 @@ class Command:
     help: str
     hydra_config: str | None = None  # the primary config of a Hydra command
     interrupted: str | None = None  # what re-running does, printed after Ctrl-C's "error: interrupted"
+    stage: str = ""  # the stage of the data flow (a subpackage): its heading in --help
 
 
 COMMANDS: dict[str, Command] = {
+    # data
+    "styles": Command(
+        "fastst.cli.styles:main", "list the shipped styles; fetch their images into the cache", stage="data"
+    ),
+    "build-cache": Command(
+        "fastst.cli.build_cache:main", "decode a photo folder once into a uint8 cache for training", stage="data"
+    ),
+    "download-coco": Command(
+        "fastst.cli.download_coco:main", "download and unpack a COCO image split (resumable)", stage="data"
+    ),
+    # training (and the optimisation baseline beside it)
     "train": Command(
         "fastst.training.pipeline:train_command",
         "train a style model: fastst train style=NAME data.root=PHOTOS [key=value ...]",
         hydra_config="train",
         interrupted="re-run the same command to resume",
+        stage="training",
     ),
     "optimize": Command(
         "fastst.baseline.optimize:optimize",
         "stylize one photo by pixel optimisation (Gatys): fastst optimize style=NAME content=PHOTO",
         hydra_config="optimize",
+        stage="training",
     ),
-    "export": Command("fastst.cli.export:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)"),
-    "stylize": Command(
-        "fastst.cli.stylize:main", "stylize images, folders and videos with a model file (.safetensors or .onnx)"
+    # export
+    "export": Command(
+        "fastst.cli.export:main", "checkpoint -> model file (.safetensors; ONNX, TorchScript)", stage="export"
     ),
     "quantize": Command(
-        "fastst.cli.quantize:main", "int8 post-training quantization of a .onnx model, checked on held-out photos"
+        "fastst.cli.quantize:main",
+        "int8 post-training quantization of a .onnx model, checked on held-out photos",
+        stage="export",
     ),
+    # inference
+    "stylize": Command(
+        "fastst.cli.stylize:main",
+        "stylize images, folders and videos with a model file (.safetensors or .onnx)",
+        stage="inference",
+    ),
+    # evaluation
     "evaluate": Command(
-        "fastst.cli.evaluate:evaluate_main", "content/style loss and SSIM of a model on held-out photos"
+        "fastst.cli.evaluate:evaluate_main",
+        "content/style loss and SSIM of a model on held-out photos",
+        stage="evaluation",
     ),
     "evaluate-video": Command(
         "fastst.cli.evaluate_video:main",
         "flicker of stylized video (temporal warping error), style cost, time per frame",
+        stage="evaluation",
     ),
-    "compare": Command("fastst.cli.evaluate:compare_main", "fast model vs pixel optimisation of the same loss"),
+    "compare": Command(
+        "fastst.cli.evaluate:compare_main", "fast model vs pixel optimisation of the same loss", stage="evaluation"
+    ),
+    # serve
     "serve": Command(
         "fastst.serve.command:main",
         "a local web page to try model files: drop a photo, pick a model, download the result",
+        stage="serve",
     ),
-    "styles": Command("fastst.cli.styles:main", "list the shipped styles; fetch their images into the cache"),
-    "build-cache": Command(
-        "fastst.cli.build_cache:main",
-        "decode a photo folder once into a uint8 cache for training",
-    ),
-    "download-coco": Command(
-        "fastst.cli.download_coco:main",
-        "download and unpack a COCO image split (resumable)",
-    ),
-    "bench": Command("fastst.cli.bench:main", "training and inference speed against plain PyTorch"),
-    "loss-scales": Command("fastst.cli.loss_scales:main", "loss magnitudes across loss networks"),
+    # benchmarks (tools, never imported by the product)
+    "bench": Command("fastst.cli.bench:main", "training and inference speed against plain PyTorch", stage="benchmarks"),
+    "loss-scales": Command("fastst.cli.loss_scales:main", "loss magnitudes across loss networks", stage="benchmarks"),
 }
 
 
@@ -143,6 +165,14 @@ def hydra_command(name: str, skip: int = 1) -> Callable[[], int]:
     return hydra_entry(cmd.hydra_config, cmd.target, skip=skip, interrupted=cmd.interrupted)
 
 
+def _grouped(width: int) -> list[str]:
+    """The command lines of ``--help`` under a heading per stage, in the table's order."""
+    stages: dict[str, list[str]] = {}
+    for name, cmd in COMMANDS.items():
+        stages.setdefault(cmd.stage, []).append(f"    {name:<{width}}  {cmd.help}")
+    return [line for stage, lines in stages.items() for line in (f"  {stage}:", *lines)]
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [
@@ -150,8 +180,8 @@ def usage() -> str:
         "",
         "Fast feed-forward neural style transfer: train, export, stylize, evaluate.",
         "",
-        "commands:",
-        *(f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()),
+        "commands:   (by stage of the data flow; each stage is a subpackage of fastst)",
+        *_grouped(width),
         "",
         "example: fastst train style=starry_night data.root=photos/",
         "errors print one 'error: ...' line (exit 2); FASTST_DEBUG=1 shows the traceback",

@@ -1,4 +1,4 @@
-"""scripts/bench.py at a micro scale (tiny crops, one step, in-process), and the torch.compile inference option."""
+"""``fastst bench`` at a micro scale (tiny crops, one step, in-process), and the torch.compile inference option."""
 
 from __future__ import annotations
 
