@@ -33,8 +33,7 @@ class _Formatter(logging.Formatter):
         return msg
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastst download-coco",
         description="Download and unpack a COCO image split from images.cocodataset.org "
@@ -61,13 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-archive", action="store_true", help="keep the zip after extracting it")
     add_progress(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_const", const="none", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
 @command(interrupted="re-run the same command to resume")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Formatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
