@@ -86,7 +86,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace) -> int:
     """``fastst bench``: every training and inference row, then the report (printed; ``--json``: written)."""
     started = time.perf_counter()
     args = resolve_args(args)

@@ -283,7 +283,7 @@ def quality(variants: list[Variant], runners: dict[str, Callable], photos: list[
         v.style, v.content = statistics.fmean(style), statistics.fmean(content)
 
 
-def render(variants: list[Variant], ref: Variant) -> str:
+def render_deploy(variants: list[Variant], ref: Variant) -> str:
     headers = ["model", "params", "backend", "precision", "MB", "ms 512", "ms 1024", "fps 640x360"]
     headers += ["1 photo s", "5 photos s", "PNG MB", "style", "x ref", "content", "x ref"]
     rows = []
@@ -352,7 +352,7 @@ def headlines(variants: list[Variant], ref: Variant) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace) -> int:
+def run_deploy_bench(args: argparse.Namespace) -> int:
     """``fastst bench deploy`` (flags: fastst/cli/bench.py): the table and headlines; ``--json``: every number."""
     for m in args.models:
         if not Path(m).is_file():
@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_whole:
         time_whole(variants, photos, work, args)
     ref = variants[0]
-    table = render(variants, ref)
+    table = render_deploy(variants, ref)
     heads = headlines(variants, ref)
     print(table)
     print()

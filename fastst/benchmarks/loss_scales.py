@@ -39,7 +39,7 @@ def scaled(enc: VGGEncoder, factor: float) -> VGGEncoder:
     return enc
 
 
-def measure(enc: VGGEncoder, photos: list[torch.Tensor], style: torch.Tensor) -> dict[str, float]:
+def loss_magnitudes(enc: VGGEncoder, photos: list[torch.Tensor], style: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         fs = enc(style)
         grams = {n: F.gram_matrix(fs[n]) for n in STYLE_LAYERS}
@@ -55,7 +55,7 @@ def measure(enc: VGGEncoder, photos: list[torch.Tensor], style: torch.Tensor) ->
     return {k: statistics.median(v) for k, v in zip(("rel_s", "abs_s", "rel_c", "abs_c"), (rel_s, abs_s, rel_c, abs_c))}
 
 
-def run(args: argparse.Namespace) -> int:
+def run_loss_scales(args: argparse.Namespace) -> int:
     """Print the table (markdown) for the parsed ``fastst loss-scales`` flags."""
     torch.manual_seed(0)
     photos = [load_image_tensor(f, args.size) for f in find_images(args.photos)]
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     print("| encoder | relative style | classic style | relative content | classic content |")
     print("| --- | --- | --- | --- | --- |")
     for name, enc in rows:
-        m = measure(enc, photos, style)
+        m = loss_magnitudes(enc, photos, style)
         print(f"| {name} | {m['rel_s']:.3f} | {m['abs_s']:.3g} | {m['rel_c']:.3f} | {m['abs_c']:.3g} |")
     sys.stdout.flush()
     return 0

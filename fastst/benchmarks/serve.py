@@ -53,7 +53,7 @@ def post(url: str, data: bytes, params: dict[str, str]) -> tuple[float, float, b
     return time.perf_counter() - t0, stylize_s, body
 
 
-def measure(
+def measure_serve(
     model_dir: Path, photos: list[bytes], size: int, repeats: int, keep_freed: bool, extra: list[str]
 ) -> dict[str, float]:
     cmd = [sys.executable, "-m", "fastst", "serve", str(model_dir), "--port", "0", *extra]
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 folder.mkdir()
                 for i in range(copies):
                     shutil.copyfile(args.model, folder / f"{args.model.stem}_{i + 1}.safetensors")
-            rows.append(measure(folder, photos, args.size, args.repeats, keep_freed, ["--device", args.device]))
+            rows.append(measure_serve(folder, photos, args.size, args.repeats, keep_freed, ["--device", args.device]))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
         f"fastst serve on {args.device}, {os.cpu_count()} CPUs, torch threads = default; "

@@ -120,14 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fastst.benchmarks.worker import worker_main
 
         return worker_main(args.worker)
-    from fastst.benchmarks.bench import run
+    from fastst.benchmarks.bench import run_bench
 
-    return run(args)
+    return run_bench(args)
 
 
 @command()
 def deploy_main(argv: Sequence[str] | None = None) -> int:
     """``fastst bench deploy MODEL... --holdout DIR --calibration DIR``: the shipped-model benchmark."""
-    from fastst.benchmarks.deploy import run
+    from fastst.benchmarks.deploy import run_deploy_bench
 
-    return run(build_deploy_parser().parse_args(argv))
+    return run_deploy_bench(build_deploy_parser().parse_args(argv))

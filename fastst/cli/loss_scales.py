@@ -32,6 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=5)
     p.add_argument("--size", type=int, default=256)
     # Named by string, as the command table names the tools: the product never imports fastst.benchmarks.
-    from fastst.benchmarks.loss_scales import run
+    from fastst.benchmarks.loss_scales import run_loss_scales
 
-    return run(p.parse_args(argv))
+    return run_loss_scales(p.parse_args(argv))

@@ -66,7 +66,7 @@ def meta_file(k: int) -> str:
     return f"shard_{k:05d}.json"
 
 
-def prepare_image(path: str | Path, size: int, min_size: int) -> np.ndarray:
+def decode_for_cache(path: str | Path, size: int, min_size: int) -> np.ndarray:
     """Decode ``path`` into a 3 x size x size uint8 array; ``ImageError`` for a broken or too small image."""
     img = load_image(path, draft_size=size)
     if min(img.size) < min_size:
@@ -78,7 +78,7 @@ def _prepare(task: tuple[str, int, int]) -> tuple[bool, Any]:
     """Pool worker: ``(True, array)`` or ``(False, reason)``; never raises for a bad image."""
     path, size, min_size = task
     try:
-        return True, prepare_image(path, size, min_size)
+        return True, decode_for_cache(path, size, min_size)
     except ImageError as e:
         return False, str(e)
     except Exception as e:  # a decoder bug on one file must not stop a build of 100k images
