@@ -102,7 +102,7 @@ class Limits:
     max_upload_bytes: int = 20 * 2**20  # the photo file as uploaded
     max_pixels: int = 50_000_000  # the photo's width x height, read from its header before decoding
     max_size: int = 2048  # the result's long side, px
-    max_output_pixels: int = 2_400_000  # the result's width x height: bounds a request's peak memory
+    max_output_pixels: int = 1_600_000  # the result's width x height: bounds a request's peak memory (docs/serve.md)
     default_size: int = 512  # the page's initial output size
     queue: int = 4  # requests admitted at once (one runs, the rest wait); more get 503
     max_reading: int = 8  # uploads being received at once (apart from the queue); more get 503

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-output-megapixels",
         type=float,
-        default=2.4,
-        help="largest output, width x height in millions: bounds each request's peak memory (default: 2.4)",
+        default=1.6,
+        help="largest output, width x height in millions: bounds each request's peak memory (default: 1.6, "
+        "about 1.2 GB for the default net on torch fp32 on the CPU: docs/serve.md)",
     )
     p.add_argument(
         "--min-upload-kbps",

@@ -49,7 +49,7 @@ function renderGallery(models) {
     if (m.steps !== null && m.steps !== undefined) facts.push(`${Number(m.steps).toLocaleString("en")} training steps`);
     if (m.net && m.net.channels) facts.push(`${m.family} net, ${m.net.channels} ch, ${m.net.num_res_blocks} blocks`);
     card.append(el("span", "facts", facts.join(" · ")));
-    card.append(el("span", "backend", m.backend + (m.fastest ? " · fastest here" : "")));
+    card.append(el("span", "backend", m.backend + (m.fastest && models.length > 1 ? " · fastest here" : "")));
     card.append(el("span", "file", m.file));
     card.addEventListener("click", () => selectModel(m.name));
     gallery.append(card);
