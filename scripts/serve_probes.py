@@ -258,7 +258,7 @@ def memory(args: argparse.Namespace) -> None:
 
 def camera(args: argparse.Namespace) -> None:
     """The page's camera loop without the browser: 640 x 360 JPEG frames, two in flight, JPEG back, for N seconds."""
-    s = Served(args.models)
+    s = Served(args.models, *args.server_args)
     name = httpx.get(s.url + "/api/models", timeout=30).json()["fastest"]
     img = Image.open(args.photo).convert("RGB").resize((640, 360), Image.Resampling.LANCZOS)
     frame = jpeg(img)
@@ -295,6 +295,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--seconds", type=float, default=20, help="camera: how long to send frames")
+    p.add_argument("--server-arg", dest="server_args", action="append", default=[], help="camera: a fastst serve flag")
     args = p.parse_args()
     {"probes": probes, "latency": latency, "memory": memory, "camera": camera}[args.what](args)
 

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave glibc's allocator as it is (default: keep freed memory for the next request: faster on the "
         "CPU, but the resident memory stays at the largest request's peak; fastst/allocator.py)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each ONNX Runtime session (default: this process's CPUs; on a busy machine 1 can be "
+        "faster: docs/serve.md)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -157,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = limits_from_args(args)
     sock = bind(args.host, args.port)
     try:
-        models = load_models(args.models, device=args.device, dtype=args.dtype)
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        models = load_models(args.models, device=args.device, dtype=args.dtype, threads=args.threads)
         if args.keep_freed_memory:
             keep_freed_memory()  # every request allocates the same big activations again (fastst/allocator.py)
         app = create_app(models, limits, allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None)

@@ -195,12 +195,16 @@ class ModelSet(Mapping[str, ServedModel]):
         return min(self._models.values(), key=cost).name
 
 
-def load_one(path: Path, device: str, dtype: str) -> tuple[Any, str]:
-    """A stylizer for one model file and its backend's words (``torch fp32``, ``onnxruntime int8``, ...)."""
+def load_one(path: Path, device: str, dtype: str, threads: int | None = None) -> tuple[Any, str]:
+    """A stylizer for one model file and its backend's words (``torch fp32``, ``onnxruntime int8``, ...).
+
+    ONNX Runtime sessions do not spin between requests: a server idles between them, and on a busy
+    machine spinning threads cost more than they save (measured in docs/serve.md, "The camera").
+    """
     if path.suffix == ".onnx":
         from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime; no torch
 
-        stylizer = load_ort_stylizer(path, device=device)
+        stylizer = load_ort_stylizer(path, device=device, threads=threads, spinning=False)
         int8 = bool(stylizer.metadata.get("quantization")) or path.name.endswith(INT8_SUFFIX)
         return stylizer, f"onnxruntime {'int8' if int8 else 'fp32'}"
     return load_stylizer(path, device=device, dtype=dtype), f"torch {dtype}"
@@ -213,7 +217,9 @@ def device_of(stylizer: Any) -> str:
     return str(stylizer.device)
 
 
-def load_models(paths: Sequence[str | Path], device: str = "auto", dtype: str = "fp32", log: Any = None) -> ModelSet:
+def load_models(
+    paths: Sequence[str | Path], device: str = "auto", dtype: str = "fp32", log: Any = None, threads: int | None = None
+) -> ModelSet:
     """Load every model file under ``paths`` once (one :class:`Stylizer` each, kept for the server's life).
 
     Each model is named by its style (``style.name``), or its file name when two files share a style.
@@ -226,7 +232,7 @@ def load_models(paths: Sequence[str | Path], device: str = "auto", dtype: str = 
     skipped = 0
     for path, named in files.items():
         try:
-            stylizer, backend = load_one(path, device, dtype)
+            stylizer, backend = load_one(path, device, dtype, threads)
         except ModelFileError as e:
             if named:
                 raise
