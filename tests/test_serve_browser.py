@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -401,3 +402,36 @@ def test_the_camera_is_stylized_live_with_fps_and_a_snapshot(browser, kinds_serv
         assert img.format == "PNG" and img.size == (640, 360)
     browser.find_element(By.ID, "camera-stop").click()
     assert browser.execute_script("return document.body.dataset.camera") == "off"
+
+
+def test_a_busy_server_is_waited_out_not_failed(browser, tmp_path, photos) -> None:
+    """The queue is full (one request held at the stylizer, --queue 1): the page gets 503 + Retry-After, says it
+    will try again, and does once the server frees up, instead of showing an error."""
+    import httpx
+
+    make_model_file(tmp_path / "waves.safetensors", "tiny_waves", seed=0)
+    models = load_models([tmp_path], device="cpu")
+    blocking = BlockingStylizer(models["tiny_waves"].stylizer)
+    models["tiny_waves"].stylizer = blocking
+    app = create_app(models, Limits(queue=1, default_size=256), allowed_hosts=command.LOOPBACK_HOSTS)
+    live = LiveServer(app)
+    held: list = []
+    try:
+        params = {"model": "tiny_waves", "size": 64}
+        holder = threading.Thread(
+            target=lambda: held.append(httpx.post(f"{live.url}/api/stylize", params=params,
+                                                  content=photos["holiday photo"].read_bytes(), timeout=60))
+        )  # fmt: skip
+        holder.start()
+        wait_until(lambda: app.state.server.pending == 1 and blocking.active == 1, "the queue to be full")
+        open_page(browser, live)
+        choose_photo(browser, photos["holiday photo"])
+        WebDriverWait(browser, 30).until(lambda d: "trying again in 2 s" in d.find_element(By.ID, "status").text)
+        assert state(browser) == "running" and not browser.find_element(By.ID, "error").is_displayed()
+        blocking.release.set()
+        holder.join(timeout=60)
+        wait_for_state(browser, "done")
+        assert held[0].status_code == 200 and blocking.calls == 2
+    finally:
+        blocking.release.set()
+        live.stop()
