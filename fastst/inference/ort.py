@@ -90,6 +90,7 @@ class OrtStylizer:
         strength: float = 1.0,
         median: int = 0,
         style: Any = None,
+        spinning: bool = True,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -101,6 +102,8 @@ class OrtStylizer:
         self.providers = providers_for(str(device))
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or default_threads())
+        if not spinning:  # idle threads sleep instead of spinning: far faster on a busy machine (docs/serve.md)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: no provider warnings on stderr
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
@@ -183,9 +186,12 @@ def _refuse_torch_only(options: Mapping[str, Any]) -> None:
 
 
 def load_ort_stylizer(
-    path: str | Path, device: str = "auto", threads: int | None = None, **options: Any
+    path: str | Path, device: str = "auto", threads: int | None = None, spinning: bool = True, **options: Any
 ) -> OrtStylizer:
-    """Load a ``.onnx`` graph written by ``fastst export --onnx`` or ``fastst quantize`` (:class:`OrtStylizer`)."""
+    """Load a ``.onnx`` graph written by ``fastst export --onnx`` or ``fastst quantize`` (:class:`OrtStylizer`).
+
+    ``spinning=False`` lets ONNX Runtime's idle worker threads sleep rather than spin (a server between
+    requests, or a machine shared with other work)."""
     _refuse_torch_only(options)
     prepost.refuse_unknown(options, OPTIONS)
-    return OrtStylizer(path, device=device, threads=threads, **options)
+    return OrtStylizer(path, device=device, threads=threads, spinning=spinning, **options)

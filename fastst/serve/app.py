@@ -1,35 +1,46 @@
-"""The web app of ``fastst serve``: one page, two JSON/PNG endpoints, bounded memory, one inference at a time.
+"""The web app of ``fastst serve``: one page, two JSON/image endpoints, bounded memory, one inference at a time.
 
 Routes (nothing else is served; no route takes a path from the client):
 
 * ``GET /``, ``GET /static/app.js``, ``GET /static/app.css``: the page, read from the package once;
-* ``GET /api/models``: the gallery (what each model file says), the device and the limits;
-* ``POST /api/stylize?model=NAME&strength=0..1&preserve_color=0|1&size=PX``: the body is the photo's
-  bytes as they are (``fetch(url, {method: "POST", body: file})``, ``curl --data-binary @photo.jpg``);
-  the answer is the result as PNG, with its timings in ``X-Fastst-*`` and ``Server-Timing`` headers,
-  or ``{"error": "..."}`` with a 4xx/5xx status;
+* ``GET /api/models``: the gallery (what each model file says: its styles, its backend), the device and the limits;
+* ``POST /api/stylize?model=NAME&style=S|mix=a=0.7,b=0.3&strength=0..1&preserve_color=0|1&size=PX&format=png|jpeg``:
+  the body is the photo's bytes as they are (``fetch(url, {method: "POST", body: file})``,
+  ``curl --data-binary @photo.jpg``), or ``multipart/form-data`` with a ``photo`` part and an optional
+  ``style_image`` part (a painting, for arbitrary-style models; today's models refuse it with 400);
+  the answer is the result as PNG (or JPEG, for the camera), with its timings in ``X-Fastst-*`` and
+  ``Server-Timing`` headers, or ``{"error": "..."}`` with a 4xx/5xx status;
 * ``GET /healthz``: ``ok``.
 
 Safety and memory:
 
 * ``model`` only selects a key of the loaded :class:`~fastst.serve.models.ModelSet`.
-* The upload is read into memory, never to disk, and refused (413) past ``max_upload_bytes``; nothing
-  is written anywhere (no multipart parsing, so no spooled temporary files either).
+* ``/api/*`` refuses cross-site requests (403): a ``Sec-Fetch-Site`` other than ``same-origin``/``none``,
+  or an ``Origin`` that is not this server's own. Any page the user visits could otherwise drive it.
+* The upload is read into memory, never to disk, and refused (413) past ``max_upload_bytes``; it must
+  start within ``upload_grace_s`` and keep a minimum rate (408 otherwise), and at most ``max_reading``
+  uploads are read at once, apart from the inference queue, so slow clients cannot hold the queue.
+* Only JPEG, PNG, WebP and BMP are decoded, recognised by their first bytes before Pillow sees the
+  file (415 for anything else: no EPS, PDF, TIFF, ... decoder ever runs on an upload).
 * An image is checked from its header before it is decoded: more than ``max_pixels`` pixels is refused
-  (413; a decompression bomb is a small file that claims a huge image). Not an image: 415. A truncated
-  or damaged file: 400. The output's long side is at most ``max_size``.
+  (413; a decompression bomb is a small file that claims a huge image). A truncated or damaged file:
+  400. The output's long side is at most ``max_size`` and 2x the photo's; its pixels at most
+  ``max_output_pixels`` (this bounds each request's peak memory; docs/serve.md measures it).
 * Requests are admitted while fewer than ``queue`` are waiting or running (else 503 with
   ``Retry-After``), and decoding, stylizing and encoding run in one worker thread, one request at a
-  time, so the memory held is at most ``queue`` uploads plus one decoded image and one inference.
+  time. A request whose client went away before its turn is skipped.
 * Any error in one request is answered and logged; the server keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import io
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -47,21 +58,41 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import fastst
-from fastst.errors import InferenceError, UsageError, first_line
-from fastst.inference.stylizer import DTYPES
+from fastst.common.options import parse_mix
+from fastst.errors import UsageError, UserError, first_line
 from fastst.io.images import _to_rgb
 from fastst.serve.models import ModelSet, ServedModel
 
 log = logging.getLogger("fastst.serve")
 
 MIN_SIZE = 32  # px; smaller outputs are not worth looking at
+MAX_UPSCALE = 2  # the output's long side is at most this times the photo's: more invents nothing, costs 4x+
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
-OPTION_NAMES = ("model", "strength", "preserve_color", "size")
+OPTION_NAMES = ("model", "style", "mix", "strength", "preserve_color", "size", "format")
 _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no", "")
+# The formats decoded, with their first bytes; Pillow is told to try only these (Image.open(formats=...)).
+# Enough for photos from cameras, phones and browsers (a canvas gives PNG, JPEG or WebP). Not TIFF, GIF,
+# EPS, PDF, ICO, ...: each decoder is attack surface (EPS runs Ghostscript), and none is needed for a photo.
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+SAME_SITE = ("same-origin", "none")  # Sec-Fetch-Site values of the page itself and of a typed URL / curl
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format ``data`` starts with (JPEG, PNG, WEBP, BMP), or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "BMP"
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,11 +102,22 @@ class Limits:
     max_upload_bytes: int = 20 * 2**20  # the photo file as uploaded
     max_pixels: int = 50_000_000  # the photo's width x height, read from its header before decoding
     max_size: int = 2048  # the result's long side, px
+    max_output_pixels: int = 1_600_000  # the result's width x height: bounds a request's peak memory (docs/serve.md)
     default_size: int = 512  # the page's initial output size
     queue: int = 4  # requests admitted at once (one runs, the rest wait); more get 503
+    max_reading: int = 8  # uploads being received at once (apart from the queue); more get 503
+    upload_grace_s: float = 5.0  # an upload's first bytes must come within this, and it may lag this far behind...
+    min_upload_rate: int = 64 * 1024  # ... bytes/s on average; slower uploads are cut off with 408
 
     def public(self) -> dict[str, Any]:
-        return {**asdict(self), "max_megapixels": self.max_pixels / 1e6, "min_size": MIN_SIZE}
+        return {
+            **asdict(self),
+            "max_megapixels": self.max_pixels / 1e6,
+            "max_output_megapixels": self.max_output_pixels / 1e6,
+            "max_upscale": MAX_UPSCALE,
+            "min_size": MIN_SIZE,
+            "formats": list(FORMATS),
+        }
 
 
 class RequestError(Exception):
@@ -86,17 +128,23 @@ class RequestError(Exception):
         self.status = status
 
 
+class Cancelled(Exception):
+    """The client went away before its request's turn; nothing was computed."""
+
+
 @dataclass(frozen=True)
 class Options:
     model: str
     strength: float
     preserve_color: bool
-    size: int  # long side of the result; 0 keeps the photo's (at most Limits.max_size)
+    size: int | None  # long side of the result; 0 keeps the photo's (at most Limits.max_size); None: the default
+    style: Any = None  # None, a style name or {name: weight}: as the CLI's --style / --mix
+    format: str = "png"  # png | jpeg (the camera: a smaller, faster frame)
 
 
 @dataclass(frozen=True)
 class Result:
-    png: bytes
+    data: bytes
     width: int
     height: int
     decode_s: float
@@ -106,6 +154,40 @@ class Result:
 
 def _quote(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def parse_style(query: Mapping[str, str], model: ServedModel) -> Any:
+    """``style=NAME`` or ``mix=a=0.7,b=0.3`` (the CLI's spellings), checked against the model's styles."""
+    raw_style, raw_mix = query.get("style") or None, query.get("mix") or None
+    names = ", ".join(model.style_names)
+    if raw_style and raw_mix:
+        raise RequestError(400, "give style=NAME or mix=a=0.7,b=0.3, not both")
+    choice: Any = raw_style
+    if raw_mix:
+        try:
+            choice = parse_mix(raw_mix)
+        except UsageError:
+            raise RequestError(
+                400,
+                f"mix must be NAME=WEIGHT,NAME=WEIGHT with weights >= 0 (e.g. mix=a=0.7,b=0.3), got {_quote(raw_mix)}",
+            ) from None
+    if choice is None:
+        if model.multi_style:
+            first = model.style_names[0]
+            raise RequestError(
+                400,
+                f"model {model.name} holds {len(model.style_names)} styles ({names}); choose one with style=NAME "
+                f"(e.g. style={first}) or mix them with mix=NAME=WEIGHT,... (e.g. mix={first}=0.5,...)",
+            )
+        return None
+    try:
+        model.stylizer.mix(choice)
+    except UserError as e:  # UnknownStyleError, InferenceError (weights summing to 0, ...)
+        message = first_line(e, 200)
+        if isinstance(choice, str) or isinstance(choice, Mapping) and set(choice) - set(model.style_names):
+            message = f"unknown style for model {model.name}: {_quote(str(choice))}; its styles: {names}"
+        raise RequestError(400, message) from None
+    return choice
 
 
 def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) -> Options:
@@ -119,6 +201,7 @@ def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) ->
         raise RequestError(400, f"no model chosen; this server has: {', '.join(models)}")
     if name not in models:  # a key lookup: a name can only ever select one of the served models
         raise RequestError(400, f"unknown model {_quote(name)}; this server has: {', '.join(models)}")
+    style = parse_style(query, models[name])
     try:
         strength = float(query.get("strength", "1"))
     except ValueError:
@@ -128,34 +211,44 @@ def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) ->
     flag = query.get("preserve_color", "0").lower()
     if flag not in _TRUE + _FALSE:
         raise RequestError(400, f"preserve_color must be 0 or 1, got {_quote(query['preserve_color'])}")
-    raw_size = query.get("size", str(limits.default_size))
+    raw_size = query.get("size")
     try:
-        size = int(raw_size)
+        size = None if raw_size is None else int(raw_size)
     except ValueError:
         size = -1
-    if size != 0 and not MIN_SIZE <= size <= limits.max_size:
+    if size is not None and size != 0 and not MIN_SIZE <= size <= limits.max_size:
         raise RequestError(
             400,
             f"size must be 0 (the photo's own, at most {limits.max_size}) or {MIN_SIZE} to {limits.max_size} px, "
             f"got {_quote(raw_size)}",
         )
-    return Options(name, strength, flag in _TRUE, size)
+    fmt = query.get("format", "png").lower()
+    if fmt not in ("png", "jpeg"):
+        raise RequestError(400, f"format must be png or jpeg, got {_quote(query['format'])}")
+    return Options(name, strength, flag in _TRUE, size, style, fmt)
 
 
-def decode_image(data: bytes, max_pixels: int, long_side: int | None = None) -> Image.Image:
-    """Upload bytes -> 8-bit RGB image, EXIF-rotated; ``RequestError`` for anything unusable.
-
-    The pixel count is checked from the header, before any pixel is decoded. ``long_side``, when the
-    result will be smaller than the photo, lets a JPEG decode at a reduced scale (less memory, faster).
-    """
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Upload bytes -> a lazily opened image of an allowed format, its pixel count checked from the header."""
     if not data:
         raise RequestError(400, "the upload is empty; choose a photo")
+    kind = sniff_format(data)
+    if kind is None:  # refused before any decoder runs
+        raise RequestError(
+            415,
+            "this file is not an image this server reads (JPEG, PNG, WebP or BMP, checked from its first bytes)",
+        )
+    too_many = RequestError(
+        413,
+        f"the image has too many pixels; this server accepts up to {max_pixels / 1e6:g} megapixels "
+        "(fastst serve --max-megapixels)",
+    )
     try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise RequestError(415, "this file is not an image this server can read (use JPEG, PNG, WebP, ...)") from None
-    except Image.DecompressionBombError as e:
-        raise RequestError(413, f"the image has too many pixels ({first_line(e)})") from None
+        img = Image.open(io.BytesIO(data), formats=[kind])
+    except Image.DecompressionBombError:  # Pillow's own ceiling (2 x MAX_IMAGE_PIXELS): far past ours
+        raise too_many from None
+    except UnidentifiedImageError:  # the right first bytes, then garbage
+        raise RequestError(400, f"the image cannot be read as {kind}; the file may be damaged") from None
     except Exception as e:  # a broken header
         raise RequestError(400, f"the image cannot be read ({first_line(e, 200)}); the file may be damaged") from None
     w, h = img.size
@@ -167,6 +260,12 @@ def decode_image(data: bytes, max_pixels: int, long_side: int | None = None) -> 
         )
     if w < 1 or h < 1:
         raise RequestError(400, f"the image is empty ({w} x {h})")
+    return img
+
+
+def load_image(img: Image.Image, long_side: int | None = None) -> Image.Image:
+    """An opened image -> 8-bit RGB, EXIF-rotated; a JPEG larger than ``long_side`` decodes at a reduced scale."""
+    w, h = img.size
     try:
         if long_side and img.format == "JPEG" and long_side < max(w, h):
             scale = long_side / max(w, h)
@@ -174,28 +273,79 @@ def decode_image(data: bytes, max_pixels: int, long_side: int | None = None) -> 
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
-    except Image.DecompressionBombError as e:
-        raise RequestError(413, f"the image has too many pixels ({first_line(e)})") from None
     except Exception as e:  # truncated data, bad chunks, unsupported modes, ...
         raise RequestError(
             400, f"the image cannot be decoded ({first_line(e, 200)}); the file may be truncated or damaged"
         ) from None
 
 
-def stylize_upload(model: ServedModel, data: bytes, options: Options, limits: Limits) -> Result:
-    """Decode, stylize and PNG-encode one upload (runs in the worker thread)."""
+def decode_image(data: bytes, max_pixels: int, long_side: int | None = None) -> Image.Image:
+    """Upload bytes -> 8-bit RGB image, EXIF-rotated; ``RequestError`` for anything unusable.
+
+    The format is checked from the first bytes and the pixel count from the header, before any pixel
+    is decoded. ``long_side``, when the result will be smaller than the photo, lets a JPEG decode at a
+    reduced scale (less memory, faster).
+    """
+    return load_image(open_image(data, max_pixels), long_side)
+
+
+def output_size(width: int, height: int, options: Options, limits: Limits) -> int:
+    """The result's long side for a ``width`` x ``height`` photo; ``RequestError`` past the limits.
+
+    Checked from the header, before decoding. EXIF rotation swaps width and height, not the long side.
+    """
+    long = max(width, height)
+    if options.size == 0:
+        size = min(long, limits.max_size)
+    elif options.size is None:  # not asked for: the default size, at most 2x the photo
+        size = min(limits.default_size, MAX_UPSCALE * long)
+    else:
+        size = options.size
+        if size > MAX_UPSCALE * long:
+            raise RequestError(
+                400,
+                f"size {size} px is more than {MAX_UPSCALE}x this photo's long side ({long} px); "
+                f"this server makes at most {MAX_UPSCALE * long} px from it",
+            )
+    scale = size / long
+    out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if out_w * out_h > limits.max_output_pixels:
+        most = int(math.sqrt(limits.max_output_pixels * long * long / (width * height)))
+        raise RequestError(
+            413,
+            f"the result would be {out_w} x {out_h} = {out_w * out_h / 1e6:.1f} megapixels; this server makes at most "
+            f"{limits.max_output_pixels / 1e6:g} per request (fastst serve --max-output-megapixels): "
+            f"at most {most} px for this photo",
+        )
+    return size
+
+
+def stylize_upload(
+    model: ServedModel, data: bytes, options: Options, limits: Limits, cancelled: threading.Event | None = None
+) -> Result:
+    """Decode, stylize and encode one upload (runs in the worker thread)."""
+    if cancelled is not None and cancelled.is_set():
+        raise Cancelled
     t0 = time.perf_counter()
-    img = decode_image(data, limits.max_pixels, options.size or limits.max_size)
-    size = options.size or min(max(img.size), limits.max_size)
+    opened = open_image(data, limits.max_pixels)
+    size = output_size(*opened.size, options, limits)
+    img = load_image(opened, size)
+    del opened
     t1 = time.perf_counter()
+    kwargs: dict[str, Any] = {"size": size, "strength": options.strength, "preserve_color": options.preserve_color}
+    if options.style is not None:
+        kwargs["style"] = options.style
     try:
-        out = model.stylizer(img, size=size, strength=options.strength, preserve_color=options.preserve_color)
-    except InferenceError as e:
-        raise RequestError(400, str(e)) from None
+        out = model.stylizer(img, **kwargs)
+    except UserError as e:  # InferenceError, UnknownStyleError: the request's fault, said in one line
+        raise RequestError(400, first_line(e, 300)) from None
     del img
     t2 = time.perf_counter()
     buf = io.BytesIO()
-    out.save(buf, "PNG", compress_level=3)  # level 3: half the time of the default 6, a few % larger
+    if options.format == "jpeg":
+        out.save(buf, "JPEG", quality=85)
+    else:
+        out.save(buf, "PNG", compress_level=3)  # level 3: half the time of the default 6, a few % larger
     t3 = time.perf_counter()
     return Result(buf.getvalue(), out.width, out.height, t1 - t0, t2 - t1, t3 - t2)
 
@@ -204,8 +354,10 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (checked before and while reading)."""
+async def read_body(request: Request, limit: int, grace_s: float = 5.0, min_rate: float = 64 * 1024) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (checked before and while reading) and
+    with 408 when it comes too slowly: the first bytes within ``grace_s``, and after that at least
+    ``min_rate`` bytes/s on average (each chunk moves the deadline on by its size / ``min_rate``)."""
     too_large = RequestError(
         413, f"the upload is larger than this server's limit of {limit / 2**20:g} MB (fastst serve --max-upload-mb)"
     )
@@ -213,12 +365,75 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, total = [], 0
-    async for chunk in request.stream():
+    start = time.monotonic()
+    stream = request.stream().__aiter__()
+    while True:
+        remaining = start + grace_s + total / min_rate - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=max(remaining, 0.001))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestError(
+                408,
+                f"the upload was too slow ({total} bytes in {time.monotonic() - start:.0f} s); this server needs "
+                f"at least {min_rate / 1024:g} kB/s after the first {grace_s:g} s",
+            ) from None
         total += len(chunk)
         if total > limit:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def split_form(data: bytes, content_type: str) -> dict[str, bytes]:
+    """The parts of a ``multipart/form-data`` body, by name, parsed in memory (nothing spooled to disk)."""
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    message = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + data)
+    if not message.is_multipart():
+        raise RequestError(400, "a multipart/form-data body without parts")
+    parts: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            parts[str(name)] = part.get_payload(decode=True) or b""
+    unknown = sorted(set(parts) - {"photo", "style_image"})
+    if unknown:
+        raise RequestError(400, f"unknown form part(s) {', '.join(map(_quote, unknown))}; known: photo, style_image")
+    if "photo" not in parts:
+        raise RequestError(400, "a multipart/form-data upload needs a 'photo' part")
+    return parts
+
+
+def cross_site_reason(scope: Mapping[str, Any]) -> str | None:
+    """Why a request comes from another site (None when it does not): its ``Sec-Fetch-Site`` or its ``Origin``."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in SAME_SITE:
+        return f"Sec-Fetch-Site: {site}"
+    origin = headers.get("origin")
+    if origin is not None:
+        own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+        if origin.lower() != own.lower():
+            return f"Origin: {origin[:80]}"
+    return None
+
+
+class SameOriginMiddleware:
+    """Refuse (403) ``/api/`` requests sent by another site's page: without this any page the user visits
+    can POST to their local server (browsers send such requests; CORS only hides the answer)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            reason = cross_site_reason(scope)
+            if reason:
+                message = f"cross-site request refused ({reason}); use the page this server serves"
+                await _error(403, message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class Server:
@@ -230,9 +445,14 @@ class Server:
         self.models, self.limits = models, limits
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastst-serve")
         self.pending = 0  # requests admitted and not answered; touched only on the event loop
+        self.reading = 0  # uploads being received; touched only on the event loop
+        self.disconnected = 0  # admitted requests whose client went away (counted for the tests and the log)
         first = next(iter(models.values()))
-        self.device = str(first.stylizer.device)
-        self.dtype = {v: k for k, v in DTYPES.items()}[first.stylizer.dtype]  # fp32, bf16, fp16: the flags' words
+        self.device = first.device
+        torch_models = [m for m in models.values() if m.backend.startswith("torch")]
+        self.dtype = (
+            torch_models[0].backend.split()[1] if torch_models else "fp32"
+        )  # fp32, bf16, fp16: the flags' words
         package = resources.files("fastst.serve") / "static"
         self.page = (package / "index.html").read_bytes()
         self.static = {name: (package / name).read_bytes() for name in STATIC}
@@ -240,6 +460,7 @@ class Server:
     def info(self) -> dict[str, Any]:
         return {
             "models": self.models.gallery(),
+            "fastest": self.models.fastest(),
             "device": self.device,
             "dtype": self.dtype,
             "limits": self.limits.public(),
@@ -262,25 +483,61 @@ class Server:
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    def _busy(self, what: str) -> JSONResponse:
+        return _error(503, f"busy: {what}; try again in a moment", {"Retry-After": "2"})
+
+    async def _receive(self, request: Request, options: Options) -> bytes:
+        """The photo's bytes (raw body or the ``photo`` part); a ``style_image`` part only for models that take one."""
+        data = await read_body(
+            request, self.limits.max_upload_bytes, self.limits.upload_grace_s, self.limits.min_upload_rate
+        )
+        content_type = request.headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            parts = split_form(data, content_type)
+            model = self.models[options.model]
+            if "style_image" in parts and not model.info.get("style_image"):
+                raise RequestError(
+                    400,
+                    f"model {model.name} does not take a painting (style_image): it renders the style(s) it was "
+                    "trained on; models that take any painting (an arbitrary-style family) are not in fastst yet",
+                )
+            data = parts["photo"]
+        return data
+
     async def api_stylize(self, request: Request) -> Response:
         try:
             options = parse_options(request.query_params, self.models, self.limits)
         except RequestError as e:
             return _error(e.status, str(e))
-        if self.pending >= self.limits.queue:
-            message = f"busy: {self.pending} requests are queued; try again in a moment"
-            return _error(503, message, {"Retry-After": "2"})
-        self.pending += 1
+        if self.pending >= self.limits.queue:  # refused before reading: a full queue costs no upload
+            return self._busy(f"{self.pending} requests are queued")
+        if self.reading >= self.limits.max_reading:
+            return self._busy(f"{self.reading} uploads are being received")
+        self.reading += 1
         try:
-            data = await read_body(request, self.limits.max_upload_bytes)
-            admitted = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            model = self.models[options.model]
-            result, queued_s = await loop.run_in_executor(self.executor, self._run, model, data, options, admitted)
+            data = await self._receive(request, options)
         except RequestError as e:
             return _error(e.status, str(e))
         except ClientDisconnect:
             return _error(400, "the upload was interrupted")
+        finally:
+            self.reading -= 1
+        if self.pending >= self.limits.queue:  # admitted only once the upload is in: slow clients hold no slot
+            return self._busy(f"{self.pending} requests are queued")
+        self.pending += 1
+        cancelled = threading.Event()
+        watcher = asyncio.create_task(self._watch_disconnect(request, cancelled))
+        try:
+            admitted = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            model = self.models[options.model]
+            result, queued_s = await loop.run_in_executor(
+                self.executor, self._run, model, data, options, admitted, cancelled
+            )
+        except Cancelled:
+            return _error(499, "the client went away before its turn")  # nobody reads it
+        except RequestError as e:
+            return _error(e.status, str(e))
         except MemoryError:
             return _error(503, "not enough memory for this image at this size; choose a smaller output size")
         except Exception as e:
@@ -291,16 +548,19 @@ class Server:
             return _error(500, f"the server failed on this image ({type(e).__name__}: {first_line(e, 200)})")
         finally:
             self.pending -= 1
+            watcher.cancel()
         total_s = queued_s + result.decode_s + result.stylize_s + result.encode_s
+        model = self.models[options.model]
         headers = {
             "Cache-Control": "no-store",
             "X-Fastst-Model": options.model,
+            "X-Fastst-Backend": model.backend,
             "X-Fastst-Width": str(result.width),
             "X-Fastst-Height": str(result.height),
             "X-Fastst-Stylize-Seconds": f"{result.stylize_s:.4f}",
             "X-Fastst-Total-Seconds": f"{total_s:.4f}",
             "X-Fastst-Queue-Seconds": f"{queued_s:.4f}",
-            "X-Fastst-Device": self.device,
+            "X-Fastst-Device": model.device,
             "Server-Timing": ", ".join(
                 f"{k};dur={v * 1000:.1f}"
                 for k, v in (
@@ -311,11 +571,23 @@ class Server:
                 )
             ),
         }
-        return Response(result.png, media_type="image/png", headers=headers)
+        media = "image/jpeg" if options.format == "jpeg" else "image/png"
+        return Response(result.data, media_type=media, headers=headers)
 
-    def _run(self, model: ServedModel, data: bytes, options: Options, admitted: float) -> tuple[Result, float]:
+    def _run(
+        self, model: ServedModel, data: bytes, options: Options, admitted: float, cancelled: threading.Event
+    ) -> tuple[Result, float]:
         queued_s = time.perf_counter() - admitted
-        return stylize_upload(model, data, options, self.limits), queued_s
+        return stylize_upload(model, data, options, self.limits, cancelled), queued_s
+
+    async def _watch_disconnect(self, request: Request, cancelled: threading.Event) -> None:
+        """Set ``cancelled`` when the client goes away (after the body, the next ASGI message is the disconnect)."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected += 1
+                cancelled.set()
+                return
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -331,7 +603,7 @@ def _free_accelerator_memory() -> None:
 def create_app(models: ModelSet, limits: Limits | None = None, allowed_hosts: list[str] | None = None) -> Starlette:
     """The Starlette app serving ``models``. ``allowed_hosts`` (e.g. the loopback names when bound to
     127.0.0.1) refuses requests for other host names: a web page elsewhere cannot reach this server by
-    pointing a DNS name at 127.0.0.1 (DNS rebinding)."""
+    pointing a DNS name at 127.0.0.1 (DNS rebinding). Cross-site ``/api/`` requests are refused always."""
     server = Server(models, limits or Limits())
 
     @asynccontextmanager
@@ -340,6 +612,7 @@ def create_app(models: ModelSet, limits: Limits | None = None, allowed_hosts: li
         server.close()
 
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware.append(Middleware(SameOriginMiddleware))
     app = Starlette(
         routes=[
             Route("/", server.index),

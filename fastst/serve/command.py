@@ -1,6 +1,7 @@
 """``fastst serve [MODELS...|DIR]``: a local web page to try exported models.
 
-Loads every model file once (folders are searched recursively for ``.safetensors`` files; with no
+Loads every model file once (folders are searched recursively for ``.safetensors`` and ``.onnx`` files;
+``.onnx`` runs on ONNX Runtime and is preferred over a ``.safetensors`` of the same name; with no
 argument, ``checkpoints/``), then serves the page on ``http://127.0.0.1:8000/`` until Ctrl-C.
 Needs the optional extra: ``pip install -c constraints.txt -e ".[serve]"`` (Starlette and uvicorn).
 """
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=["checkpoints"],
         metavar="MODEL|DIR",
-        help="model files (.safetensors) or folders searched recursively for them (default: checkpoints/)",
+        help="model files (.safetensors, .onnx, .int8.onnx) or folders searched recursively for them "
+        "(default: checkpoints/); NAME.onnx is served instead of NAME.safetensors beside it",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -43,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest photo accepted, width x height in millions, checked before decoding (default: 50)",
     )
     p.add_argument("--max-size", type=int, default=2048, help="largest output long side in px (default: 2048)")
+    p.add_argument(
+        "--max-output-megapixels",
+        type=float,
+        default=1.6,
+        help="largest output, width x height in millions: bounds each request's peak memory (default: 1.6, "
+        "about 1.2 GB for the default net on torch fp32 on the CPU: docs/serve.md)",
+    )
+    p.add_argument(
+        "--min-upload-kbps",
+        type=float,
+        default=64.0,
+        help="uploads slower than this (kB/s, after 5 s of grace) are cut off with 408 (default: 64)",
+    )
     p.add_argument("--default-size", type=int, default=512, help="the page's initial output size in px (default: 512)")
     p.add_argument(
         "--queue",
@@ -57,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave glibc's allocator as it is (default: keep freed memory for the next request: faster on the "
         "CPU, but the resident memory stays at the largest request's peak; fastst/common/allocator.py)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each ONNX Runtime session (default: this process's CPUs; on a busy machine 1 can be "
+        "faster: docs/serve.md)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -64,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def limits_from_args(args: argparse.Namespace):
     from fastst.serve.app import MIN_SIZE, Limits
 
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise UsageError("--max-upload-mb and --max-megapixels must be positive")
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0 or args.max_output_megapixels <= 0:
+        raise UsageError("--max-upload-mb, --max-megapixels and --max-output-megapixels must be positive")
+    if args.min_upload_kbps <= 0:
+        raise UsageError(f"--min-upload-kbps must be positive, got {args.min_upload_kbps:g}")
     if args.max_size < MIN_SIZE:
         raise UsageError(f"--max-size must be at least {MIN_SIZE} px, got {args.max_size}")
     if not MIN_SIZE <= args.default_size <= args.max_size:
@@ -78,6 +102,8 @@ def limits_from_args(args: argparse.Namespace):
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=int(args.max_megapixels * 1e6),
         max_size=args.max_size,
+        max_output_pixels=int(args.max_output_megapixels * 1e6),
+        min_upload_rate=int(args.min_upload_kbps * 1024),
         default_size=args.default_size,
         queue=args.queue,
     )
@@ -138,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = limits_from_args(args)
     sock = bind(args.host, args.port)
     try:
-        models = load_models(args.models, device=args.device, dtype=args.dtype)
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        models = load_models(args.models, device=args.device, dtype=args.dtype, threads=args.threads)
         if args.keep_freed_memory:
             keep_freed_memory()  # every request allocates the same big activations again (fastst/common/allocator.py)
         app = create_app(models, limits, allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None)

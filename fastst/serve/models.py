@@ -2,6 +2,12 @@
 
 A client selects a model by its *name* (a key of :class:`ModelSet`), never by a path: the names are
 made here from the model files' metadata, so nothing a request carries ever reaches the file system.
+
+Three kinds of file are served: ``.safetensors`` (torch), ``.onnx`` and ``.int8.onnx`` (ONNX Runtime,
+:mod:`fastst.inference.ort`). When one folder holds ``NAME.safetensors`` and ``NAME.onnx`` (what
+``fastst export --onnx`` writes), only the ``.onnx`` is served: the same model, faster on the CPU.
+``NAME.int8.onnx`` (``fastst quantize``) is served beside it as its own model (``NAME-int8``): faster
+again, but not the same pixels, so the user chooses.
 """
 
 from __future__ import annotations
@@ -13,27 +19,65 @@ from pathlib import Path
 from typing import Any
 
 from fastst.errors import ModelFileError, UsageError, first_line
-from fastst.inference.stylizer import Stylizer, load_stylizer
+from fastst.inference.stylizer import load_stylizer
 from fastst.io.files import walk_files
 from fastst.modelfile.schema import safe_name
 
-MODEL_EXTENSIONS = (".safetensors",)
+MODEL_EXTENSIONS = (".safetensors", ".onnx")
+INT8_SUFFIX = ".int8.onnx"
+# relative cost of one pixel per backend, for picking the fastest model (measured in docs/serve.md)
+BACKEND_COST = {
+    "onnxruntime int8": 0.5,
+    "onnxruntime fp32": 0.8,
+    "torch fp32": 1.0,
+    "torch bf16": 1.0,
+    "torch fp16": 0.6,
+}
 
 
 @dataclass
 class ServedModel:
-    """One loaded model: its name on this server, its stylizer and what the gallery shows of it."""
+    """One loaded model: its name on this server, its stylizer and what the gallery shows of it.
+
+    ``stylizer`` is a torch :class:`~fastst.inference.stylizer.Stylizer` or an ONNX Runtime
+    :class:`~fastst.inference.ort.OrtStylizer`: both take a PIL image and ``size``, ``strength``,
+    ``preserve_color`` and ``style`` (a name or a ``{name: weight}`` mix) and have ``style_names``.
+    """
 
     name: str
-    stylizer: Stylizer
+    stylizer: Any
     file_name: str  # the file's name only: the server's directories are nobody's business
     info: dict[str, Any] = field(default_factory=dict)
+    backend: str = "torch fp32"
+    device: str = "cpu"  # where it runs: cpu, cuda:0 (torch), cuda (ONNX Runtime)
+
+    @property
+    def style_names(self) -> list[str]:
+        return list(getattr(self.stylizer, "style_names", None) or [self.name])
+
+    @property
+    def multi_style(self) -> bool:
+        return int(getattr(self.stylizer, "num_styles", 0) or 0) > 0 and len(self.style_names) > 1
+
+
+def model_key(path: Path) -> tuple[Path, str]:
+    """The model a file holds: its folder and its name without ``.safetensors`` / ``.onnx`` (int8 files apart)."""
+    name = path.name
+    if name.endswith(INT8_SUFFIX):
+        return path.parent, name
+    return path.parent, name.rsplit(".", 1)[0]
+
+
+def prefer_onnx(files: dict[Path, bool]) -> dict[Path, bool]:
+    """Drop a folder-found ``NAME.safetensors`` that has a ``NAME.onnx`` beside it (the same model, faster)."""
+    onnx = {model_key(p) for p in files if p.suffix == ".onnx" and not p.name.endswith(INT8_SUFFIX)}
+    return {p: named for p, named in files.items() if named or p.suffix != ".safetensors" or model_key(p) not in onnx}
 
 
 def find_model_files(paths: Sequence[str | Path]) -> dict[Path, bool]:
     """The model files named by ``paths`` -> whether each was named directly (not found in a folder).
 
-    Files are taken as given; folders are searched recursively for ``.safetensors`` files.
+    Files are taken as given; folders are searched recursively for ``.safetensors`` and ``.onnx`` files.
     ``UsageError`` for a path that does not exist, a folder without model files, or no paths at all.
     """
     files: dict[Path, bool] = {}  # the same file named twice is served once
@@ -42,7 +86,9 @@ def find_model_files(paths: Sequence[str | Path]) -> dict[Path, bool]:
         if path.is_dir():
             found = walk_files(path, MODEL_EXTENSIONS)
             if not found:
-                raise UsageError(f"{path}: no model files (*.safetensors) in this folder; export one: fastst export")
+                raise UsageError(
+                    f"{path}: no model files (*.safetensors, *.onnx) in this folder; export one: fastst export"
+                )
             for f in found:
                 files.setdefault(f.resolve(), False)
         elif path.is_file():
@@ -50,24 +96,55 @@ def find_model_files(paths: Sequence[str | Path]) -> dict[Path, bool]:
         else:
             raise UsageError(f"{path}: no such model file or folder")
     if not files:
-        raise UsageError("no model files given: fastst serve MODEL.safetensors ... or a folder of them")
-    return files
+        raise UsageError("no model files given: fastst serve MODEL.safetensors|MODEL.onnx ... or a folder of them")
+    return prefer_onnx(files)
 
 
-def describe(metadata: Mapping[str, Any], file_name: str) -> dict[str, Any]:
-    """What the gallery shows of a model file: style, title, artist, year, training steps, the net."""
+def style_entries(metadata: Mapping[str, Any], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Each style of a model: name, title, artist, year (from format 2 ``styles`` or format 1 ``style``)."""
+    raw = metadata.get("styles")
+    if not isinstance(raw, list) or not raw:
+        raw = [metadata.get("style")] if isinstance(metadata.get("style"), Mapping) else []
+    by_name = {str(s.get("name")): s for s in raw if isinstance(s, Mapping)}
+    out = []
+    for name in names:
+        s = by_name.get(name) or {}
+        out.append({"name": name, "title": s.get("title") or name, "artist": s.get("artist"), "year": s.get("year")})
+    return out
+
+
+def describe(
+    metadata: Mapping[str, Any], file_name: str, style_names: Sequence[str] = (), backend: str = "torch fp32"
+) -> dict[str, Any]:
+    """What the gallery shows of a model file: style(s), title, artist, year, training steps, the net, the backend.
+
+    ``styles`` lists every style a multi-style model holds (the page's picker and sliders);
+    ``style_image`` says whether the model takes a painting per request (no fastst family does yet).
+    """
     style = dict(metadata.get("style") or {})
+    styles = style_entries(metadata, style_names) if style_names else []
+    if not style and len(styles) == 1:
+        style = dict(styles[0])
     training = dict(metadata.get("training") or {})
     net = dict(metadata.get("net") or {})
     loss = dict(metadata.get("loss") or {})
+    multi = len(styles) > 1
     return {
-        "style": style.get("name"),
-        "title": style.get("title") or style.get("name") or Path(file_name).stem,
+        "style": style.get("name") if not multi else None,
+        "styles": styles,
+        "multi_style": multi,
+        "style_image": False,
+        "backend": backend,
+        "title": (" + ".join(s["title"] for s in styles) if multi else None)
+        or style.get("title")
+        or style.get("name")
+        or Path(file_name).stem,
         "artist": style.get("artist"),
         "year": style.get("year"),
         "steps": training.get("steps"),
         "family": metadata.get("family") or "johnson",
         "net": {k: net[k] for k in ("channels", "num_res_blocks") if k in net},
+        "quantization": metadata.get("quantization"),
         "style_weight": loss.get("style_weight"),
         "created": metadata.get("created"),
         "file": file_name,
@@ -105,10 +182,44 @@ class ModelSet(Mapping[str, ServedModel]):
         return len(self._models)
 
     def gallery(self) -> list[dict[str, Any]]:
-        return [{"name": m.name, **m.info} for m in self._models.values()]
+        return [{"name": m.name, **m.info, "fastest": m.name == self.fastest()} for m in self._models.values()]
+
+    def fastest(self) -> str:
+        """The model expected to run fastest (the camera's default): backend cost x the net's work per pixel."""
+
+        def cost(m: ServedModel) -> float:
+            net = m.info.get("net") or {}
+            c, blocks = net.get("channels", 32), net.get("num_res_blocks", 5)
+            return BACKEND_COST.get(m.backend, 1.0) * c * c * (blocks + 4)
+
+        return min(self._models.values(), key=cost).name
 
 
-def load_models(paths: Sequence[str | Path], device: str = "auto", dtype: str = "fp32", log: Any = None) -> ModelSet:
+def load_one(path: Path, device: str, dtype: str, threads: int | None = None) -> tuple[Any, str]:
+    """A stylizer for one model file and its backend's words (``torch fp32``, ``onnxruntime int8``, ...).
+
+    ONNX Runtime sessions do not spin between requests: a server idles between them, and on a busy
+    machine spinning threads cost more than they save (measured in docs/serve.md, "The camera").
+    """
+    if path.suffix == ".onnx":
+        from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime; no torch
+
+        stylizer = load_ort_stylizer(path, device=device, threads=threads, spinning=False)
+        int8 = bool(stylizer.metadata.get("quantization")) or path.name.endswith(INT8_SUFFIX)
+        return stylizer, f"onnxruntime {'int8' if int8 else 'fp32'}"
+    return load_stylizer(path, device=device, dtype=dtype), f"torch {dtype}"
+
+
+def device_of(stylizer: Any) -> str:
+    """``cpu`` / ``cuda:0`` for a torch stylizer, ``cpu`` / ``cuda`` for an ONNX Runtime one."""
+    if hasattr(stylizer, "providers"):
+        return "cuda" if stylizer.providers[0] == "CUDAExecutionProvider" else "cpu"
+    return str(stylizer.device)
+
+
+def load_models(
+    paths: Sequence[str | Path], device: str = "auto", dtype: str = "fp32", log: Any = None, threads: int | None = None
+) -> ModelSet:
     """Load every model file under ``paths`` once (one :class:`Stylizer` each, kept for the server's life).
 
     Each model is named by its style (``style.name``), or its file name when two files share a style.
@@ -117,20 +228,35 @@ def load_models(paths: Sequence[str | Path], device: str = "auto", dtype: str = 
     """
     log = log or sys.stderr
     files = find_model_files(paths)
-    loaded: list[tuple[Path, Stylizer]] = []
+    loaded: list[tuple[Path, Any, str]] = []
     skipped = 0
     for path, named in files.items():
         try:
-            stylizer = load_stylizer(path, device=device, dtype=dtype)
+            stylizer, backend = load_one(path, device, dtype, threads)
         except ModelFileError as e:
             if named:
                 raise
             skipped += 1
             print(f"skipped {first_line(e)}", file=log)
             continue
-        loaded.append((path, stylizer))
+        loaded.append((path, stylizer, backend))
     if not loaded:
         raise UsageError(f"none of the {len(files)} model file(s) could be loaded ({skipped} skipped, listed above)")
-    styles = [str(s.metadata.get("style", {}).get("name") or p.stem) for p, s in loaded]
-    names = model_names(styles, [p.stem for p, _ in loaded])
-    return ModelSet(ServedModel(name, s, p.name, describe(s.metadata, p.name)) for name, (p, s) in zip(names, loaded))
+    styles = [label(p, s, b) for p, s, b in loaded]
+    stems = [
+        p.name.removesuffix(INT8_SUFFIX) + "-int8" if p.name.endswith(INT8_SUFFIX) else p.stem for p, _, _ in loaded
+    ]
+    names = model_names(styles, stems)
+    return ModelSet(
+        ServedModel(name, s, p.name, describe(s.metadata, p.name, s.style_names, b), b, device_of(s))
+        for name, (p, s, b) in zip(names, loaded)
+    )
+
+
+def label(path: Path, stylizer: Any, backend: str) -> str:
+    """A model's preferred name: its style (``a-b`` for a multi-style model), ``-int8`` for an int8 copy."""
+    names = [n for n in stylizer.style_names if n != "?"]
+    single = stylizer.metadata.get("style")
+    style = single.get("name") if isinstance(single, Mapping) else None
+    base = style or ("-".join(names) if names else path.name.removesuffix(INT8_SUFFIX).rsplit(".", 1)[0])
+    return f"{base}-int8" if backend.endswith("int8") else str(base)
