@@ -85,7 +85,7 @@ COMMANDS: dict[str, Command] = {
     ),
     # serve
     "serve": Command(
-        "fastst.serve.command:main",
+        "fastst.cli.serve:main",
         "a local web page to try model files: drop a photo, pick a model, download the result",
         stage="serve",
     ),

@@ -27,7 +27,7 @@ from selenium.common.exceptions import TimeoutException, WebDriverException  # n
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from fastst.serve import command  # noqa: E402
+from fastst.cli import serve as command  # noqa: E402
 from fastst.serve.app import Limits, create_app  # noqa: E402
 from fastst.serve.models import load_models  # noqa: E402
 from tests.conftest import synthetic_image  # noqa: E402

@@ -27,11 +27,12 @@ uvicorn = pytest.importorskip("uvicorn", reason="fastst serve needs the .[serve]
 
 from starlette.testclient import TestClient  # noqa: E402
 
+from fastst.cli import serve as command  # noqa: E402
 from fastst.modelfile.weights import make_metadata, save_model_file  # noqa: E402
 from fastst.models.johnson import TransformerConfig, TransformerNet  # noqa: E402
-from fastst.serve import command  # noqa: E402
-from fastst.serve.app import Limits, create_app, decode_image  # noqa: E402
+from fastst.serve.app import Limits, create_app  # noqa: E402
 from fastst.serve.models import load_models, model_names  # noqa: E402
+from fastst.serve.uploads import decode_image  # noqa: E402
 from tests.conftest import ROOT, synthetic_image  # noqa: E402
 
 STYLES = {
@@ -719,7 +720,6 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 line
 )
 def test_only_jpeg_png_webp_bmp_reach_a_decoder(client, monkeypatch, name: str) -> None:
     """Anything else is refused from its first bytes: Pillow's open is never called (a spy), so no EPS/Ghostscript."""
-    from fastst.serve import app as app_module
 
     data = {
         "TIFF": lambda: encoded("TIFF"),
@@ -739,7 +739,7 @@ def test_only_jpeg_png_webp_bmp_reach_a_decoder(client, monkeypatch, name: str) 
         opened.append(formats)
         return real_open(fp, mode, formats)
 
-    monkeypatch.setattr(app_module.Image, "open", spy)
+    monkeypatch.setattr(Image, "open", spy)
     from PIL import EpsImagePlugin
 
     def no_eps(*args, **kwargs):

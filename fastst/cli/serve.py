@@ -9,15 +9,12 @@ Needs the optional extra: ``pip install -c constraints.txt -e ".[serve]"`` (Star
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import socket
 import sys
 from collections.abc import Sequence
 
 from fastst.common.options import add_device, add_dtype
 from fastst.errors import UsageError, command
-
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+from fastst.serve.server import LOOPBACK_HOSTS, bind, is_loopback, url_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,43 +104,6 @@ def limits_from_args(args: argparse.Namespace):
         default_size=args.default_size,
         queue=args.queue,
     )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, bound before the models load would be wasted: ``UsageError`` if the port is taken."""
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be from 0 to 65535, got {port}")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise UsageError(f"--host {host}: cannot resolve ({e.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as e:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
-    sock.listen(64)
-    sock.set_inheritable(True)
-    return sock
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def url_for(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = socket.gethostname()
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 @command()
