@@ -190,3 +190,43 @@ def run_fastst(*args: str | Path) -> int:
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         finally:
             sys.argv[:] = argv
+
+
+# -- resume tests that fail when the checkpoint is not read --------------------------------------------
+RESUME_MARK = 0.25  # added to one transform-net tensor of a copied checkpoint; Adam moves it ~1e-3 a step
+
+
+def mark_checkpoint(src: Path, dest: Path, delta: float = RESUME_MARK) -> str:
+    """Copy the training checkpoint ``src`` to ``dest`` with ``delta`` added to one transform-net tensor.
+
+    Returns that tensor's key. A run resumed from ``dest`` ends with the tensor about ``delta`` away from
+    the same run resumed from ``src``; a run that does not read its checkpoint (starts afresh) cannot.
+    """
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    key = next(k for k, v in ckpt["state_dict"].items() if k.startswith("net.") and v.is_floating_point())
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] + delta
+    torch.save(ckpt, dest)
+    return key
+
+
+def assert_logged_resume(caplog, ckpt: Path) -> None:
+    """The run said it resumed from ``ckpt`` (``fastst.training.pipeline.train``'s ``resuming from`` line)."""
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")]
+    assert f"resuming from {ckpt}" in said, said
+
+
+def assert_resume_follows_mark(overrides: list[str], part_ckpt: Path, run_dir: Path, reference: Path, caplog) -> None:
+    """Resume ``overrides`` (without ``ckpt_path``) from a marked copy of ``part_ckpt`` into ``run_dir``: the
+    run must say it resumed from that copy and end with the marked tensor ``RESUME_MARK`` away from the
+    unmarked resume's final checkpoint ``reference`` (so the checkpoint's weights were loaded)."""
+    from fastst.training.pipeline import train
+
+    marked = run_dir.parent / f"{run_dir.name}_marked.ckpt"
+    key = mark_checkpoint(part_ckpt, marked)
+    caplog.set_level(logging.INFO, logger="fastst")
+    caplog.clear()
+    train(compose([*overrides, f"ckpt_path={marked}"], run_dir))
+    assert_logged_resume(caplog, marked)
+    got = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"][key]
+    ref = torch.load(reference, map_location="cpu", weights_only=True)["state_dict"][key]
+    torch.testing.assert_close(got - ref, torch.full_like(ref, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5, msg=key)

@@ -320,10 +320,10 @@ TEMPORAL_RECIPES = {
 
 @pytest.mark.parametrize("recipe", list(TEMPORAL_RECIPES))
 def test_training_with_the_temporal_term_resumes_exactly(
-    photos_dir: Path, style_dir: Path, tmp_path: Path, recipe: str
+    photos_dir: Path, style_dir: Path, tmp_path: Path, recipe: str, caplog
 ) -> None:
     from fastst.training.pipeline import train
-    from tests.conftest import compose, fast_overrides
+    from tests.conftest import assert_logged_resume, assert_resume_follows_mark, compose, fast_overrides
 
     extra = [*TEMPORAL_RECIPES[recipe], "callbacks.preview=null", "callbacks.export.enabled=false"]
 
@@ -335,13 +335,22 @@ def test_training_with_the_temporal_term_resumes_exactly(
     assert ("train/keep_style" in whole["metrics"]) == (recipe == "keep_style")
     train(compose(fast_overrides(photos_dir, style_dir, "trainer.max_steps=2", *extra), tmp_path / "part"))
     resumed = fast_overrides(photos_dir, style_dir, "trainer.max_steps=4", *extra)
-    resumed.append(f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}")
-    train(compose(resumed, tmp_path / "resumed"))
+    caplog.set_level("INFO", logger="fastst")
+    train(compose([*resumed, f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed"))
+    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
     a, b = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "resumed")
     for key in a["state_dict"]:
         torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
     lr = a["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(0.0 if recipe == "steady_video" else 1e-3, abs=1e-12)  # the preset's cosine ends at 0
+    # same seed and config: a run that ignored the checkpoint would match too; a marked copy must show
+    assert_resume_follows_mark(
+        resumed,
+        tmp_path / "part" / "checkpoints" / "last.ckpt",
+        tmp_path / "marked",
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt",
+        caplog,
+    )
 
 
 def test_model_labels_tell_runs_apart() -> None:

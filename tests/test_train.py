@@ -11,7 +11,16 @@ import torch
 
 from fastst.training.module import NonFiniteLossError
 from fastst.training.pipeline import train
-from tests.conftest import ROOT, compose, fast_overrides, run_fastst
+from tests.conftest import (
+    RESUME_MARK,
+    ROOT,
+    assert_logged_resume,
+    assert_resume_follows_mark,
+    compose,
+    fast_overrides,
+    mark_checkpoint,
+    run_fastst,
+)
 from tests.test_data import make_bad_corpus
 
 
@@ -41,7 +50,7 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) -> None:
+def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule, caplog) -> None:
     common = fast_overrides(
         photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3", f"lr_schedule={schedule}"
     )
@@ -52,12 +61,14 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) 
     part_ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     assert part_run["global_step"] == 3 and part_ckpt["global_step"] == 3  # last.ckpt holds the final step
     assert (tmp_path / "part" / "checkpoints" / "step_0000003.ckpt").is_file()
+    caplog.set_level("INFO", logger="fastst")
     resumed = train(
         compose(
             [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
         )
     )
     assert resumed["global_step"] == 6
+    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
     full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
     res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
@@ -73,13 +84,31 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) 
     assert opt_res["param_groups"][0]["lr"] == pytest.approx(last_lr, abs=1e-12)
     part_lr = part_ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
     assert part_lr == pytest.approx({"constant": 1e-3, "cosine": 0.5e-3}[schedule])
+    # the same seed and config would give the same weights without reading the checkpoint: a marked copy
+    # of it must carry its mark to the end
+    assert_resume_follows_mark(
+        [*common, "trainer.max_steps=6"],
+        tmp_path / "part" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed_marked",
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt",
+        caplog,
+    )
 
 
-def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path) -> None:
+def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, caplog) -> None:
     common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null")
     train(compose([*common, "trainer.max_steps=2"], tmp_path / "run"))
+    # Any 4-step run ends at step 4: mark last.ckpt (step 2) so that only a run that read it ends marked.
+    ckpts = tmp_path / "run" / "checkpoints"
+    key = mark_checkpoint(ckpts / "last.ckpt", ckpts / "last.ckpt")
+    caplog.set_level("INFO", logger="fastst")
     again = train(compose([*common, "trainer.max_steps=4", "ckpt_path=last"], tmp_path / "run"))
     assert again["global_step"] == 4
+    assert_logged_resume(caplog, ckpts / "last.ckpt")
+    at_2 = torch.load(ckpts / "step_0000002.ckpt", weights_only=True)["state_dict"][key]  # unmarked, step 2
+    at_4 = torch.load(ckpts / "last.ckpt", weights_only=True)["state_dict"][key]
+    # two Adam steps of lr 1e-3 move it by ~2e-3; the mark is 0.25
+    torch.testing.assert_close(at_4 - at_2, torch.full_like(at_2, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5)
 
 
 def test_bad_images_are_skipped_and_counted(style_dir, tmp_path, caplog) -> None:
