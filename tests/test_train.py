@@ -106,7 +106,9 @@ def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, ca
     assert again["global_step"] == 4
     assert_logged_resume(caplog, ckpts / "last.ckpt")
     at_2 = torch.load(ckpts / "step_0000002.ckpt", weights_only=True)["state_dict"][key]  # unmarked, step 2
-    at_4 = torch.load(ckpts / "last.ckpt", weights_only=True)["state_dict"][key]
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4  # written by this run (a fresh run next to it writes last-v1.ckpt)
+    at_4 = last["state_dict"][key]
     # two Adam steps of lr 1e-3 move it by ~2e-3; the mark is 0.25
     torch.testing.assert_close(at_4 - at_2, torch.full_like(at_2, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5)
 
