@@ -34,6 +34,35 @@ def small_net(n: int = 3, seed: int = 0) -> MultiStyleNet:
     return net
 
 
+def render_row_weights(net: MultiStyleNet, photo: Path, weights: list[float]):
+    """``photo`` through ``net`` with the style weights ``weights`` written out by hand, as a W x H x 3
+    int16 array: the reference a command's output must match, independent of how names map to rows."""
+    import numpy as np
+    from PIL import Image
+
+    from fastst.io.images import pil_to_tensor, tensor_to_pil
+
+    x = pil_to_tensor(Image.open(photo).convert("RGB"))[None]  # sides multiples of 4: no padding
+    with torch.no_grad():
+        y = net(x, torch.tensor([weights], dtype=torch.float32))
+    return np.asarray(tensor_to_pil(y[0]), dtype=np.int16)
+
+
+def assert_output_has_weights(out: Path, net: MultiStyleNet, photo: Path, weights: list[float], bound: int) -> None:
+    """The image a command wrote to ``out`` is ``photo`` rendered with ``weights`` (within ``bound`` of 255),
+    and not with any single other row: a wrong row (or mix) would fail."""
+    import numpy as np
+    from PIL import Image
+
+    got = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+    want = render_row_weights(net, photo, weights)
+    assert np.abs(got - want).max() <= bound, (out, weights)
+    for row in range(len(weights)):
+        other = [float(i == row) for i in range(len(weights))]
+        if other != weights:
+            assert np.abs(got - render_row_weights(net, photo, other)).max() > 4 * bound + 8, (out, row)
+
+
 @pytest.fixture
 def styles_dir(tmp_path: Path) -> Path:
     root = tmp_path / "styles"
@@ -356,6 +385,10 @@ def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
     assert proc.returncode == 0 and (tmp_path / "a.png").is_file(), proc.stderr
     proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "b.png"), "--mix", "udnie=1,the_scream=3")
     assert proc.returncode == 0 and (tmp_path / "b.png").is_file(), proc.stderr
+    # which style each command used: udnie is row 2 of STYLES; the mix is 3/4 the_scream, 1/4 udnie
+    net = small_net(3)  # the model file's net (same seed)
+    assert_output_has_weights(tmp_path / "a.png", net, photo, [0.0, 0.0, 1.0], bound=1)
+    assert_output_has_weights(tmp_path / "b.png", net, photo, [0.0, 0.75, 0.25], bound=1)
     for extra, message in (
         ([], "this model holds 3 styles"),
         (["--style", "monet"], "unknown style 'monet'; this model's styles: starry_night, the_scream, udnie"),

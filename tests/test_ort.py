@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, run_fastst, synthetic_image
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")  # after the skip: a missing onnx skips, not errors
 
 UINT8_BOUND = 2  # max abs difference of the saved 8-bit images, torch vs onnxruntime (rounding of fp32 noise)
 
@@ -96,6 +95,11 @@ def test_multistyle_onnx_names_styles_from_its_metadata(tmp_path, capsys) -> Non
     synthetic_image(5, (40, 32)).save(photo)
     assert run_fastst("stylize", path, photo, "-o", tmp_path / "a.png", "--style", "udnie") == 0
     assert run_fastst("stylize", path, photo, "-o", tmp_path / "b.png", "--mix", "udnie=1,the_scream=3") == 0
+    # which style each command used: udnie is row 2 of STYLES; the mix is 3/4 the_scream, 1/4 udnie
+    from tests.test_multistyle import assert_output_has_weights
+
+    assert_output_has_weights(tmp_path / "a.png", net, photo, [0.0, 0.0, 1.0], bound=UINT8_BOUND)
+    assert_output_has_weights(tmp_path / "b.png", net, photo, [0.0, 0.75, 0.25], bound=UINT8_BOUND)
     capsys.readouterr()
     for extra, message in (
         ([], "this model holds 3 styles"),
