@@ -98,6 +98,46 @@ def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
     ]
 
 
+# -- under CI, the browser tests must run: a skip of one is a failure ----------------------------------
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+
+def _browser_skip_fails_under_ci(report, what: str) -> None:
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{what} was skipped, but CI={os.environ['CI']!r} is set and CI must run the browser tests "
+        f"(install chromium and chromedriver, as .ci/run does): {_skip_reason(report)}"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test marked ``browser`` that skips (no Chromium, no chromedriver, Chromium did not start) fails
+    instead when the environment variable ``CI`` is set: CI passing with them skipped tests nothing."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("CI"):
+        if item.get_closest_marker("browser") is not None:
+            _browser_skip_fails_under_ci(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module of browser tests skipped while importing (``importorskip("selenium")``
+    at the top): its markers are not known then, so its source declaring ``pytest.mark.browser`` decides."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and isinstance(collector, pytest.Module):
+        try:
+            source = Path(collector.path).read_text()
+        except OSError:
+            return
+        if "pytest.mark.browser" in source:
+            _browser_skip_fails_under_ci(report, str(collector.nodeid))
+
+
 # -- one tiny trained model for the whole session ----------------------------------------------------
 def write_tiny_data(root: Path) -> tuple[Path, Path]:
     """4 synthetic photos in ``root/photos`` and ``root/styles/starry_night.jpg``; returns both folders."""
