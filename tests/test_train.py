@@ -113,6 +113,34 @@ def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, ca
     torch.testing.assert_close(at_4 - at_2, torch.full_like(at_2, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5)
 
 
+def test_ckpt_path_last_skips_a_sibling_run_with_another_net(photos_dir, style_dir, tmp_path, caplog) -> None:
+    """``ckpt_path=last`` in a new run directory takes the newest earlier run of the style whose net matches:
+    a newer run with another width is skipped in one log line (resuming it could only fail)."""
+    import os
+
+    common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "callbacks.export.enabled=false")
+    runs = tmp_path / "starry_night"
+    train(compose([*common, "trainer.max_steps=2"], runs / "a"))  # channels=8 (fast_overrides)
+    train(compose([*common, "trainer.max_steps=2", "model.net.channels=4"], runs / "b"))
+    for run, when in (("a", 1_000_000), ("b", 2_000_000)):  # b is the newest run, whatever the clock did
+        for ckpt in (runs / run / "checkpoints").glob("*.ckpt"):
+            os.utime(ckpt, (when, when))
+    caplog.set_level("INFO", logger="fastst")
+    again = train(compose([*common, "trainer.max_steps=4", "ckpt_path=last"], runs / "c"))
+    assert again["global_step"] == 4
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 1 and str(runs / "b") in skipped[0], skipped
+    assert "model.net.channels=4 (this run: 8)" in skipped[0]
+    assert_logged_resume(caplog, runs / "a" / "checkpoints" / "last.ckpt")
+    # with no matching run left, it starts from scratch (and says so) instead of failing on b's weights
+    caplog.clear()
+    fresh = train(compose([*common, "trainer.max_steps=1", "model.net.channels=6", "ckpt_path=last"], runs / "d"))
+    assert fresh["global_step"] == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("skipping" in m for m in said) == 3, said  # a, b and c differ from channels=6
+    assert any("starting from scratch" in m for m in said) and not any(m.startswith("resuming") for m in said)
+
+
 def test_bad_images_are_skipped_and_counted(style_dir, tmp_path, caplog) -> None:
     cases = make_bad_corpus(tmp_path / "mixed")
     caplog.set_level("WARNING", logger="fastst")

@@ -53,7 +53,23 @@ def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+def net_mismatch(ckpt: str | Path, family: str, net: dict[str, Any]) -> str | None:
+    """How the net of checkpoint ``ckpt`` differs from ``family`` and the ``net`` config (one line), or None.
+
+    Only the keys ``net`` sets are compared (a config may leave some to the net's defaults).
+    """
+    meta = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("fastst", {})
+    theirs_family = str(meta.get("family") or "johnson")
+    if theirs_family != family:
+        return f"model.family={theirs_family} (this run: {family})"
+    theirs = meta.get("net") or {}
+    diffs = [f"model.net.{k}={theirs[k]} (this run: {v})" for k, v in net.items() if k in theirs and theirs[k] != v]
+    return ", ".join(diffs) or None
+
+
+def find_checkpoint(
+    ckpt_path: str | None, output_dir: str | Path, net: tuple[str, dict[str, Any]] | None = None
+) -> str | None:
     """``ckpt_path`` as given (checked), or for ``auto``/``last`` the newest valid checkpoint of the run.
 
     ``auto`` (the default) resumes only from this run directory: a requeued cluster job, a restart
@@ -61,6 +77,8 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None
     from scratch. ``last`` looks in this run's ``checkpoints/`` first (``hydra.run.dir=<old run>``), then in the
     newest earlier run of the same style. A truncated or unreadable checkpoint is reported in one
     log line and skipped in favour of the previous one (see ``fastst.training.checkpointing``).
+    With ``net`` (this run's ``(family, net config)``), ``last`` also skips, in one log line each,
+    earlier runs whose net differs (another ``model=``, width or depth), which could not be resumed.
     """
     if not ckpt_path or str(ckpt_path).lower() in ("null", "none"):
         return None
@@ -90,9 +108,14 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None
             runs.append((max(mtimes), folder))
     for _, folder in sorted(runs, reverse=True):
         found = newest_valid_checkpoint(folder)
-        if found is not None:
-            log.warning("ckpt_path=last: resuming the newest run of this style, %s", found)
-            return str(found)
+        if found is None:
+            continue
+        mismatch = net_mismatch(found, *net) if net is not None else None
+        if mismatch:
+            log.warning("ckpt_path=last: skipping %s: its net differs from this run's: %s", found, mismatch)
+            continue
+        log.warning("ckpt_path=last: resuming the newest run of this style, %s", found)
+        return str(found)
     log.warning("ckpt_path=last: no valid checkpoint in %s or its sibling runs; starting from scratch", output_dir)
     return None
 
@@ -433,7 +456,9 @@ def build(cfg: DictConfig) -> tuple[pl.Trainer, StyleTransferModule, ContentData
         style_path = resolve_style_path(style_cfg, cfg.paths.style_dir)
         style_image = load_style_image(style_path, cfg.loss.get("style_size"))
         style_cfg["path"] = str(style_path)
-    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir)
+    ckpt_path = find_checkpoint(
+        cfg.get("ckpt_path"), output_dir, net=(family, setup.get("net") or _container(cfg.model.net))
+    )
     if ckpt_path:
         _check_resume_teacher(ckpt_path, teacher_record)
 
