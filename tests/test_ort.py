@@ -283,3 +283,54 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     assert not refused.exists() and not refused.with_suffix(".json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.json", "m.int8.onnx", "photos"]
     assert run_fastst(*args, "--force") == 0 and refused.is_file()
+
+
+def test_multistyle_onnx_video_and_int8_keep_the_chosen_style(tmp_path) -> None:
+    """A multi-style ONNX model on a video (``--style``), and quantized to int8: the chosen row survives both."""
+    from fastst.export import export_onnx
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.io.video import read_frames
+    from fastst.modelfile import load_model_file
+    from tests.test_multistyle import STYLES, multi_model_file
+
+    net, metadata = load_model_file(multi_model_file(tmp_path))
+    path = tmp_path / "multi.onnx"
+    export_onnx(net, path, check_sizes=((32, 32),), metadata=metadata)
+    fp32 = load_ort_stylizer(path, device="cpu")
+
+    # video: the clip equals the torch net's with the udnie row written by hand (row 2), encoded the same way
+    # (up to 8-bit rounding flips that libx264 carries on: about 2 levels, see test_ort_video_cli), not another's
+    import torch
+
+    from fastst.io.video import stylize_video
+    from fastst.models.multistyle import one_hot
+
+    clip = _clip(tmp_path / "clip.mp4")
+    assert run_fastst("stylize", path, clip, "-o", tmp_path / "out.mp4", "--style", "udnie", "--device", "cpu") == 0
+    out = np.stack(read_frames(tmp_path / "out.mp4")[0]).astype(np.int16)  # T x H x W x 3
+    errors = {}
+    for row, name in enumerate(STYLES):
+        ref = tmp_path / f"ref_{name}.mp4"
+        with torch.no_grad():
+            stylize_video(clip, ref, lambda x, r=row: net(x, one_hot(torch.tensor([r] * len(x)), 3)), progress=False)
+        rendered = np.stack(read_frames(ref)[0]).astype(np.int16)
+        assert rendered.shape == out.shape == (6, 52, 72, 3)
+        errors[name] = float(np.abs(out - rendered).mean())
+    assert errors["udnie"] <= 3.0 and 3 * errors["udnie"] < min(errors["starry_night"], errors["the_scream"]), errors
+
+    # int8: calibrated with every style row; each style of the int8 graph is nearest that style of the fp32 one
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(7):
+        synthetic_image(100 + i, (72, 56)).save(photos / f"p{i}.png")
+    q = tmp_path / "multi.int8.onnx"
+    # --force: this random 4-channel net is no test of int8 quality (bounds belong to real models)
+    assert run_fastst("quantize", path, "--calibration", photos, "-o", q, "--size", "64", "--force") == 0
+    int8 = load_ort_stylizer(q, device="cpu")
+    assert int8.style_names == STYLES and int8.num_styles == 3 and int8.metadata["quantization"] == "int8 static"
+    x = np.asarray(synthetic_image(9, (64, 48)), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    want = {name: fp32(x, style=name) for name in STYLES}
+    for name in STYLES:
+        got = int8(x, style=name)
+        diffs = {other: float(np.abs(got - w).mean()) for other, w in want.items()}
+        assert min(diffs, key=diffs.get) == name and 2 * diffs[name] < min(v for k, v in diffs.items() if k != name)
