@@ -98,6 +98,17 @@ def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
     ]
 
 
+# -- tests marked gpu skip without CUDA ------------------------------------------------------------------
+def pytest_collection_modifyitems(config, items) -> None:
+    """``@pytest.mark.gpu`` is all a GPU test needs: without CUDA it skips, saying so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 # -- under CI, the browser tests must run: a skip of one is a failure ----------------------------------
 def _skip_reason(report) -> str:
     longrepr = report.longrepr
