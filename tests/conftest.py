@@ -167,6 +167,10 @@ class TrainedModel:
 
     Shared by every test that needs "some trained checkpoint / model file": read its files, never
     write them (the session fixture checks at the end that they are unchanged).
+
+    Two Adam steps from random weights against a random VGG: it shows mechanics (files, shapes, one backend
+    equal to another, a command's output equal to the net's), never quality. Bounds on its style loss or
+    its int8 difference prove nothing about real models; those belong to scripts with real weights.
     """
 
     checkpoint: Path  # run/checkpoints/last.ckpt
@@ -187,7 +191,11 @@ def tiny_trained_model(root: Path) -> TrainedModel:
         from fastst.training.pipeline import train
 
         photos, styles = write_tiny_data(root)
-        overrides = fast_overrides(photos, styles, "trainer.max_steps=2", "callbacks.preview=null")
+        # fp32 whatever the CPU: precision=auto trains bf16-mixed where oneDNN has bf16 (AMX), which made
+        # the fixture differ between machines (and its ONNX export miss the 1e-4 parity check on one)
+        overrides = fast_overrides(
+            photos, styles, "trainer.max_steps=2", "callbacks.preview=null", "trainer.precision=32-true"
+        )
         train(compose(overrides, root / "run"))
         ckpt = root / "run" / "checkpoints" / "last.ckpt"
         _TRAINED = TrainedModel(ckpt, export_checkpoint(ckpt, export_dir=root / "exported"), photos, styles)

@@ -258,8 +258,17 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     out = tmp_path / "m.int8.onnx"
     assert run_fastst("quantize", onnx_model, "--calibration", photos, "-o", out, "--size", "64") == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["mean_abs_diff"] <= 0.02 and report["holdout_photos"] == 1  # the default bound; 6 photos: 5 + 1
+    assert report["holdout_photos"] == 1 and report["max_diff_bound"] == 0.02  # 6 photos: 5 + 1; the default bound
     assert "p5.png" not in report["calibration"]["photos"]
+    # The reported difference is the two graphs' on the held-out photo, recomputed here. No quality claim: the
+    # session's model is 2 steps from random weights (the bound it met says only that the graph is not broken).
+    from fastst.io.images import pil_to_array, resize_long_side
+
+    held = pil_to_array(resize_long_side(Image.open(photos / "p5.png").convert("RGB"), 64))[None]
+    fp32_out = np.clip(load_ort_stylizer(onnx_model, device="cpu")(held), 0, 1)
+    int8_out = np.clip(load_ort_stylizer(out, device="cpu")(held), 0, 1)
+    assert report["mean_abs_diff"] == pytest.approx(float(np.abs(fp32_out - int8_out).mean()), rel=1e-4)
+    assert report["mean_abs_diff"] > 0  # it did quantize
     # the convolutions with 3 input or output channels stay fp32, all others are int8 (QDQ): in a
     # rewritten export (fastst/rewrites.py) that is the first one; the last has 48 outputs
     graph = onnx.load(str(out)).graph
@@ -273,7 +282,7 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     assert stylize.metadata["int8"]["mean_abs_diff"] == report["mean_abs_diff"]
     x = np.random.default_rng(2).random((1, 3, 40, 48), dtype=np.float32)  # another size: H/W stay dynamic
     diff = np.abs(stylize(x) - load_ort_stylizer(onnx_model, device="cpu")(x))
-    assert diff.mean() <= 0.02
+    assert diff.mean() <= 0.02  # a broken graph at another size, not int8 quality (see above)
     capsys.readouterr()
     refused = tmp_path / "refused.onnx"
     args = ("quantize", onnx_model, "--calibration", photos, "-o", refused, "--size", "64", "--max-diff", "0")
