@@ -70,6 +70,7 @@ def test_distill_term_is_the_mse_to_the_frozen_teacher(trained_model, tmp_path) 
     torch.testing.assert_close(terms["distill"].detach(), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # four short distillation runs: about 8 s
 def test_resume_equals_uninterrupted(trained_model, tmp_path, caplog) -> None:
     common = distill_overrides(trained_model, "data.num_workers=1", "seed=3")
     train(compose([*common, "trainer.max_steps=4"], tmp_path / "full"))

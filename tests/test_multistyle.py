@@ -162,6 +162,7 @@ def multi_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
     )
 
 
+@pytest.mark.slow  # a training and an export: about 10 s
 def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, styles_dir, tmp_path) -> None:
     from PIL import Image
 
@@ -185,6 +186,7 @@ def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, 
     assert grid.width > 3.5 * grid.height / 2  # 2 preview rows, 4 columns
 
 
+@pytest.mark.slow  # four short multi-style trainings: about 38 s
 def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path, caplog) -> None:
     from fastst.training.pipeline import train
     from tests.conftest import assert_logged_resume, assert_resume_follows_mark
@@ -217,6 +219,7 @@ def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path
     )
 
 
+@pytest.mark.slow  # trainings: about 11 s
 def test_add_a_style_trains_only_the_new_rows(photos_dir, styles_dir, tmp_path) -> None:
     from fastst.modelfile import load_model_file, style_names
     from fastst.training.pipeline import train
@@ -380,6 +383,7 @@ def run_fastst(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # six fastst subprocesses: about 10 s
 def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
     model = multi_model_file(tmp_path)
     photo = tmp_path / "photo.png"

@@ -294,6 +294,7 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     assert run_fastst(*args, "--force") == 0 and refused.is_file()
 
 
+@pytest.mark.slow  # videos, exports and a quantization: about 11 s
 def test_multistyle_onnx_video_and_int8_keep_the_chosen_style(tmp_path) -> None:
     """A multi-style ONNX model on a video (``--style``), and quantized to int8: the chosen row survives both."""
     from fastst.export import export_onnx

@@ -337,6 +337,7 @@ TEMPORAL_RECIPES = {
 }
 
 
+@pytest.mark.slow  # four short trainings with the temporal term: 15-40 s each
 @pytest.mark.parametrize("recipe", list(TEMPORAL_RECIPES))
 def test_training_with_the_temporal_term_resumes_exactly(
     photos_dir: Path, style_dir: Path, tmp_path: Path, recipe: str, caplog

@@ -49,6 +49,7 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
         assert key in result["metrics"], key
 
 
+@pytest.mark.slow  # four short trainings: about 20 s each on 2 CPU cores
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule, caplog) -> None:
     common = fast_overrides(
@@ -95,6 +96,7 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule, 
     )
 
 
+@pytest.mark.slow  # two short trainings: about 9 s
 def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, caplog) -> None:
     common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null")
     train(compose([*common, "trainer.max_steps=2"], tmp_path / "run"))
@@ -113,6 +115,7 @@ def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, ca
     torch.testing.assert_close(at_4 - at_2, torch.full_like(at_2, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5)
 
 
+@pytest.mark.slow  # four short trainings: about 20-40 s
 def test_ckpt_path_last_skips_a_sibling_run_with_another_net(photos_dir, style_dir, tmp_path, caplog) -> None:
     """``ckpt_path=last`` in a new run directory takes the newest earlier run of the style whose net matches:
     a newer run with another width is skipped in one log line (resuming it could only fail)."""
