@@ -63,6 +63,12 @@ def distilled_from(ckpt_path: str | Path) -> dict[str, Any] | None:
     return entry.get("distilled_from") if isinstance(entry, dict) else None
 
 
+def checkpoint_net(ckpt_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The family and net config a checkpoint's net was built with (read without loading its tensors)."""
+    entry = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(ENTRY_KEY, {})
+    return str(entry.get("family") or "johnson"), dict(entry.get("net") or {})
+
+
 def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Net weights (``net.`` and ``_orig_mod.`` stripped) and model-file metadata from a training checkpoint."""
     ckpt_path = Path(ckpt_path)

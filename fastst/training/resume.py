@@ -7,13 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from fastst.errors import ConfigError
-from fastst.modelfile.checkpoint import distilled_from
+from fastst.modelfile.checkpoint import checkpoint_net, distilled_from
 from fastst.training.checkpointing import checkpoint_problem, newest_valid_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+def net_mismatch(ckpt: str | Path, family: str, net: dict[str, Any]) -> str | None:
+    """How the net of checkpoint ``ckpt`` differs from ``family`` and the ``net`` config (one line), or None.
+
+    Only the keys ``net`` sets are compared (a config may leave some to the net's defaults).
+    """
+    theirs_family, theirs = checkpoint_net(ckpt)
+    if theirs_family != family:
+        return f"model.family={theirs_family} (this run: {family})"
+    diffs = [f"model.net.{k}={theirs[k]} (this run: {v})" for k, v in net.items() if k in theirs and theirs[k] != v]
+    return ", ".join(diffs) or None
+
+
+def find_checkpoint(
+    ckpt_path: str | None, output_dir: str | Path, net: tuple[str, dict[str, Any]] | None = None
+) -> str | None:
     """``ckpt_path`` as given (checked), or for ``auto``/``last`` the newest valid checkpoint of the run.
 
     ``auto`` (the default) resumes only from this run directory: a requeued cluster job, a restart
@@ -21,6 +35,8 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None
     from scratch. ``last`` looks in this run's ``checkpoints/`` first (``hydra.run.dir=<old run>``), then in the
     newest earlier run of the same style. A truncated or unreadable checkpoint is reported in one
     log line and skipped in favour of the previous one (see ``fastst.training.checkpointing``).
+    With ``net`` (this run's ``(family, net config)``), ``last`` also skips, in one log line each,
+    earlier runs whose net differs (another ``model=``, width or depth), which could not be resumed.
     """
     if not ckpt_path or str(ckpt_path).lower() in ("null", "none"):
         return None
@@ -50,9 +66,14 @@ def find_checkpoint(ckpt_path: str | None, output_dir: str | Path) -> str | None
             runs.append((max(mtimes), folder))
     for _, folder in sorted(runs, reverse=True):
         found = newest_valid_checkpoint(folder)
-        if found is not None:
-            log.warning("ckpt_path=last: resuming the newest run of this style, %s", found)
-            return str(found)
+        if found is None:
+            continue
+        mismatch = net_mismatch(found, *net) if net is not None else None
+        if mismatch:
+            log.warning("ckpt_path=last: skipping %s: its net differs from this run's: %s", found, mismatch)
+            continue
+        log.warning("ckpt_path=last: resuming the newest run of this style, %s", found)
+        return str(found)
     log.warning("ckpt_path=last: no valid checkpoint in %s or its sibling runs; starting from scratch", output_dir)
     return None
 

@@ -79,7 +79,7 @@ def prepare(cfg: DictConfig) -> TrainingSetup:
     data.setup("fit")
     net, targets = plan.plan(cfg, teacher)
     data.num_styles = targets.data_slots  # a multi-style run: every sample carries its style slot
-    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir)
+    ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir, net=(net.family, net.config))
     if ckpt_path:
         check_same_teacher(ckpt_path, teacher.record if teacher is not None else None)
     return TrainingSetup(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -56,12 +58,21 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
         assert key in data
     for key in ("device_name", "torch", "cpu_threads", "date"):
         assert data["meta"][key]
-    assert data["train_speedup"] > 0
     names = {(r["name"], r["kind"]) for r in data["train"]}
     assert {("reference", "reference"), ("fastst", "fastst"), ("fastst small", "fastst")} <= names
-    for row in data["train"]:
+    for row in data["train"]:  # each rate is the batch over the median of the step times it reports
         assert "error" not in row["result"], row
-        assert row["result"]["images_per_s"] > 0
+        res = row["result"]
+        times = res["step_times"]  # --warmup=0: every step is timed
+        assert len(times) >= 1 and all(t > 0 for t in times), row
+        assert res["step_s"] == pytest.approx(statistics.median(times), abs=1e-4)  # times are rounded to 0.1 ms
+        assert res["images_per_s"] == pytest.approx(row["batch_size"] / res["step_s"], rel=1e-9)
+    # the headline: the default net's fastst row over the textbook reference at the same batch, from the rows
+    ref = next(r for r in data["train"] if r["kind"] == "reference" and not r["flags"]["keep_freed_memory"])
+    fastst_ips = [r["result"]["images_per_s"] for r in data["train"] if r["name"] == "fastst" and not r["ablation"]]
+    assert len(fastst_ips) == 1
+    ref, fastst_ips = ref["result"]["images_per_s"], fastst_ips[0]
+    assert data["train_speedup"] == pytest.approx(fastst_ips / ref, rel=1e-9)
     fastst_row = next(r for r in data["train"] if r["name"] == "fastst")
     assert "foreign_cpu" in fastst_row["result"]  # share of the CPUs other processes used while timing
     assert fastst_row["result"]["precision"] == resolve_precision("auto", "cpu")  # train.py's choice
@@ -69,13 +80,20 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
     assert sizes == {"64x64", "96x64"}
     ok = [r for r in data["infer"] if r["status"] == "ok"]
     assert {r["model"] for r in ok} == {"johnson", "johnson_small"}
-    for row in ok:
-        assert row["seconds"] > 0
+    eager = {r["size"]: r["seconds"] for r in ok if r["model"] == "johnson" and r["option"] == "fp32 eager"}
+    for row in ok:  # seconds: the median of the times reported; fps and speed-up follow from them
+        assert row["times"] and all(t > 0 for t in row["times"]), row
+        assert row["seconds"] == pytest.approx(statistics.median(row["times"]), abs=1e-4)
+        assert row["fps"] == pytest.approx(1 / row["seconds"], rel=1e-9)
+        assert row["speedup"] == pytest.approx(eager[row["size"]] / row["seconds"], rel=1e-9)
         if row["option"] != "fp32 eager":
             assert 0 <= row["max_abs_diff"] < 0.05, row  # on [0,1] outputs
-    # no 1024 px size in this run: the headline falls back to the largest size measured
+    # no 1024 px size in this run: the headline falls back to the largest size measured, and is the
+    # fastest accurate option there over fp32 eager (--in-process: no separate default-allocator row)
     assert data["summary"]["infer_size"] == "96x64"
-    assert data["infer_speedup_1024"] > 0
+    options = [r for r in ok if r["size"] == "96x64" and r["model"] == "johnson" and r["option"] != "fp32 eager"]
+    best = min((r for r in options if r["max_abs_diff"] < 0.05), key=lambda r: r["seconds"])
+    assert data["infer_speedup_1024"] == pytest.approx(eager["96x64"] / best["seconds"], rel=1e-9)
 
 
 @pytest.mark.slow  # torch.compile: about 10 s on 2 CPU cores
@@ -185,13 +203,18 @@ def test_bench_deploy_micro_run(trained_model, tmp_path: Path, capsys) -> None:
     argv += ["--calibration-size", "64", "--calibration-count", "4", "--repeats", "1", "--warmup", "0"]
     argv += ["--quality-count", "5", "--quality-size", "48", "--loss-weights", "random", "--skip-whole"]
     argv += ["--style-dir", str(trained_model.styles), "--work", str(tmp_path / "work"), "--json", str(out)]
+    start = time.perf_counter()
     assert deploy_main(argv) == 0
+    elapsed = time.perf_counter() - start
     printed = capsys.readouterr().out
     record = json.loads(out.read_text())
     rows = {(v["backend"], v["precision"]): v for v in record["variants"]}
     assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= set(rows)
     for v in rows.values():
-        assert all(v["ms"][k] > 0 for k in ("512", "1024", "video")) and v["style"] > 0 and v["content"] >= 0
+        # times of calls made inside this one, in ms; the table's fps column is 1000 / the video time
+        assert all(0 < v["ms"][k] < 1000 * elapsed for k in ("512", "1024", "video")), v["ms"]
+        assert f"{1000 / v['ms']['video']:.1f}" in printed, v
+        assert v["style"] > 0 and v["content"] >= 0
     # the ONNX graph computes the same net: the same losses up to fp32 noise
     assert rows["onnxruntime", "fp32"]["style"] == pytest.approx(rows["torch", "fp32"]["style"], rel=1e-3)
     assert rows["onnxruntime", "int8"]["file_mb"] < rows["onnxruntime", "fp32"]["file_mb"]

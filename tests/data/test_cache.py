@@ -191,12 +191,16 @@ def test_build_refuses_bad_output_and_full_disk(dirty_photos: Path, tmp_path: Pa
     assert CacheSource(tmp_path / "c").names[-1] == "train2014/img_011.jpg"  # the finished cache is untouched
 
 
-def test_cli_and_throughput(dirty_photos: Path, tmp_path: Path, capsys) -> None:
+def test_cli_and_throughput(dirty_photos: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     out = tmp_path / "cli"
     args = [str(dirty_photos), str(out), "--size", str(SIZE), "--workers", "0", "--no-progress", "--min-size", "32"]
     assert main(args) == 0
     assert "cached 12 images (2 skipped" in capsys.readouterr().out
     assert main([str(tmp_path / "missing"), str(out), "--workers", "0"]) == 2
     assert "error: data.root=" in capsys.readouterr().err
-    rate = loader_throughput(dict(source="cache", root=str(out), image_size=32, num_workers=0), n_batches=2, warmup=1)
-    assert rate > 0
+    # images over the time the loader took, median over repeats: on a scripted clock (2 batches of 3 images
+    # taking 1 s, 3 s and 2 s) the rates are 6, 2 and 3 images/s
+    clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])
+    monkeypatch.setattr(cache_mod, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    kwargs = dict(source="cache", root=str(out), image_size=32, batch_size=3, num_workers=0)
+    assert loader_throughput(kwargs, n_batches=2, warmup=1, repeats=3) == 3.0

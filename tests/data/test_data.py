@@ -198,3 +198,20 @@ def test_numpy_and_torch_image_conversions_are_twins() -> None:
     np.testing.assert_array_equal(x, before)  # the input is left as it was
     np.testing.assert_array_equal(np.asarray(out), np.asarray(tensor_to_pil(torch.from_numpy(x))))
     np.testing.assert_array_equal(np.asarray(array_to_pil(x[None])), np.asarray(out))
+
+
+def test_hf_hub_dataset_offline_is_one_clear_line(style_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """``data=hf`` with a hub dataset on an offline machine (tests/conftest.py sets HF_*_OFFLINE): ``fastst
+    train`` stops with one ``error:`` line naming the dataset and why, before any network is built."""
+    from tests.conftest import fast_overrides, run_fastst
+
+    monkeypatch.delenv("FASTST_DEBUG", raising=False)
+    name = "fastst-tests/no-such-dataset"
+    code = run_fastst(
+        "train", *fast_overrides(tmp_path, style_dir), "data=hf", f"data.name={name}", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, stderr
+    assert f"data.name={name}" in errors[0] and "offline" in errors[0].lower(), errors[0]
+    assert "Traceback" not in stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fastst.cli.export import main
 from fastst.export.convert import (
@@ -106,7 +107,9 @@ def test_metadata_round_trips(ckpt, model_file) -> None:
         assert json.loads(f.metadata()["fastst"]) == meta  # one JSON string under "fastst"
     source = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert meta["format"] == "fastst-stylizer" and meta["format_version"] == FORMAT_VERSION
-    expected_net = {**TransformerConfig().to_dict(), "channels": 8, "num_res_blocks": 1}
+    # configs/model/johnson.yaml's net, with the two sizes the fixture overrides (tests.conftest.fast_overrides)
+    yaml_net = yaml.safe_load((ROOT / "fastst" / "configs" / "model" / "johnson.yaml").read_text())["net"]
+    expected_net = {**yaml_net, "channels": 8, "num_res_blocks": 1}
     assert meta["net"] == source["fastst"]["net"] == expected_net
     style = meta["style"]
     assert (style["name"], style["title"], style["artist"], style["year"]) == (
@@ -119,7 +122,9 @@ def test_metadata_round_trips(ckpt, model_file) -> None:
     assert str(ckpt.parent) not in json.dumps(meta)
     assert meta["training"]["steps"] == source["global_step"] == 2
     assert meta["loss"]["network"] == "vgg16" and meta["loss"]["weights"] == "random"
-    assert meta["loss"]["style_layers"] == source["fastst"]["loss"]["style_layers"]
+    yaml_loss = yaml.safe_load((ROOT / "fastst" / "configs" / "loss" / "fastst.yaml").read_text())
+    for key in ("content_layers", "style_layers", "content_weight", "style_weight", "tv_weight"):
+        assert meta["loss"][key] == source["fastst"]["loss"][key] == yaml_loss[key], key
     assert "divisible by 4" in meta["image_convention"] and meta["fastst_version"]
     import datetime
 

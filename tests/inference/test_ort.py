@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, run_fastst, synthetic_image
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx")  # after the skip: a missing onnx skips, not errors
 
 UINT8_BOUND = 2  # max abs difference of the saved 8-bit images, torch vs onnxruntime (rounding of fp32 noise)
 
@@ -96,6 +95,11 @@ def test_multistyle_onnx_names_styles_from_its_metadata(tmp_path, capsys) -> Non
     synthetic_image(5, (40, 32)).save(photo)
     assert run_fastst("stylize", path, photo, "-o", tmp_path / "a.png", "--style", "udnie") == 0
     assert run_fastst("stylize", path, photo, "-o", tmp_path / "b.png", "--mix", "udnie=1,the_scream=3") == 0
+    # which style each command used: udnie is row 2 of STYLES; the mix is 3/4 the_scream, 1/4 udnie
+    from tests.models.test_multistyle import assert_output_has_weights
+
+    assert_output_has_weights(tmp_path / "a.png", net, photo, [0.0, 0.0, 1.0], bound=UINT8_BOUND)
+    assert_output_has_weights(tmp_path / "b.png", net, photo, [0.0, 0.75, 0.25], bound=UINT8_BOUND)
     capsys.readouterr()
     for extra, message in (
         ([], "this model holds 3 styles"),
@@ -253,8 +257,17 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     out = tmp_path / "m.int8.onnx"
     assert run_fastst("quantize", onnx_model, "--calibration", photos, "-o", out, "--size", "64") == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["mean_abs_diff"] <= 0.02 and report["holdout_photos"] == 1  # the default bound; 6 photos: 5 + 1
+    assert report["holdout_photos"] == 1 and report["max_diff_bound"] == 0.02  # 6 photos: 5 + 1; the default bound
     assert "p5.png" not in report["calibration"]["photos"]
+    # The reported difference is the two graphs' on the held-out photo, recomputed here. No quality claim: the
+    # session's model is 2 steps from random weights (the bound it met says only that the graph is not broken).
+    from fastst.io.images import pil_to_array, resize_long_side
+
+    held = pil_to_array(resize_long_side(Image.open(photos / "p5.png").convert("RGB"), 64))[None]
+    fp32_out = np.clip(load_ort_stylizer(onnx_model, device="cpu")(held), 0, 1)
+    int8_out = np.clip(load_ort_stylizer(out, device="cpu")(held), 0, 1)
+    assert report["mean_abs_diff"] == pytest.approx(float(np.abs(fp32_out - int8_out).mean()), rel=1e-4)
+    assert report["mean_abs_diff"] > 0  # it did quantize
     # the convolutions with 3 input or output channels stay fp32, all others are int8 (QDQ): in a
     # rewritten export (fastst/export/rewrites.py) that is the first one; the last has 48 outputs
     graph = onnx.load(str(out)).graph
@@ -268,7 +281,7 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     assert stylize.metadata["int8"]["mean_abs_diff"] == report["mean_abs_diff"]
     x = np.random.default_rng(2).random((1, 3, 40, 48), dtype=np.float32)  # another size: H/W stay dynamic
     diff = np.abs(stylize(x) - load_ort_stylizer(onnx_model, device="cpu")(x))
-    assert diff.mean() <= 0.02
+    assert diff.mean() <= 0.02  # a broken graph at another size, not int8 quality (see above)
     capsys.readouterr()
     refused = tmp_path / "refused.onnx"
     args = ("quantize", onnx_model, "--calibration", photos, "-o", refused, "--size", "64", "--max-diff", "0")
@@ -278,3 +291,55 @@ def test_quantize_int8_within_bound_and_refusal(onnx_model, tmp_path, capsys) ->
     assert not refused.exists() and not refused.with_suffix(".json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.int8.json", "m.int8.onnx", "photos"]
     assert run_fastst(*args, "--force") == 0 and refused.is_file()
+
+
+@pytest.mark.slow  # videos, exports and a quantization: about 11 s
+def test_multistyle_onnx_video_and_int8_keep_the_chosen_style(tmp_path) -> None:
+    """A multi-style ONNX model on a video (``--style``), and quantized to int8: the chosen row survives both."""
+    from fastst.export.convert import export_onnx
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.io.video import read_frames
+    from fastst.modelfile.weights import load_model_file
+    from tests.models.test_multistyle import STYLES, multi_model_file
+
+    net, metadata = load_model_file(multi_model_file(tmp_path))
+    path = tmp_path / "multi.onnx"
+    export_onnx(net, path, check_sizes=((32, 32),), metadata=metadata)
+    fp32 = load_ort_stylizer(path, device="cpu")
+
+    # video: the clip equals the torch net's with the udnie row written by hand (row 2), encoded the same way
+    # (up to 8-bit rounding flips that libx264 carries on: about 2 levels, see test_ort_video_cli), not another's
+    import torch
+
+    from fastst.io.video import stylize_video
+    from fastst.models.multistyle import one_hot
+
+    clip = _clip(tmp_path / "clip.mp4")
+    assert run_fastst("stylize", path, clip, "-o", tmp_path / "out.mp4", "--style", "udnie", "--device", "cpu") == 0
+    out = np.stack(read_frames(tmp_path / "out.mp4")[0]).astype(np.int16)  # T x H x W x 3
+    errors = {}
+    for row, name in enumerate(STYLES):
+        ref = tmp_path / f"ref_{name}.mp4"
+        with torch.no_grad():
+            stylize_video(clip, ref, lambda x, r=row: net(x, one_hot(torch.tensor([r] * len(x)), 3)), progress=False)
+        rendered = np.stack(read_frames(ref)[0]).astype(np.int16)
+        assert rendered.shape == out.shape == (6, 52, 72, 3)
+        errors[name] = float(np.abs(out - rendered).mean())
+    assert errors["udnie"] <= 3.0 and 3 * errors["udnie"] < min(errors["starry_night"], errors["the_scream"]), errors
+
+    # int8: calibrated with every style row; each style of the int8 graph is nearest that style of the fp32 one
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(7):
+        synthetic_image(100 + i, (72, 56)).save(photos / f"p{i}.png")
+    q = tmp_path / "multi.int8.onnx"
+    # --force: this random 4-channel net is no test of int8 quality (bounds belong to real models)
+    assert run_fastst("quantize", path, "--calibration", photos, "-o", q, "--size", "64", "--force") == 0
+    int8 = load_ort_stylizer(q, device="cpu")
+    assert int8.style_names == STYLES and int8.num_styles == 3 and int8.metadata["quantization"] == "int8 static"
+    x = np.asarray(synthetic_image(9, (64, 48)), dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    want = {name: fp32(x, style=name) for name in STYLES}
+    for name in STYLES:
+        got = int8(x, style=name)
+        diffs = {other: float(np.abs(got - w).mean()) for other, w in want.items()}
+        assert min(diffs, key=diffs.get) == name and 2 * diffs[name] < min(v for k, v in diffs.items() if k != name)

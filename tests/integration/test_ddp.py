@@ -7,9 +7,11 @@ rank 1 by running the same command line again, exactly as it does on a GPU node.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,19 +160,52 @@ def test_slurm_launcher_config_composes(monkeypatch, tmp_path, capsys) -> None:
     assert "SlurmLauncher" in captured.out and "tasks_per_node" in captured.out
 
 
-def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 120) -> list[str]:
-    lines: list[str] = []
-    deadline = time.time() + timeout
-    assert proc.stdout is not None
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    proc.kill()
-    raise AssertionError(f"{needle!r} not seen:\n{''.join(lines[-40:])}")
+class LineReader:
+    """A process's stdout read line by line on a thread, so that waiting for a line can end at a deadline
+    (a blocking ``readline`` on a run that hangs silently would hang the test instead of failing it)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        self.proc, self.lines, self._queue = proc, [], queue.Queue()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def wait_for(self, needle: str, timeout: float = 120) -> None:
+        """Return once a line containing ``needle`` arrives; kill the process and fail at the deadline or at EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is not None:
+                self.lines.append(line)
+                if needle in line:
+                    return
+                continue
+            self.proc.kill()
+            raise AssertionError(f"{needle!r} not seen:\n{''.join(self.lines[-40:])}")
+
+    def rest(self, timeout: float = 120) -> str:
+        """Everything printed after the lines already read, once the process has ended (killed at the deadline)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"did not end within {timeout} s:\n{''.join(self.lines[-40:])}") from None
+        self._thread.join(timeout=30)
+        rest = []
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                rest.append(line)
+        self.lines += rest
+        return "".join(rest)
 
 
 @pytest.mark.slow  # train.py processes, a signal, a resumed run
@@ -200,9 +235,10 @@ def test_preemption_signal_checkpoints_requeues_and_resumes(photos_dir, style_di
         text=True,
         env={**os.environ, **env},
     )
-    _wait_for_line(proc, "step 3/")
+    reader = LineReader(proc)
+    reader.wait_for("step 3/")
     proc.send_signal(signal.SIGUSR1)  # to rank 0 only: the decision is shared with rank 1
-    out, _ = proc.communicate(timeout=120)
+    out = reader.rest(timeout=120)
     assert proc.returncode == 3, out[-3000:]
     assert "received SIGUSR1" in out and "requeued SLURM job 4242" in out
     assert calls.read_text().split() == ["requeue", "4242"]
@@ -244,9 +280,11 @@ def test_submitit_sweep_requeues_on_preemption_and_resumes(photos_dir, style_dir
         start_new_session=True,  # the launcher and its job: killed together at the end
     )
     try:
-        deadline = time.time() + 120
+        # One deadline per phase (the job trains to step 3; then signal, requeue and resume), each generous
+        # for a loaded 2-core machine: a phase that does not happen fails there, naming it.
+        deadline = time.monotonic() + 240
         job_pid, log = None, sweep / "0_starry_night" / "train.log"
-        while time.time() < deadline and proc.poll() is None:
+        while time.monotonic() < deadline and proc.poll() is None:
             outs = list(sweep.glob(".submitit/*/*_0_log.out"))
             if outs and "step 3/" in outs[0].read_text():
                 found = subprocess.run(
@@ -257,7 +295,8 @@ def test_submitit_sweep_requeues_on_preemption_and_resumes(photos_dir, style_dir
             time.sleep(0.5)
         assert job_pid, "the submitit job did not start training: " + (tmp_path / "launcher.out").read_text()[-2000:]
         os.kill(job_pid, signal.SIGUSR2)
-        while time.time() < deadline and "resuming from" not in (log.read_text() if log.exists() else ""):
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and "resuming from" not in (log.read_text() if log.exists() else ""):
             time.sleep(0.5)
         text = log.read_text()
         assert "received SIGUSR2" in text and "handing SIGUSR2 to the handler installed before training" in text

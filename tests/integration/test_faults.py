@@ -27,16 +27,22 @@ from fastst.training.resume import find_checkpoint
 from tests.conftest import ROOT, compose, fast_overrides, run_fastst, synthetic_image
 
 MAX_STEPS = 12
-# The driver slows every checkpoint write down (64 KiB chunks, 30 ms apart: ~0.25 s per 460 KB file) so that
-# a SIGKILL can land inside a write; otherwise it is train.py.
+# The driver slows every checkpoint write down (64 KiB chunks, 30 ms apart: ~0.25 s per 460 KB file); with
+# FASTST_TEST_HOLD_WRITE=1 it stops inside its first write after one chunk and waits there (for the test's
+# SIGKILL), so that a kill lands inside a write by construction, however loaded the machine; otherwise it is
+# train.py.
 DRIVER = """
-import sys, time
+import os, sys, time
 import fastst.training.checkpointing as c
+
+HOLD = os.environ.get("FASTST_TEST_HOLD_WRITE") == "1"
 
 def slow_write(f, data, chunk=1 << 16):
     for i in range(0, len(data), chunk):
         f.write(data[i : i + chunk])
         f.flush()
+        if HOLD:
+            time.sleep(3600)  # half-written: the temporary file exists and stays until the SIGKILL
         time.sleep(0.03)
 
 c._write_all = slow_write
@@ -83,14 +89,15 @@ def ckpt_report(folder: Path) -> tuple[list[str], list[str], list[str]]:
     return valid, broken, sorted(p.name for p in folder.glob(".*.tmp"))
 
 
-def start(args: list[str], driver: Path) -> subprocess.Popen:
+def start(args: list[str], driver: Path, hold_write: bool = False) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTST_TEST_HOLD_WRITE": "1" if hold_write else "0"}
     return subprocess.Popen(
         [sys.executable, str(driver), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env,
     )
 
 
@@ -135,8 +142,9 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(data, tmp_pat
     kill(proc)
     log.append((f"kill after first checkpoint + {delay:.2f} s", *ckpt_report(ckpts)))
 
-    # 2. inside a checkpoint write of the resumed run: its temp file (named with its pid) exists
-    proc = start([*args, "ckpt_path=last"], driver)
+    # 2. inside a checkpoint write of the resumed run: its temp file (named with its pid) exists, and the
+    # driver holds that write open after its first chunk until the kill (no race with the write's end)
+    proc = start([*args, "ckpt_path=last"], driver, hold_write=True)
     wait_for(lambda: any(ckpts.glob(f".*.ckpt.{proc.pid}.*.tmp")), proc)
     delay = rng.uniform(0.0, 0.1)
     time.sleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -94,11 +95,16 @@ class Recorder:
 
 
 def assert_inverted(src: Path, dst: Path) -> None:
+    """Every output frame is the inverse of its own source frame, pixel by pixel (up to H.264's error), and
+    nearer to it than to any other frame's inverse: reordered, dropped or duplicated frames fail."""
     src_frames, _, _ = decode(src)
     dst_frames, _, _ = decode(dst)
     assert len(dst_frames) == len(src_frames)
-    for a, b in zip(src_frames, dst_frames):
-        assert abs(b.mean() / 255 - (1 - a.mean() / 255)) < 0.05
+    inverted = [255 - a.astype(np.int16) for a in src_frames]
+    for i, b in enumerate(dst_frames):
+        errors = [float(np.abs(b.astype(np.int16) - e).mean()) for e in inverted]  # per pixel, 0..255
+        assert errors[i] < 6, (i, errors[i])
+        assert int(np.argmin(errors)) == i and sorted(errors)[1] > errors[i] + 1, (i, errors)
 
 
 def only_files(folder: Path, *names: str) -> None:
@@ -108,17 +114,33 @@ def only_files(folder: Path, *names: str) -> None:
 def test_mp4_inverted_in_bounded_batches(tmp_path: Path):
     src = make_clip(tmp_path / "in.mp4", frames=13)
     fn = Recorder()
+    start = time.perf_counter()
     info = stylize_video(src, tmp_path / "out.mp4", fn, batch_size=4, progress=False)
+    elapsed = time.perf_counter() - start
 
     assert fn.sizes == [4, 4, 4, 1] and max(fn.sizes) <= 4
     assert info["frames"] == 13 and info["audio"] == "none"
     assert (info["width"], info["height"]) == (64, 48)
-    assert info["fps"] == pytest.approx(10.0, rel=0.01) and info["seconds"] > 0
+    assert info["fps"] == pytest.approx(10.0, rel=0.01)
+    assert 0 < info["seconds"] <= elapsed  # the wall-clock time of this call, measured inside it
     probe = probe_video(tmp_path / "out.mp4")
     assert probe == {"frames": 13, "fps": pytest.approx(10.0, rel=0.01), "width": 64, "height": 48, "has_audio": False}
     assert decode(tmp_path / "out.mp4")[2] == {"name": "h264", "pix_fmt": "yuv420p"}
     assert_inverted(src, tmp_path / "out.mp4")
     only_files(tmp_path, "in.mp4", "out.mp4")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [lambda x: 1.0 - x.flip(0), lambda x: 1.0 - x[:1].expand_as(x)],
+    ids=["reordered", "duplicated"],
+)
+def test_assert_inverted_catches_reordered_and_duplicated_frames(tmp_path: Path, wrong):
+    """The check the other tests rely on: frames swapped or repeated within each batch do not pass."""
+    src = make_clip(tmp_path / "in.mp4", frames=8)
+    stylize_video(src, tmp_path / "out.mp4", wrong, batch_size=4, progress=False)
+    with pytest.raises(AssertionError):
+        assert_inverted(src, tmp_path / "out.mp4")
 
 
 def test_audio_copied_and_other_dtype(tmp_path: Path):

@@ -34,6 +34,35 @@ def small_net(n: int = 3, seed: int = 0) -> MultiStyleNet:
     return net
 
 
+def render_row_weights(net: MultiStyleNet, photo: Path, weights: list[float]):
+    """``photo`` through ``net`` with the style weights ``weights`` written out by hand, as a W x H x 3
+    int16 array: the reference a command's output must match, independent of how names map to rows."""
+    import numpy as np
+    from PIL import Image
+
+    from fastst.io.tensors import pil_to_tensor, tensor_to_pil
+
+    x = pil_to_tensor(Image.open(photo).convert("RGB"))[None]  # sides multiples of 4: no padding
+    with torch.no_grad():
+        y = net(x, torch.tensor([weights], dtype=torch.float32))
+    return np.asarray(tensor_to_pil(y[0]), dtype=np.int16)
+
+
+def assert_output_has_weights(out: Path, net: MultiStyleNet, photo: Path, weights: list[float], bound: int) -> None:
+    """The image a command wrote to ``out`` is ``photo`` rendered with ``weights`` (within ``bound`` of 255),
+    and not with any single other row: a wrong row (or mix) would fail."""
+    import numpy as np
+    from PIL import Image
+
+    got = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+    want = render_row_weights(net, photo, weights)
+    assert np.abs(got - want).max() <= bound, (out, weights)
+    for row in range(len(weights)):
+        other = [float(i == row) for i in range(len(weights))]
+        if other != weights:
+            assert np.abs(got - render_row_weights(net, photo, other)).max() > 4 * bound + 8, (out, row)
+
+
 @pytest.fixture
 def styles_dir(tmp_path: Path) -> Path:
     root = tmp_path / "styles"
@@ -133,6 +162,7 @@ def multi_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
     )
 
 
+@pytest.mark.slow  # a training and an export: about 10 s
 def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, styles_dir, tmp_path) -> None:
     from PIL import Image
 
@@ -157,27 +187,40 @@ def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, 
     assert grid.width > 3.5 * grid.height / 2  # 2 preview rows, 4 columns
 
 
-def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path) -> None:
+@pytest.mark.slow  # four short multi-style trainings: about 38 s
+def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path, caplog) -> None:
     from fastst.training.pipeline import train
+    from tests.conftest import assert_logged_resume, assert_resume_follows_mark
     from tests.training.test_train import net_state
 
     common = multi_overrides(photos_dir, styles_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3")
     train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
     train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
+    caplog.set_level("INFO", logger="fastst")
     resumed = train(
         compose(
             [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
         )
     )
     assert resumed["global_step"] == 6
+    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
     full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
     res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
     for k in full:
         torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
     assert any(not torch.allclose(part[k], full[k]) for k in full)
+    # same seed and config: a run that ignored the checkpoint would match too; a marked copy must show
+    assert_resume_follows_mark(
+        [*common, "trainer.max_steps=6"],
+        tmp_path / "part" / "checkpoints" / "last.ckpt",
+        tmp_path / "marked",
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt",
+        caplog,
+    )
 
 
+@pytest.mark.slow  # trainings: about 11 s
 def test_add_a_style_trains_only_the_new_rows(photos_dir, styles_dir, tmp_path) -> None:
     from fastst.modelfile.schema import style_names
     from fastst.modelfile.weights import load_model_file
@@ -263,8 +306,13 @@ def test_stylizer_style_names_and_mixes(tmp_path) -> None:
         stylize(x)
     with pytest.raises(UnknownStyleError, match="unknown style 'monet'; this model's styles: starry_night"):
         stylize(x, style="monet")
-    tiled = stylize(torch.rand(1, 3, 96, 80), style="udnie", tile=48, tile_overlap=16)
+    big = torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(3))
+    tiled = stylize(big, style="udnie", tile=48, tile_overlap=16)
     assert tiled.shape == (1, 3, 96, 80)
+    # tiles of the udnie row (row 2): far nearer the untiled udnie image than any other row's (measured on
+    # noise: 0.015 mean difference for row 2 from the tiles' own norm statistics, 0.10 and 0.14 for the others)
+    diffs = [float((tiled - net(big, one_hot(torch.tensor([row]), 3))).abs().mean()) for row in range(3)]
+    assert diffs[2] < 0.04 and 3 * diffs[2] < min(diffs[0], diffs[1]), diffs
 
 
 def test_tiled_inference_with_a_chosen_style_matches_untiled(tmp_path) -> None:
@@ -337,6 +385,7 @@ def run_fastst(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # six fastst subprocesses: about 10 s
 def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
     model = multi_model_file(tmp_path)
     photo = tmp_path / "photo.png"
@@ -347,6 +396,10 @@ def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
     assert proc.returncode == 0 and (tmp_path / "a.png").is_file(), proc.stderr
     proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "b.png"), "--mix", "udnie=1,the_scream=3")
     assert proc.returncode == 0 and (tmp_path / "b.png").is_file(), proc.stderr
+    # which style each command used: udnie is row 2 of STYLES; the mix is 3/4 the_scream, 1/4 udnie
+    net = small_net(3)  # the model file's net (same seed)
+    assert_output_has_weights(tmp_path / "a.png", net, photo, [0.0, 0.0, 1.0], bound=1)
+    assert_output_has_weights(tmp_path / "b.png", net, photo, [0.0, 0.75, 0.25], bound=1)
     for extra, message in (
         ([], "this model holds 3 styles"),
         (["--style", "monet"], "unknown style 'monet'; this model's styles: starry_night, the_scream, udnie"),
@@ -366,3 +419,29 @@ def test_multistyle_with_the_temporal_term(photos_dir, styles_dir, tmp_path) -> 
     result = train(compose([*overrides, "trainer.max_steps=2"], tmp_path / "run"))
     assert result["global_step"] == 2
     assert result["metrics"]["train/temporal"] > 0
+
+
+def test_multistyle_temporal_term_renders_both_frames_with_each_samples_style(photos_dir, styles_dir, tmp_path) -> None:
+    """The term, recomputed by hand: both frames through the net with each sample's own style row."""
+    from fastst.losses.temporal import make_pair, temporal_loss
+    from fastst.training.pipeline import build
+
+    overrides = multi_overrides(photos_dir, styles_dir, "callbacks.preview=null", "loss.temporal_weight=50")
+    _, module, _, _ = build(compose(overrides, tmp_path / "run"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # distinct rows (a fresh net's are all equal), so that a wrong one shows
+        for p in module.net.norm_parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    slots = torch.tensor([0, 2])  # starry_night and udnie: rows 0 and 2
+    with torch.no_grad():
+        got = module._loss_terms(x, slots)["temporal"]
+        x2, flow, valid = make_pair(x, module.motion, module._motion_generator())  # the same motion: same seed
+
+        def term(second_rows: list[int]) -> torch.Tensor:
+            y = module.net(x, one_hot(slots, 3).float())
+            return temporal_loss(y, module.net(x2, one_hot(torch.tensor(second_rows), 3).float()), flow, valid)
+
+        want, wrong = term([0, 2]), term([0, 0])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-8)
+    assert abs(float(wrong) - float(want)) > 0.1 * float(want)  # the second frame in another style would show

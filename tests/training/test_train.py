@@ -11,7 +11,16 @@ import torch
 
 from fastst.training.module import NonFiniteLossError
 from fastst.training.pipeline import train
-from tests.conftest import ROOT, compose, fast_overrides, run_fastst
+from tests.conftest import (
+    RESUME_MARK,
+    ROOT,
+    assert_logged_resume,
+    assert_resume_follows_mark,
+    compose,
+    fast_overrides,
+    mark_checkpoint,
+    run_fastst,
+)
 from tests.data.test_data import make_bad_corpus
 
 
@@ -40,8 +49,9 @@ def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_pat
         assert key in result["metrics"], key
 
 
+@pytest.mark.slow  # four short trainings: about 20 s each on 2 CPU cores
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) -> None:
+def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule, caplog) -> None:
     common = fast_overrides(
         photos_dir, style_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3", f"lr_schedule={schedule}"
     )
@@ -52,12 +62,14 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) 
     part_ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     assert part_run["global_step"] == 3 and part_ckpt["global_step"] == 3  # last.ckpt holds the final step
     assert (tmp_path / "part" / "checkpoints" / "step_0000003.ckpt").is_file()
+    caplog.set_level("INFO", logger="fastst")
     resumed = train(
         compose(
             [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
         )
     )
     assert resumed["global_step"] == 6
+    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
     full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
     res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
@@ -73,13 +85,63 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule) 
     assert opt_res["param_groups"][0]["lr"] == pytest.approx(last_lr, abs=1e-12)
     part_lr = part_ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
     assert part_lr == pytest.approx({"constant": 1e-3, "cosine": 0.5e-3}[schedule])
+    # the same seed and config would give the same weights without reading the checkpoint: a marked copy
+    # of it must carry its mark to the end
+    assert_resume_follows_mark(
+        [*common, "trainer.max_steps=6"],
+        tmp_path / "part" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed_marked",
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt",
+        caplog,
+    )
 
 
-def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path) -> None:
+@pytest.mark.slow  # two short trainings: about 9 s
+def test_ckpt_path_last_continues_in_run_dir(photos_dir, style_dir, tmp_path, caplog) -> None:
     common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null")
     train(compose([*common, "trainer.max_steps=2"], tmp_path / "run"))
+    # Any 4-step run ends at step 4: mark last.ckpt (step 2) so that only a run that read it ends marked.
+    ckpts = tmp_path / "run" / "checkpoints"
+    key = mark_checkpoint(ckpts / "last.ckpt", ckpts / "last.ckpt")
+    caplog.set_level("INFO", logger="fastst")
     again = train(compose([*common, "trainer.max_steps=4", "ckpt_path=last"], tmp_path / "run"))
     assert again["global_step"] == 4
+    assert_logged_resume(caplog, ckpts / "last.ckpt")
+    at_2 = torch.load(ckpts / "step_0000002.ckpt", weights_only=True)["state_dict"][key]  # unmarked, step 2
+    last = torch.load(ckpts / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4  # written by this run (a fresh run next to it writes last-v1.ckpt)
+    at_4 = last["state_dict"][key]
+    # two Adam steps of lr 1e-3 move it by ~2e-3; the mark is 0.25
+    torch.testing.assert_close(at_4 - at_2, torch.full_like(at_2, RESUME_MARK), rtol=0, atol=RESUME_MARK / 5)
+
+
+@pytest.mark.slow  # four short trainings: about 20-40 s
+def test_ckpt_path_last_skips_a_sibling_run_with_another_net(photos_dir, style_dir, tmp_path, caplog) -> None:
+    """``ckpt_path=last`` in a new run directory takes the newest earlier run of the style whose net matches:
+    a newer run with another width is skipped in one log line (resuming it could only fail)."""
+    import os
+
+    common = fast_overrides(photos_dir, style_dir, "callbacks.preview=null", "callbacks.export.enabled=false")
+    runs = tmp_path / "starry_night"
+    train(compose([*common, "trainer.max_steps=2"], runs / "a"))  # channels=8 (fast_overrides)
+    train(compose([*common, "trainer.max_steps=2", "model.net.channels=4"], runs / "b"))
+    for run, when in (("a", 1_000_000), ("b", 2_000_000)):  # b is the newest run, whatever the clock did
+        for ckpt in (runs / run / "checkpoints").glob("*.ckpt"):
+            os.utime(ckpt, (when, when))
+    caplog.set_level("INFO", logger="fastst")
+    again = train(compose([*common, "trainer.max_steps=4", "ckpt_path=last"], runs / "c"))
+    assert again["global_step"] == 4
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 1 and str(runs / "b") in skipped[0], skipped
+    assert "model.net.channels=4 (this run: 8)" in skipped[0]
+    assert_logged_resume(caplog, runs / "a" / "checkpoints" / "last.ckpt")
+    # with no matching run left, it starts from scratch (and says so) instead of failing on b's weights
+    caplog.clear()
+    fresh = train(compose([*common, "trainer.max_steps=1", "model.net.channels=6", "ckpt_path=last"], runs / "d"))
+    assert fresh["global_step"] == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("skipping" in m for m in said) == 3, said  # a, b and c differ from channels=6
+    assert any("starting from scratch" in m for m in said) and not any(m.startswith("resuming") for m in said)
 
 
 def test_bad_images_are_skipped_and_counted(style_dir, tmp_path, caplog) -> None:
