@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastst.benchmarks import loader as loader_mod
 from fastst.benchmarks.loader import loader_throughput
 from fastst.cli.build_cache import main
 from fastst.data import cache as cache_mod
@@ -201,6 +202,6 @@ def test_cli_and_throughput(dirty_photos: Path, tmp_path: Path, capsys, monkeypa
     # images over the time the loader took, median over repeats: on a scripted clock (2 batches of 3 images
     # taking 1 s, 3 s and 2 s) the rates are 6, 2 and 3 images/s
     clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])
-    monkeypatch.setattr(cache_mod, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(loader_mod, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     kwargs = dict(source="cache", root=str(out), image_size=32, batch_size=3, num_workers=0)
     assert loader_throughput(kwargs, n_batches=2, warmup=1, repeats=3) == 3.0
