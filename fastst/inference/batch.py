@@ -12,12 +12,15 @@
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
 
-Backends (``--backend auto|torch|onnxruntime``): ``auto`` picks by the model file. A ``.onnx`` graph
-(``fastst export CKPT --onnx``, ``fastst quantize``) runs on ONNX Runtime (:mod:`fastst.inference.ort`)
-and this command then never imports torch; anything else (``.safetensors``) runs on torch, without
-Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other than fp32,
-``--channels-last``, ``--compile``, ``--stabilize``) given with a ``.onnx`` model stop with
-one ``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
+MODEL is a model file, a run folder (``logs/train/STYLE/RUN``), an export folder or a style name (its
+newest run). Backends (``--backend auto|torch|onnxruntime``): ``auto`` runs the fastest variant that
+exists and passed its check (:mod:`fastst.inference.variants`): ``X.int8.onnx``, else ``X.onnx``, else
+``X.safetensors``; one line on stderr says which. A ``.onnx`` graph runs on ONNX Runtime
+(:mod:`fastst.inference.ort`) and this command then never imports torch; a ``.safetensors`` runs on
+torch, without Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other
+than fp32, ``--channels-last``, ``--compile``, ``--stabilize``) make ``auto`` run the ``.safetensors``
+(the line says why); given with a ``.onnx`` file or ``--backend onnxruntime`` they stop with one
+``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ def png_options(compression: str) -> dict[str, int]:
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-ONNX_SUFFIXES = (".onnx",)
 
 
 @dataclass(frozen=True)
@@ -129,21 +131,6 @@ def _save_atomic(image, dst: Path, png: dict[str, int]) -> None:
         image.save(tmp, format=fmt, **options)
 
 
-def choose_backend(model: Path, backend: str) -> str:
-    """``torch`` or ``onnxruntime`` for ``model`` and ``--backend``; ``UsageError`` when they do not fit."""
-    is_onnx = model.suffix.lower() in ONNX_SUFFIXES
-    if backend == "auto":
-        return "onnxruntime" if is_onnx else "torch"
-    if backend == "onnxruntime" and not is_onnx:
-        raise UsageError(
-            f"{model}: --backend onnxruntime runs .onnx models; write one with fastst export RUN/checkpoints/last.ckpt "
-            "--onnx (it puts <style>.onnx next to the .safetensors)"
-        )
-    if backend == "torch" and is_onnx:
-        raise UsageError(f"{model}: --backend torch runs .safetensors model files; use --backend auto for .onnx")
-    return backend
-
-
 def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[str]:
     """The options given that only the torch backend has, spelled as on the command line."""
     given = []
@@ -199,7 +186,11 @@ def run(args: argparse.Namespace) -> int:
             import fastst.io.video  # noqa: F401  (PyAV)
         except ImportError as e:
             raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
-    backend = choose_backend(args.model, args.backend)
+    from fastst.inference.variants import choose_variant  # torch-free
+
+    refused = torch_only_options(args, jobs)
+    variant = choose_variant(args.model, args.backend, torch_only=refused)
+    backend, model = variant.backend, variant.path
     # the options both backends have
     options = {
         "size": args.size,
@@ -209,17 +200,16 @@ def run(args: argparse.Namespace) -> int:
         "style": style,
     }
     if backend == "onnxruntime":
-        refused = torch_only_options(args, jobs)
         if refused:
             raise UsageError(
-                f"{refused[0]} needs the torch backend; {args.model} is an ONNX model: use the .safetensors model "
+                f"{refused[0]} needs the torch backend; {model} is an ONNX model: use the .safetensors model "
                 "file for it (fastst export writes both)"
             )
         if args.threads < 0:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
         from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
 
-        stylizer = load_ort_stylizer(args.model, device=args.device, threads=args.threads or None, **options)
+        stylizer = load_ort_stylizer(model, device=args.device, threads=args.threads or None, **options)
     else:
         from fastst.inference.stabilize import parse_stabilize
         from fastst.inference.stylizer import load_stylizer
@@ -230,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         if args.keep_freed_memory:
             keep_freed_memory()  # every image/frame allocates the same big activations again
         stylizer = load_stylizer(
-            args.model,
+            model,
             device=args.device,
             dtype=args.dtype,
             channels_last=args.channels_last,
@@ -249,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
         # built once, before any work: its checks (--stabilize with --tile/--compile) stop the command here
         stabilizer = VideoStabilizer(stylizer, stabilize, size=args.size)
+    print(f"using {variant.describe()}", file=sys.stderr)  # which file and backend ran, and why that one
     written, skipped = 0, []
     progress: Iterable[Job] = jobs
     say = print  # a skipped file's line; through the bar when there is one, so it does not break it
