@@ -30,6 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastst.common.allocator import keep_freed_memory
 from fastst.common.options import size_or_none, style_choice
@@ -173,6 +174,82 @@ def _array_frames(stylizer, size: int | None):
     return fn
 
 
+def _stylize_video_job(job: Job, stylizer, stabilizer, args: argparse.Namespace) -> None:
+    """One video through the stylizer (NumPy frames on ONNX Runtime, the stabilizer on torch)."""
+    from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
+
+    job.dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if stabilizer is None:
+            frames, arrays = _array_frames(stylizer, args.size), True
+        else:
+            stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
+            frames, arrays = stabilizer, False
+        stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
+    except (VideoError, ValueError) as e:
+        raise ImageError(f"{job.src}: {e}") from None
+
+
+class ImagePipeline:
+    """Image jobs with decoding, the net and encoding overlapped: while the net runs on photo i, one
+    thread decodes the next photo and another encodes the previous output, so the net does not wait
+    on Pillow (whose decoders and encoders, like torch and ONNX Runtime, release the GIL).
+
+    The same functions run on the same images as one after the other, so the files are the same bytes.
+    One photo alone starts no thread. At most ``depth`` outputs wait for the encoder, which bounds memory.
+    """
+
+    def __init__(self, jobs: Sequence[Job], save, depth: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.jobs, self.save, self.depth = jobs, save, depth
+        threaded = sum(not job.is_video for job in jobs) > 1
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="fastst-decode") if threaded else None
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="fastst-encode") if threaded else None
+        self.loads: dict[int, Any] = {}  # job index -> future of its decoded image
+        self.saves: list[tuple[Job, Any]] = []  # in job order: (job, future of its encoding)
+
+    def _prefetch(self, after: int) -> None:
+        """Start decoding the first image job after index ``after``."""
+        if self.reader is None:
+            return
+        for k in range(after + 1, len(self.jobs)):
+            if not self.jobs[k].is_video:
+                if k not in self.loads:
+                    self.loads[k] = self.reader.submit(load_image, self.jobs[k].src)
+                return
+
+    def stylize(self, i: int, stylizer) -> None:
+        """Stylize image job ``i`` and queue its encoding; decode errors are raised here, in job order."""
+        job = self.jobs[i]
+        future = self.loads.pop(i, None)
+        self._prefetch(i)  # the next photo decodes while this one is in the net
+        image = future.result() if future is not None else load_image(job.src)
+        out = stylizer(image)
+        del image
+        if self.writer is None:
+            self.save(out, job.dst)
+            self.saves.append((job, None))
+            return
+        if len(self.saves) >= self.depth and self.saves[0][1] is not None:
+            self.saves[0][1].exception()  # the encoder is behind: wait for the oldest output
+        self.saves.append((job, self.writer.submit(self.save, out, job.dst)))
+
+    def finished(self, wait: bool = False):
+        """(job, error or None) of the encodings that are done, oldest first (all of them with ``wait``)."""
+        while self.saves and (wait or self.saves[0][1] is None or self.saves[0][1].done()):
+            job, future = self.saves.pop(0)
+            error = None if future is None else future.exception()
+            if error is not None and not isinstance(error, (ImageError, OSError)):
+                raise error
+            yield job, error
+
+    def close(self) -> None:
+        for pool in (self.reader, self.writer):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run(args: argparse.Namespace) -> int:
     args.size = size_or_none(args.size)
     style = style_choice(args.style, args.mix)
@@ -247,28 +324,35 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress, say = tqdm(jobs, desc="stylize", unit="file", file=sys.stderr), tqdm.write
-    for job in progress:
-        try:
-            if job.is_video:
-                from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
 
-                job.dst.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    if stabilizer is None:
-                        frames, arrays = _array_frames(stylizer, args.size), True
-                    else:
-                        stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
-                        frames, arrays = stabilizer, False
-                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
-                except (VideoError, ValueError) as e:
-                    raise ImageError(f"{job.src}: {e}") from None
+    def skip(job: Job, e: Exception) -> None:
+        reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
+        skipped.append(reason)
+        say(f"skipped {reason}", file=sys.stderr)
+
+    pipeline = ImagePipeline(jobs, lambda image, dst: _save_atomic(image, dst, png))
+    try:
+        for i, job in enumerate(progress):
+            try:
+                if job.is_video:
+                    _stylize_video_job(job, stylizer, stabilizer, args)
+                    written += 1
+                else:
+                    pipeline.stylize(i, stylizer)
+            except (ImageError, OSError) as e:
+                skip(job, e)
+            for done, error in pipeline.finished():
+                if error is None:
+                    written += 1
+                else:
+                    skip(done, error)
+        for done, error in pipeline.finished(wait=True):
+            if error is None:
+                written += 1
             else:
-                _save_atomic(stylizer(load_image(job.src)), job.dst, png)
-            written += 1
-        except (ImageError, OSError) as e:
-            reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
-            skipped.append(reason)
-            say(f"skipped {reason}", file=sys.stderr)
+                skip(done, error)
+    finally:
+        pipeline.close()
     where = jobs[0].dst if len(jobs) == 1 else args.output
     summary = f"wrote {written} of {len(jobs)} file(s) to {where}"
     if skipped:
