@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_style_choice(p)
     add_device(p)
-    add_dtype(p)
+    add_dtype(p, default="auto", auto=True)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     p.add_argument(
         "--compile",

@@ -143,7 +143,7 @@ def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[st
         given.append("--tile-stats")
     if args.tile_stats_size != 1024:
         given.append("--tile-stats-size")
-    if args.dtype != "fp32":
+    if args.dtype not in ("auto", "fp32"):  # auto: whatever the chosen backend does fastest
         given.append(f"--dtype {args.dtype}")
     if args.channels_last:
         given.append("--channels-last")

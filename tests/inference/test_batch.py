@@ -20,3 +20,18 @@ def test_pipelined_folder_equals_one_by_one(trained_model, tmp_path: Path, capsy
     for name in names:  # one photo alone starts no thread: the sequential path
         assert run_fastst("stylize", trained_model.model_file, photos / name, "-o", tmp_path / "one" / name) == 0
         assert (tmp_path / "all" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_dtype_auto_is_bf16_only_where_the_cpu_computes_it(trained_model, monkeypatch) -> None:
+    import torch
+
+    from fastst.cli.stylize import build_parser
+    from fastst.common import cpu
+    from fastst.inference.batch import torch_only_options
+    from fastst.inference.stylizer import load_stylizer
+
+    args = build_parser().parse_args([str(trained_model.model_file), "x.png", "-o", "y.png"])
+    assert args.dtype == "auto" and torch_only_options(args, []) == []  # auto lets the int8 / ONNX variants run
+    for native, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(cpu, "cpu_bf16_native", lambda native=native: native)
+        assert load_stylizer(trained_model.model_file, device="cpu", dtype="auto").dtype == want
