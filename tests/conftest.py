@@ -82,7 +82,7 @@ def compose(overrides: list[str], output_dir: Path, config_name: str = "train"):
 
 
 def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
-    """A tiny CPU run: random VGG-16 weights, 64 px crops, a few steps."""
+    """A tiny CPU run: random VGG-16 weights, 64 px crops, a few steps, no .onnx/.int8.onnx export."""
     return [
         "debug=fast",
         "trainer=cpu",
@@ -94,6 +94,7 @@ def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
         "progress=none",
         "model.net.channels=8",
         "model.net.num_res_blocks=1",
+        "callbacks.export.onnx=false",  # the fast files cost seconds per run; the tests that need them turn them on
         *extra,
     ]
 

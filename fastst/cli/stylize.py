@@ -18,11 +18,15 @@ def build_parser() -> argparse.ArgumentParser:
         ".onnx on ONNX Runtime).",
         epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
         "backends: a .onnx model runs on ONNX Runtime (no torch import; images and videos, no --tile/--dtype/"
-        "--channels-last/--compile/--stabilize), a .safetensors model on torch. See docs/deploy.md.",
+        "--channels-last/--compile/--stabilize), a .safetensors model on torch; given a .safetensors, a run or "
+        "export folder or a name, the fastest checked variant runs (stderr says which). See docs/deploy.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "model", type=Path, help="model file written by fastst export (.safetensors) or fastst export --onnx (.onnx)"
+        "model",
+        type=Path,
+        help="model file (.safetensors, .onnx, .int8.onnx), run folder (logs/train/STYLE/RUN), export folder, or a "
+        "style name (its newest run in logs/train); a .safetensors brings its .int8.onnx and .onnx siblings",
     )
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image, video or folder (recursive)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (or file, for one input file)")
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_style_choice(p)
     add_device(p)
-    add_dtype(p)
+    add_dtype(p, default="auto", auto=True)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     p.add_argument(
         "--compile",
@@ -81,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto (default): .onnx models on onnxruntime, others (.safetensors) on torch; torch or onnxruntime "
-        "insist on one (onnxruntime needs a .onnx file: fastst export CKPT --onnx writes one)",
+        help="auto (default): the fastest variant that exists and passed its check (int8 .onnx, then .onnx on "
+        "onnxruntime, then .safetensors on torch; torch-only options pick torch); torch or onnxruntime insist on "
+        "one (onnxruntime needs a .onnx file: training's export and fastst export CKPT --onnx write one)",
     )
     p.add_argument(
         "--threads", type=int, default=0, help="onnxruntime backend: intra-op threads (default 0 = all cores)"

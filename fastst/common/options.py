@@ -32,8 +32,11 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, help=f"{DEVICE_HELP} (default: {default})")
 
 
-def add_dtype(p: argparse.ArgumentParser, default: str = "fp32") -> None:
-    p.add_argument("--dtype", choices=DTYPES, default=default, help=f"compute precision (default: {default})")
+def add_dtype(p: argparse.ArgumentParser, default: str = "fp32", auto: bool = False) -> None:
+    """``--dtype``; with ``auto`` also the choice ``auto``: bf16 on a CPU that computes it natively, else fp32."""
+    choices = ("auto", *DTYPES) if auto else DTYPES
+    more = " (auto: bf16 on a CPU with native bf16, AVX512-BF16 or AMX, else fp32)" if auto else ""
+    p.add_argument("--dtype", choices=choices, default=default, help=f"compute precision{more} (default: {default})")
 
 
 def add_progress(p: argparse.ArgumentParser, default: str = "auto") -> None:

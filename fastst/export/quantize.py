@@ -192,11 +192,14 @@ def quantize_onnx(
     max_diff: float = DEFAULT_MAX_DIFF,
     force: bool = False,
     overwrite: bool = False,
+    holdout_count: int | None = None,
 ) -> int:
     """``fastst quantize``: write ``output`` (default MODEL.int8.onnx), an int8 copy of the fp32 ``model``
     calibrated on up to ``count`` photos of ``calibration`` at ``size`` px and compared with the fp32 model
-    on ``holdout`` (default: the last 20% of the calibration photos); refused above ``max_diff`` unless ``force``."""
-    model = Path(model)
+    on ``holdout`` (default: the last 20% of the calibration photos; the first ``holdout_count`` of them when
+    given, so a big folder's check stays short); refused above ``max_diff`` unless ``force``."""
+    model, calibration = Path(model), Path(calibration)
+    holdout = Path(holdout) if holdout is not None else None
     if model.suffix.lower() != ".onnx":
         raise UsageError(f"{model}: fastst quantize takes a .onnx model; write one with fastst export CKPT --onnx")
     out = Path(output) if output else model.with_name(model.stem + ".int8.onnx")
@@ -222,6 +225,7 @@ def quantize_onnx(
 
     fp32 = OrtStylizer(model, device="cpu")
     calib_paths, held_paths = split_photos(calibration, holdout, count)
+    held_paths = held_paths[:holdout_count] if holdout_count else held_paths
     calib, held = load_photos(calib_paths, size), load_photos(held_paths, size)
     if not calib or not held:
         raise UsageError(f"--calibration {calibration}: not enough readable photos to calibrate and compare")

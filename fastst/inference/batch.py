@@ -12,12 +12,15 @@
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
 
-Backends (``--backend auto|torch|onnxruntime``): ``auto`` picks by the model file. A ``.onnx`` graph
-(``fastst export CKPT --onnx``, ``fastst quantize``) runs on ONNX Runtime (:mod:`fastst.inference.ort`)
-and this command then never imports torch; anything else (``.safetensors``) runs on torch, without
-Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other than fp32,
-``--channels-last``, ``--compile``, ``--stabilize``) given with a ``.onnx`` model stop with
-one ``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
+MODEL is a model file, a run folder (``logs/train/STYLE/RUN``), an export folder or a style name (its
+newest run). Backends (``--backend auto|torch|onnxruntime``): ``auto`` runs the fastest variant that
+exists and passed its check (:mod:`fastst.inference.variants`): ``X.int8.onnx``, else ``X.onnx``, else
+``X.safetensors``; one line on stderr says which. A ``.onnx`` graph runs on ONNX Runtime
+(:mod:`fastst.inference.ort`) and this command then never imports torch; a ``.safetensors`` runs on
+torch, without Lightning or Hydra. Options only the torch backend has (``--tile``, ``--dtype`` other
+than fp32, ``--channels-last``, ``--compile``, ``--stabilize``) make ``auto`` run the ``.safetensors``
+(the line says why); given with a ``.onnx`` file or ``--backend onnxruntime`` they stop with one
+``error:`` line naming the option. Videos run on both (ONNX Runtime: NumPy frames, still no torch).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastst.common.allocator import keep_freed_memory
 from fastst.common.options import size_or_none, style_choice
@@ -54,7 +58,6 @@ def png_options(compression: str) -> dict[str, int]:
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-ONNX_SUFFIXES = (".onnx",)
 
 
 @dataclass(frozen=True)
@@ -129,21 +132,6 @@ def _save_atomic(image, dst: Path, png: dict[str, int]) -> None:
         image.save(tmp, format=fmt, **options)
 
 
-def choose_backend(model: Path, backend: str) -> str:
-    """``torch`` or ``onnxruntime`` for ``model`` and ``--backend``; ``UsageError`` when they do not fit."""
-    is_onnx = model.suffix.lower() in ONNX_SUFFIXES
-    if backend == "auto":
-        return "onnxruntime" if is_onnx else "torch"
-    if backend == "onnxruntime" and not is_onnx:
-        raise UsageError(
-            f"{model}: --backend onnxruntime runs .onnx models; write one with fastst export RUN/checkpoints/last.ckpt "
-            "--onnx (it puts <style>.onnx next to the .safetensors)"
-        )
-    if backend == "torch" and is_onnx:
-        raise UsageError(f"{model}: --backend torch runs .safetensors model files; use --backend auto for .onnx")
-    return backend
-
-
 def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[str]:
     """The options given that only the torch backend has, spelled as on the command line."""
     given = []
@@ -155,7 +143,7 @@ def torch_only_options(args: argparse.Namespace, jobs: Sequence[Job]) -> list[st
         given.append("--tile-stats")
     if args.tile_stats_size != 1024:
         given.append("--tile-stats-size")
-    if args.dtype != "fp32":
+    if args.dtype not in ("auto", "fp32"):  # auto: whatever the chosen backend does fastest
         given.append(f"--dtype {args.dtype}")
     if args.channels_last:
         given.append("--channels-last")
@@ -186,6 +174,82 @@ def _array_frames(stylizer, size: int | None):
     return fn
 
 
+def _stylize_video_job(job: Job, stylizer, stabilizer, args: argparse.Namespace) -> None:
+    """One video through the stylizer (NumPy frames on ONNX Runtime, the stabilizer on torch)."""
+    from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
+
+    job.dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if stabilizer is None:
+            frames, arrays = _array_frames(stylizer, args.size), True
+        else:
+            stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
+            frames, arrays = stabilizer, False
+        stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
+    except (VideoError, ValueError) as e:
+        raise ImageError(f"{job.src}: {e}") from None
+
+
+class ImagePipeline:
+    """Image jobs with decoding, the net and encoding overlapped: while the net runs on photo i, one
+    thread decodes the next photo and another encodes the previous output, so the net does not wait
+    on Pillow (whose decoders and encoders, like torch and ONNX Runtime, release the GIL).
+
+    The same functions run on the same images as one after the other, so the files are the same bytes.
+    One photo alone starts no thread. At most ``depth`` outputs wait for the encoder, which bounds memory.
+    """
+
+    def __init__(self, jobs: Sequence[Job], save, depth: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.jobs, self.save, self.depth = jobs, save, depth
+        threaded = sum(not job.is_video for job in jobs) > 1
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="fastst-decode") if threaded else None
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="fastst-encode") if threaded else None
+        self.loads: dict[int, Any] = {}  # job index -> future of its decoded image
+        self.saves: list[tuple[Job, Any]] = []  # in job order: (job, future of its encoding)
+
+    def _prefetch(self, after: int) -> None:
+        """Start decoding the first image job after index ``after``."""
+        if self.reader is None:
+            return
+        for k in range(after + 1, len(self.jobs)):
+            if not self.jobs[k].is_video:
+                if k not in self.loads:
+                    self.loads[k] = self.reader.submit(load_image, self.jobs[k].src)
+                return
+
+    def stylize(self, i: int, stylizer) -> None:
+        """Stylize image job ``i`` and queue its encoding; decode errors are raised here, in job order."""
+        job = self.jobs[i]
+        future = self.loads.pop(i, None)
+        self._prefetch(i)  # the next photo decodes while this one is in the net
+        image = future.result() if future is not None else load_image(job.src)
+        out = stylizer(image)
+        del image
+        if self.writer is None:
+            self.save(out, job.dst)
+            self.saves.append((job, None))
+            return
+        if len(self.saves) >= self.depth and self.saves[0][1] is not None:
+            self.saves[0][1].exception()  # the encoder is behind: wait for the oldest output
+        self.saves.append((job, self.writer.submit(self.save, out, job.dst)))
+
+    def finished(self, wait: bool = False):
+        """(job, error or None) of the encodings that are done, oldest first (all of them with ``wait``)."""
+        while self.saves and (wait or self.saves[0][1] is None or self.saves[0][1].done()):
+            job, future = self.saves.pop(0)
+            error = None if future is None else future.exception()
+            if error is not None and not isinstance(error, (ImageError, OSError)):
+                raise error
+            yield job, error
+
+    def close(self) -> None:
+        for pool in (self.reader, self.writer):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run(args: argparse.Namespace) -> int:
     args.size = size_or_none(args.size)
     style = style_choice(args.style, args.mix)
@@ -199,7 +263,11 @@ def run(args: argparse.Namespace) -> int:
             import fastst.io.video  # noqa: F401  (PyAV)
         except ImportError as e:
             raise UsageError(f"videos need PyAV ({e}); pip install av, or pass images only") from None
-    backend = choose_backend(args.model, args.backend)
+    from fastst.inference.variants import choose_variant  # torch-free
+
+    refused = torch_only_options(args, jobs)
+    variant = choose_variant(args.model, args.backend, torch_only=refused)
+    backend, model = variant.backend, variant.path
     # the options both backends have
     options = {
         "size": args.size,
@@ -209,17 +277,16 @@ def run(args: argparse.Namespace) -> int:
         "style": style,
     }
     if backend == "onnxruntime":
-        refused = torch_only_options(args, jobs)
         if refused:
             raise UsageError(
-                f"{refused[0]} needs the torch backend; {args.model} is an ONNX model: use the .safetensors model "
+                f"{refused[0]} needs the torch backend; {model} is an ONNX model: use the .safetensors model "
                 "file for it (fastst export writes both)"
             )
         if args.threads < 0:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
         from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
 
-        stylizer = load_ort_stylizer(args.model, device=args.device, threads=args.threads or None, **options)
+        stylizer = load_ort_stylizer(model, device=args.device, threads=args.threads or None, **options)
     else:
         from fastst.inference.stabilize import parse_stabilize
         from fastst.inference.stylizer import load_stylizer
@@ -230,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         if args.keep_freed_memory:
             keep_freed_memory()  # every image/frame allocates the same big activations again
         stylizer = load_stylizer(
-            args.model,
+            model,
             device=args.device,
             dtype=args.dtype,
             channels_last=args.channels_last,
@@ -249,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
 
         # built once, before any work: its checks (--stabilize with --tile/--compile) stop the command here
         stabilizer = VideoStabilizer(stylizer, stabilize, size=args.size)
+    print(f"using {variant.describe()}", file=sys.stderr)  # which file and backend ran, and why that one
     written, skipped = 0, []
     progress: Iterable[Job] = jobs
     say = print  # a skipped file's line; through the bar when there is one, so it does not break it
@@ -256,28 +324,35 @@ def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         progress, say = tqdm(jobs, desc="stylize", unit="file", file=sys.stderr), tqdm.write
-    for job in progress:
-        try:
-            if job.is_video:
-                from fastst.io.video import VideoError, stylize_video  # PyAV is needed for videos only
 
-                job.dst.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    if stabilizer is None:
-                        frames, arrays = _array_frames(stylizer, args.size), True
-                    else:
-                        stabilizer.reset()  # one clip's state (previous frame, norm statistics) must not leak
-                        frames, arrays = stabilizer, False
-                    stylize_video(job.src, job.dst, frames, batch_size=args.batch_size, arrays=arrays)
-                except (VideoError, ValueError) as e:
-                    raise ImageError(f"{job.src}: {e}") from None
+    def skip(job: Job, e: Exception) -> None:
+        reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
+        skipped.append(reason)
+        say(f"skipped {reason}", file=sys.stderr)
+
+    pipeline = ImagePipeline(jobs, lambda image, dst: _save_atomic(image, dst, png))
+    try:
+        for i, job in enumerate(progress):
+            try:
+                if job.is_video:
+                    _stylize_video_job(job, stylizer, stabilizer, args)
+                    written += 1
+                else:
+                    pipeline.stylize(i, stylizer)
+            except (ImageError, OSError) as e:
+                skip(job, e)
+            for done, error in pipeline.finished():
+                if error is None:
+                    written += 1
+                else:
+                    skip(done, error)
+        for done, error in pipeline.finished(wait=True):
+            if error is None:
+                written += 1
             else:
-                _save_atomic(stylizer(load_image(job.src)), job.dst, png)
-            written += 1
-        except (ImageError, OSError) as e:
-            reason = str(e) if str(e).startswith(str(job.src)) else f"{job.src}: {e}"
-            skipped.append(reason)
-            say(f"skipped {reason}", file=sys.stderr)
+                skip(done, error)
+    finally:
+        pipeline.close()
     where = jobs[0].dst if len(jobs) == 1 else args.output
     summary = f"wrote {written} of {len(jobs)} file(s) to {where}"
     if skipped:

@@ -211,8 +211,12 @@ def _dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
         if dtype not in names:
             raise InferenceError(f"dtype={dtype}: use one of {list(DTYPES)}")
         dtype = names[dtype]
+    if dtype == "auto":  # bf16 where the CPU computes it natively (measured faster, docs/deploy.md), else fp32
+        from fastst.common.cpu import cpu_bf16_native
+
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_native() else torch.float32
     if dtype not in DTYPES:
-        raise InferenceError(f"dtype={dtype!r}: use one of {list(DTYPES)}")
+        raise InferenceError(f"dtype={dtype!r}: use one of {['auto', *DTYPES]}")
     if dtype == "fp16" and device.type == "cpu":
         warnings.warn(
             "dtype=fp16 on the CPU: half-precision CPU kernels are far slower than fp32; using fp32 "

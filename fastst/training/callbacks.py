@@ -142,14 +142,32 @@ class TrainingMonitor(pl.Callback):
 
 
 class ExportOnFitEnd(pl.Callback):
-    """After training, export ``last.ckpt`` to ``<export_dir>/<style>.safetensors`` (rank zero).
+    """After training, export ``last.ckpt`` to ``<export_dir>/<style>.safetensors`` (rank zero), and by
+    default the fast files next to it: ``<style>.onnx`` and its checked int8 copy ``<style>.int8.onnx``
+    (:func:`fastst.export.convert.write_fast_files`), so the run leaves what ``fastst stylize`` runs fastest.
 
+    ``onnx=False`` writes the ``.safetensors`` only (no int8 either); ``int8=False`` stops after the
+    ``.onnx``. The int8 copy is calibrated on ``int8_count`` photos of ``calibration`` (``data.root``) at
+    ``int8_size`` px and shipped only within ``max_diff`` (None: the quantizer's default) of fp32 on
+    other photos; a refusal is one log line and recorded in ``<style>.export.json``.
     Runs in ``on_fit_end``, after every checkpoint callback's ``on_train_end`` has saved the final step.
     """
 
-    def __init__(self, enabled: bool = True, export_dir: str = "export", onnx: bool = False) -> None:
-        self.enabled, self.export_dir, self.onnx = enabled, export_dir, onnx
+    def __init__(
+        self,
+        enabled: bool = True,
+        export_dir: str = "export",
+        onnx: bool = True,
+        int8: bool = True,
+        calibration: str | None = None,
+        int8_size: int = 256,
+        int8_count: int = 24,
+        max_diff: float | None = None,
+    ) -> None:
+        self.enabled, self.export_dir, self.onnx, self.int8 = enabled, export_dir, onnx, int8
+        self.calibration, self.int8_size, self.int8_count, self.max_diff = calibration, int8_size, int8_count, max_diff
         self.written: list[Path] = []
+        self.report: dict[str, Any] | None = None
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -159,17 +177,37 @@ class ExportOnFitEnd(pl.Callback):
         if getattr(pl_module, "stopped_by_signal", None):  # preempted: the model is not finished
             log.info("not exporting: training stopped early (%s) and will resume", pl_module.stopped_by_signal)
             return
-        from fastst.export.convert import export_checkpoint, export_onnx, load_model_file
+        from fastst.export.convert import export_checkpoint, write_fast_files
 
         try:
             path = export_checkpoint(ckpt, export_dir=self.export_dir)
             self.written.append(path)
             log.info("exported %s", path)
             if self.onnx:
-                net, metadata = load_model_file(path)
-                export_onnx(net, path.with_suffix(".onnx"), metadata=metadata)
+                self.report = report = write_fast_files(
+                    path,
+                    self.calibration,
+                    int8=self.int8,
+                    size=self.int8_size,
+                    count=self.int8_count,
+                    max_diff=self.max_diff,
+                )
                 self.written.append(path.with_suffix(".onnx"))
                 log.info("exported %s", path.with_suffix(".onnx"))
+                int8 = report["int8"]
+                if int8["shipped"]:
+                    self.written.append(path.with_name(int8["file"]))
+                    log.info(
+                        "exported %s (int8: mean abs diff %.4f from fp32 on %d held-out photo(s), bound %g)",
+                        path.with_name(int8["file"]),
+                        int8["mean_abs_diff"],
+                        int8["holdout_photos"],
+                        int8["max_diff_bound"],
+                    )
+                elif self.int8:
+                    log.warning(
+                        "int8 copy not shipped: %s (recorded in %s)", int8["reason"], path.with_suffix(".export.json")
+                    )
         except Exception as e:  # training itself succeeded: keep its result, say how to export by hand
             log.error(
                 "export at the end of training failed (%s: %s); the checkpoint is fine, run fastst export %s",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fastst.common.cpu import cpu_bf16_native
 from fastst.errors import ConfigError
 
 SPEED_OPTIONS = ("channels_last", "compile", "joint_vgg_pass", "keep_freed_memory")
@@ -35,11 +36,7 @@ def resolve_precision(precision: Any, accelerator: str | None) -> str:
         return value
     if on_gpu(accelerator):
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
-    try:
-        cpu_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        cpu_bf16 = False
-    return "bf16-mixed" if cpu_bf16 else "32-true"
+    return "bf16-mixed" if cpu_bf16_native() else "32-true"
 
 
 def resolve_matmul_precision(value: Any, accelerator: str | None, precision: str) -> str:

@@ -304,3 +304,24 @@ def test_bogus_net_config_and_output_suffix(model_file, ckpt, tmp_path, capsys) 
         load_model_file(huge)  # refused before allocating a giant net
     assert main([str(ckpt), "-o", str(tmp_path / "x.onnx"), "--onnx"]) == 2
     assert "must end in .safetensors" in capsys.readouterr().err
+
+
+def test_int8_copy_failing_its_check_is_not_shipped(model_file, tmp_path) -> None:
+    """A refused int8 copy: the .onnx stays, no .int8.onnx (a stale one is removed), the reason recorded."""
+    from fastst.export.convert import write_fast_files
+    from tests.conftest import synthetic_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        synthetic_image(i, (72, 64)).save(photos / f"p{i}.png")
+    copy = tmp_path / "export" / model_file.name
+    copy.parent.mkdir()
+    copy.write_bytes(model_file.read_bytes())
+    stale = copy.with_name(copy.stem + ".int8.onnx")
+    stale.write_bytes(b"from an earlier export")
+    report = write_fast_files(copy, photos, size=64, count=4, holdout_count=2, max_diff=0.0)
+    assert copy.with_suffix(".onnx").is_file() and copy.is_file()
+    assert not stale.exists() and not stale.with_suffix(".json").exists()
+    assert report["int8"]["shipped"] is False and "above --max-diff" in report["int8"]["reason"]
+    assert json.loads(copy.with_suffix(".export.json").read_text()) == report

@@ -51,7 +51,8 @@ def _uint8_diff(a: Path, b: Path) -> int:
 )
 def test_ort_stylize_matches_torch(trained_model, onnx_model, photo, tmp_path, capsys, options) -> None:
     torch_out, ort_out = tmp_path / "torch.png", tmp_path / "ort.png"
-    assert run_fastst("stylize", trained_model.model_file, photo, "-o", torch_out, "--device", "cpu", *options) == 0
+    fp32 = ["--device", "cpu", "--dtype", "fp32"]  # fp32 on both sides (the default, auto, is bf16 on some CPUs)
+    assert run_fastst("stylize", trained_model.model_file, photo, "-o", torch_out, *fp32, *options) == 0
     assert run_fastst("stylize", onnx_model, photo, "-o", ort_out, "--device", "cpu", *options) == 0
     assert _uint8_diff(torch_out, ort_out) <= UINT8_BOUND
 

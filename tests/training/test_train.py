@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -267,3 +268,19 @@ def test_train_command_bad_data_root_and_unknown_key(style_dir, tmp_path, capsys
     code = run_fastst("train", *fast_overrides(tmp_path, style_dir), "data.imagesize=3")
     assert code != 0
     assert "Could not override 'data.imagesize'" in capsys.readouterr().err
+
+
+def test_run_exports_the_fast_files_by_default(photos_dir, style_dir, tmp_path, caplog) -> None:
+    """With the export defaults (onnx and int8 on) a run leaves .safetensors, .onnx and a checked .int8.onnx."""
+    out = tmp_path / "run"
+    overrides = [o for o in fast_overrides(photos_dir, style_dir, "callbacks.preview=null") if "export.onnx" not in o]
+    with caplog.at_level("INFO", logger="fastst.training.callbacks"):
+        train(compose([*overrides, "trainer.max_steps=2", "callbacks.export.int8_size=64"], out))
+    export = out / "export"
+    names = sorted(p.name for p in export.iterdir())
+    assert {"starry_night.safetensors", "starry_night.onnx", "starry_night.int8.onnx"} <= set(names), names
+    report = json.loads((export / "starry_night.export.json").read_text())
+    assert report["int8"]["shipped"] and report["int8"]["mean_abs_diff"] <= report["int8"]["max_diff_bound"]
+    check = json.loads((export / "starry_night.int8.json").read_text())
+    assert not set(check["calibration"]["photos"]) & set(check["per_photo"])  # checked on other photos
+    assert "starry_night.int8.onnx (int8: mean abs diff" in caplog.text
