@@ -290,6 +290,32 @@ def assert_logged_resume(caplog, ckpt: Path) -> None:
     assert f"resuming from {ckpt}" in said, said
 
 
+def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The transform net's tensors of a training checkpoint."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def assert_resumed_equals_uninterrupted(overrides: list[str], steps: int, tmp_path: Path, caplog) -> dict:
+    """Resume ``tmp_path/part`` (a run of ``overrides`` stopped early) to ``steps`` steps into ``tmp_path/resumed``:
+    it must say it resumed from part's ``last.ckpt``, end at ``steps`` and equal the uninterrupted run
+    ``tmp_path/full`` to 1e-6, while part's own weights differ from full's. Returns the resumed run's result."""
+    from fastst.training.pipeline import train
+
+    part_ckpt = tmp_path / "part" / "checkpoints" / "last.ckpt"
+    caplog.set_level("INFO", logger="fastst")
+    resumed = train(compose([*overrides, f"trainer.max_steps={steps}", f"ckpt_path={part_ckpt}"], tmp_path / "resumed"))
+    assert resumed["global_step"] == steps
+    assert_logged_resume(caplog, part_ckpt)
+    full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    part = net_state(part_ckpt)
+    for k in full:
+        torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
+    assert any(not torch.allclose(part[k], full[k]) for k in full)  # the steps after part did change weights
+    return resumed
+
+
 def assert_resume_follows_mark(overrides: list[str], part_ckpt: Path, run_dir: Path, reference: Path, caplog) -> None:
     """Resume ``overrides`` (without ``ckpt_path``) from a marked copy of ``part_ckpt`` into ``run_dir``: the
     run must say it resumed from that copy and end with the marked tensor ``RESUME_MARK`` away from the

@@ -24,7 +24,7 @@ from fastst.training.checkpointing import (
 )
 from fastst.training.pipeline import train
 from fastst.training.resume import find_checkpoint
-from tests.conftest import ROOT, compose, fast_overrides, run_fastst, synthetic_image
+from tests.conftest import ROOT, compose, fast_overrides, net_state, run_fastst, synthetic_image
 
 MAX_STEPS = 12
 # The driver slows every checkpoint write down (64 KiB chunks, 30 ms apart: ~0.25 s per 460 KB file); with
@@ -50,11 +50,6 @@ from fastst.cli import hydra_entry
 
 hydra_entry("train", "fastst.training.pipeline:train")()
 """
-
-
-def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("net.")}
 
 
 @pytest.fixture

@@ -190,26 +190,12 @@ def test_multistyle_run_logs_per_style_terms_and_exports_the_styles(photos_dir, 
 @pytest.mark.slow  # four short multi-style trainings: about 38 s
 def test_multistyle_resume_equals_uninterrupted(photos_dir, styles_dir, tmp_path, caplog) -> None:
     from fastst.training.pipeline import train
-    from tests.conftest import assert_logged_resume, assert_resume_follows_mark
-    from tests.training.test_train import net_state
+    from tests.conftest import assert_resume_follows_mark, assert_resumed_equals_uninterrupted
 
     common = multi_overrides(photos_dir, styles_dir, "callbacks.preview=null", "data.num_workers=1", "seed=3")
     train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
     train(compose([*common, "trainer.max_steps=3"], tmp_path / "part"))
-    caplog.set_level("INFO", logger="fastst")
-    resumed = train(
-        compose(
-            [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
-        )
-    )
-    assert resumed["global_step"] == 6
-    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
-    full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for k in full:
-        torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
-    assert any(not torch.allclose(part[k], full[k]) for k in full)
+    assert_resumed_equals_uninterrupted(common, 6, tmp_path, caplog)
     # same seed and config: a run that ignored the checkpoint would match too; a marked copy must show
     assert_resume_follows_mark(
         [*common, "trainer.max_steps=6"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +10,13 @@ import torch
 from fastst.errors import ConfigError
 from fastst.modelfile.weights import read_metadata
 from fastst.training.pipeline import build, train
-from tests.conftest import assert_logged_resume, assert_resume_follows_mark, compose, fast_overrides, run_fastst
-
-
-def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("net.")}
+from tests.conftest import (
+    assert_resume_follows_mark,
+    assert_resumed_equals_uninterrupted,
+    compose,
+    fast_overrides,
+    run_fastst,
+)
 
 
 def distill_overrides(trained_model, *extra: str) -> list[str]:
@@ -75,20 +75,7 @@ def test_resume_equals_uninterrupted(trained_model, tmp_path, caplog) -> None:
     common = distill_overrides(trained_model, "data.num_workers=1", "seed=3")
     train(compose([*common, "trainer.max_steps=4"], tmp_path / "full"))
     train(compose([*common, "trainer.max_steps=2"], tmp_path / "part"))
-    caplog.set_level("INFO", logger="fastst")
-    resumed = train(
-        compose(
-            [*common, "trainer.max_steps=4", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
-        )
-    )
-    assert resumed["global_step"] == 4
-    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
-    full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for k in full:
-        torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
-    assert any(not torch.allclose(part[k], full[k]) for k in full)  # the last 2 steps did change weights
+    assert_resumed_equals_uninterrupted(common, 4, tmp_path, caplog)
     # same seed and config: a run that ignored the checkpoint would match too; a marked copy must show
     assert_resume_follows_mark(
         [*common, "trainer.max_steps=4"],

@@ -17,17 +17,13 @@ from tests.conftest import (
     ROOT,
     assert_logged_resume,
     assert_resume_follows_mark,
+    assert_resumed_equals_uninterrupted,
     compose,
     fast_overrides,
     mark_checkpoint,
     run_fastst,
 )
 from tests.data.test_data import make_bad_corpus
-
-
-def net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("net.")}
 
 
 def test_few_steps_write_checkpoints_and_previews(photos_dir, style_dir, tmp_path) -> None:
@@ -63,20 +59,7 @@ def test_resume_equals_uninterrupted(photos_dir, style_dir, tmp_path, schedule, 
     part_ckpt = torch.load(tmp_path / "part" / "checkpoints" / "last.ckpt", weights_only=True)
     assert part_run["global_step"] == 3 and part_ckpt["global_step"] == 3  # last.ckpt holds the final step
     assert (tmp_path / "part" / "checkpoints" / "step_0000003.ckpt").is_file()
-    caplog.set_level("INFO", logger="fastst")
-    resumed = train(
-        compose(
-            [*common, "trainer.max_steps=6", f"ckpt_path={tmp_path}/part/checkpoints/last.ckpt"], tmp_path / "resumed"
-        )
-    )
-    assert resumed["global_step"] == 6
-    assert_logged_resume(caplog, tmp_path / "part" / "checkpoints" / "last.ckpt")
-    full = net_state(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    res = net_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    part = net_state(tmp_path / "part" / "checkpoints" / "last.ckpt")
-    for k in full:
-        torch.testing.assert_close(res[k], full[k], rtol=0, atol=1e-6, msg=k)
-    assert any(not torch.allclose(part[k], full[k]) for k in full)  # the last 3 steps did change weights
+    assert_resumed_equals_uninterrupted(common, 6, tmp_path, caplog)
     opt_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
     opt_res = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
     assert opt_full["state"][0]["step"] == opt_res["state"][0]["step"] == 6
