@@ -207,7 +207,9 @@ def load_one(path: Path, device: str, dtype: str, threads: int | None = None) ->
         stylizer = load_ort_stylizer(path, device=device, threads=threads, spinning=False)
         int8 = bool(stylizer.metadata.get("quantization")) or path.name.endswith(INT8_SUFFIX)
         return stylizer, f"onnxruntime {'int8' if int8 else 'fp32'}"
-    return load_stylizer(path, device=device, dtype=dtype), f"torch {dtype}"
+    stylizer = load_stylizer(path, device=device, dtype=dtype)
+    words = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}  # --dtype auto, resolved
+    return stylizer, f"torch {words.get(str(stylizer.dtype), dtype)}"
 
 
 def device_of(stylizer: Any) -> str:
