@@ -378,9 +378,12 @@ def test_cli_style_mix_listing_and_one_line_errors(tmp_path) -> None:
     synthetic_image(5, (40, 32)).save(photo)
     proc = run_fastst("styles", "--model", str(model))
     assert proc.returncode == 0 and all(name in proc.stdout for name in STYLES), proc.stderr
-    proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "a.png"), "--style", "udnie")
+    fp32 = ("--dtype", "fp32")  # the reference below is fp32; auto would be bf16 on a CPU with native bf16
+    proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "a.png"), "--style", "udnie", *fp32)
     assert proc.returncode == 0 and (tmp_path / "a.png").is_file(), proc.stderr
-    proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "b.png"), "--mix", "udnie=1,the_scream=3")
+    proc = run_fastst(
+        "stylize", str(model), str(photo), "-o", str(tmp_path / "b.png"), "--mix", "udnie=1,the_scream=3", *fp32
+    )
     assert proc.returncode == 0 and (tmp_path / "b.png").is_file(), proc.stderr
     # which style each command used: udnie is row 2 of STYLES; the mix is 3/4 the_scream, 1/4 udnie
     net = small_net(3)  # the model file's net (same seed)
