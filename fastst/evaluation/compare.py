@@ -21,7 +21,7 @@ import torch
 
 from fastst.common.options import resolve_progress
 from fastst.errors import UsageError
-from fastst.evaluation.images import _build, _grid, _markdown, _measure
+from fastst.evaluation.images import build_criterion, image_grid, loss_terms, markdown_table
 from fastst.io.images import load_image, resize_long_side
 from fastst.io.tensors import pil_to_tensor
 
@@ -51,7 +51,7 @@ def compare_with_optimisation(args: argparse.Namespace) -> dict[str, Any]:
     iterations = iterations * len(args.sizes) if len(iterations) == 1 else iterations
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    model, loss, style_path, loss_cfg = _build(args)
+    model, loss, style_path, loss_cfg = build_criterion(args)
     images = {c: load_image(c) for c in contents}  # unreadable files fail here, before any work
     rows: list[dict[str, Any]] = []
     for size, iters in zip(args.sizes, iterations):
@@ -65,7 +65,7 @@ def compare_with_optimisation(args: argparse.Namespace) -> dict[str, Any]:
                 t = time.perf_counter()
                 fast = model(x)
                 times.append(time.perf_counter() - t)
-            fast_terms = _measure(loss, fast, x)
+            fast_terms = loss_terms(loss, fast, x)
             settings = OptimizeConfig(
                 optimizer=args.optimizer, iterations=iters, init=args.init, size=None, clamp=args.clamp
             )
@@ -76,8 +76,8 @@ def compare_with_optimisation(args: argparse.Namespace) -> dict[str, Any]:
                 result = run_optimization(loss, x, settings, progress=resolve_progress(args.progress) == "bar")
                 opt_times.append(result.wall_time_s)
             assert result is not None
-            opt_terms = _measure(loss, result.image, x)
-            content_terms = _measure(loss, x, x)
+            opt_terms = loss_terms(loss, result.image, x)
+            content_terms = loss_terms(loss, x, x)
             h, w = x.shape[-2:]
             common = {"image": path.name, "size": size, "hxw": f"{h}x{w}"}
             rows.append(
@@ -109,7 +109,7 @@ def compare_with_optimisation(args: argparse.Namespace) -> dict[str, Any]:
                 f" | optimisation {result.wall_time_s:.1f} s total {opt_terms['total']:.4g}",
                 flush=True,
             )
-        grid = _grid(
+        grid = image_grid(
             grid_rows,
             size,
             [
@@ -142,7 +142,12 @@ def compare_with_optimisation(args: argparse.Namespace) -> dict[str, Any]:
         f"The optimisation minimises this same total ({args.optimizer}, init {args.init}, clamp {args.clamp}). "
         f"{torch.get_num_threads()} CPU threads on {args.device}.\n\n"
     )
-    md = header + _markdown(rows, columns) + "\n### Means per size and method\n\n" + _markdown(summary, SUMMARY_COLUMNS)
+    md = (
+        header
+        + markdown_table(rows, columns)
+        + "\n### Means per size and method\n\n"
+        + markdown_table(summary, SUMMARY_COLUMNS)
+    )
     (out / "table.md").write_text(md)
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[k for k, _ in columns])

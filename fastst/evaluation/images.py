@@ -93,13 +93,13 @@ def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Pa
     return resolve_style_path(entry, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"), hints=COMMAND_HINTS)
 
 
-def _measure(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
+def loss_terms(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
     with torch.no_grad():
         terms = loss(image, content=content)
     return {k: float(terms[k]) for k in ("content", "style", "tv", "total")}
 
 
-def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossConfig]:
+def build_criterion(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossConfig]:
     from fastst.inference.stylizer import load_stylizer, resolve_device
 
     args.device = str(resolve_device(args.device))  # auto -> cuda or cpu, once for the model and the loss
@@ -115,7 +115,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossCon
     return model, loss, style_path, loss_cfg
 
 
-def _markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "| " + " | ".join("---" for _ in columns) + " |"
     body = ["| " + " | ".join(_cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
@@ -129,7 +129,7 @@ def _cell(v: Any) -> str:
 
 
 # -- compare ------------------------------------------------------------------------------------
-def _grid(rows: Sequence[Sequence[torch.Tensor]], cell: int, labels: Sequence[str], names: Sequence[str]):
+def image_grid(rows: Sequence[Sequence[torch.Tensor]], cell: int, labels: Sequence[str], names: Sequence[str]):
     from PIL import Image, ImageDraw
 
     pad, head = 4, 18
@@ -164,7 +164,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         files = files[: args.limit]
     if not files:
         raise UsageError(f"--content {folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    model, loss, style_path, loss_cfg = _build(args)
+    model, loss, style_path, loss_cfg = build_criterion(args)
     per_image, skipped = [], []
     for path in files:
         try:
@@ -174,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             print(f"skipped: {e}", file=sys.stderr)
             continue
         y = model(x)
-        terms = _measure(loss, y, x)
+        terms = loss_terms(loss, y, x)
         per_image.append(
             {
                 "image": str(path.relative_to(folder)),
@@ -196,7 +196,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         f"style `{style_path.name}`{f' (model style {model.style!r})' if model.num_styles else ''}, "
         f"loss {loss_cfg.network} ({Path(loss_cfg.weights).name}); "
         f"SSIM to the content on luminance, std over images (population).\n\n"
-        + _markdown(table, [("metric", "metric"), ("mean", "mean"), ("std", "std")])
+        + markdown_table(table, [("metric", "metric"), ("mean", "mean"), ("std", "std")])
     )
     record = {
         "model": str(args.model),

@@ -61,9 +61,9 @@ from fastst.serve.models import ModelSet, ServedModel
 from fastst.serve.uploads import (
     FORMATS,
     RequestError,
-    _quote,
     load_image,
     open_image,
+    quoted,
     read_body,
     split_form,
 )
@@ -145,7 +145,7 @@ def parse_style(query: Mapping[str, str], model: ServedModel) -> Any:
         except UsageError:
             raise RequestError(
                 400,
-                f"mix must be NAME=WEIGHT,NAME=WEIGHT with weights >= 0 (e.g. mix=a=0.7,b=0.3), got {_quote(raw_mix)}",
+                f"mix must be NAME=WEIGHT,NAME=WEIGHT with weights >= 0 (e.g. mix=a=0.7,b=0.3), got {quoted(raw_mix)}",
             ) from None
     if choice is None:
         if model.multi_style:
@@ -161,7 +161,7 @@ def parse_style(query: Mapping[str, str], model: ServedModel) -> Any:
     except UserError as e:  # UnknownStyleError, InferenceError (weights summing to 0, ...)
         message = first_line(e, 200)
         if isinstance(choice, str) or isinstance(choice, Mapping) and set(choice) - set(model.style_names):
-            message = f"unknown style for model {model.name}: {_quote(str(choice))}; its styles: {names}"
+            message = f"unknown style for model {model.name}: {quoted(str(choice))}; its styles: {names}"
         raise RequestError(400, message) from None
     return choice
 
@@ -170,23 +170,23 @@ def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) ->
     """The checked options of a stylize request; ``RequestError`` (400) names the bad one."""
     unknown = sorted(set(query) - set(OPTION_NAMES))
     if unknown:
-        names = ", ".join(map(_quote, unknown))
+        names = ", ".join(map(quoted, unknown))
         raise RequestError(400, f"unknown option(s) {names}; known: {', '.join(OPTION_NAMES)}")
     name = query.get("model", "")
     if not name:
         raise RequestError(400, f"no model chosen; this server has: {', '.join(models)}")
     if name not in models:  # a key lookup: a name can only ever select one of the served models
-        raise RequestError(400, f"unknown model {_quote(name)}; this server has: {', '.join(models)}")
+        raise RequestError(400, f"unknown model {quoted(name)}; this server has: {', '.join(models)}")
     style = parse_style(query, models[name])
     try:
         strength = float(query.get("strength", "1"))
     except ValueError:
         strength = math.nan
     if not 0.0 <= strength <= 1.0:  # also refuses NaN
-        raise RequestError(400, f"strength must be a number from 0 to 1, got {_quote(query['strength'])}")
+        raise RequestError(400, f"strength must be a number from 0 to 1, got {quoted(query['strength'])}")
     flag = query.get("preserve_color", "0").lower()
     if flag not in _TRUE + _FALSE:
-        raise RequestError(400, f"preserve_color must be 0 or 1, got {_quote(query['preserve_color'])}")
+        raise RequestError(400, f"preserve_color must be 0 or 1, got {quoted(query['preserve_color'])}")
     raw_size = query.get("size")
     try:
         size = None if raw_size is None else int(raw_size)
@@ -196,11 +196,11 @@ def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) ->
         raise RequestError(
             400,
             f"size must be 0 (the photo's own, at most {limits.max_size}) or {MIN_SIZE} to {limits.max_size} px, "
-            f"got {_quote(raw_size)}",
+            f"got {quoted(raw_size)}",
         )
     fmt = query.get("format", "png").lower()
     if fmt not in ("png", "jpeg"):
-        raise RequestError(400, f"format must be png or jpeg, got {_quote(query['format'])}")
+        raise RequestError(400, f"format must be png or jpeg, got {quoted(query['format'])}")
     return Options(name, strength, flag in _TRUE, size, style, fmt)
 
 

@@ -122,13 +122,13 @@ def split_form(data: bytes, content_type: str) -> dict[str, bytes]:
             parts[str(name)] = part.get_payload(decode=True) or b""
     unknown = sorted(set(parts) - {"photo", "style_image"})
     if unknown:
-        raise RequestError(400, f"unknown form part(s) {', '.join(map(_quote, unknown))}; known: photo, style_image")
+        raise RequestError(400, f"unknown form part(s) {', '.join(map(quoted, unknown))}; known: photo, style_image")
     if "photo" not in parts:
         raise RequestError(400, "a multipart/form-data upload needs a 'photo' part")
     return parts
 
 
-def _quote(value: str, limit: int = 60) -> str:
+def quoted(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
