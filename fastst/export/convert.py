@@ -21,7 +21,7 @@ import torch
 from fastst.errors import ModelFileError, first_line
 from fastst.io.files import atomic_path
 from fastst.modelfile.checkpoint import read_checkpoint
-from fastst.modelfile.schema import plain_json, safe_name, write_onnx_metadata
+from fastst.modelfile.schema import INT8_SUFFIX, plain_json, safe_name, write_onnx_metadata
 from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
     load_model_file,
     make_metadata,
@@ -256,7 +256,7 @@ def write_fast_files(
 
     model_file = Path(model_file)
     onnx_path = model_file.with_suffix(".onnx")
-    int8_path = model_file.with_name(model_file.stem + ".int8.onnx")
+    int8_path = model_file.with_name(model_file.stem + INT8_SUFFIX)
     net, metadata = load_model_file(model_file)
     onnx_report = export_onnx(net, onnx_path, metadata=metadata)
     report: dict[str, Any] = {

@@ -43,6 +43,7 @@ import numpy as np
 from fastst.errors import ImageError, ModelFileError, UsageError, first_line
 from fastst.io.files import walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, load_image, pil_to_array, resize_long_side
+from fastst.modelfile.schema import INT8_SUFFIX, write_onnx_metadata
 
 DEFAULT_MAX_DIFF = 0.02  # mean abs difference on [0,1] RGB; see the module docstring
 OP_TYPES = ["Conv"]  # what is quantized; see the module docstring
@@ -202,7 +203,7 @@ def quantize_onnx(
     holdout = Path(holdout) if holdout is not None else None
     if model.suffix.lower() != ".onnx":
         raise UsageError(f"{model}: fastst quantize takes a .onnx model; write one with fastst export CKPT --onnx")
-    out = Path(output) if output else model.with_name(model.stem + ".int8.onnx")
+    out = Path(output) if output else model.with_name(model.stem + INT8_SUFFIX)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"-o {out}: the int8 model must end in .onnx")
     report_path = out.with_suffix(".json")
@@ -221,7 +222,6 @@ def quantize_onnx(
     except ImportError as e:
         raise UsageError(f"fastst quantize needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
     from fastst.inference.ort import OrtStylizer
-    from fastst.modelfile.schema import write_onnx_metadata
 
     fp32 = OrtStylizer(model, device="cpu")
     calib_paths, held_paths = split_photos(calibration, holdout, count)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from fastst.errors import UsageError
+from fastst.modelfile.schema import INT8_SUFFIX
 
 RUNS_DIR = Path("logs/train")  # where `fastst train` puts runs: logs/train/<style>/<date_time>/
-INT8_SUFFIX = ".int8.onnx"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from fastst.errors import ModelFileError, newer_format
 FORMAT = "fastst-stylizer"
 FORMAT_VERSION = 2  # 2: "styles" (a list; multi-style nets). 1: "style" only. Both load.
 METADATA_KEY = "fastst"  # the safetensors metadata key and the ONNX metadata_props key
+INT8_SUFFIX = ".int8.onnx"  # the int8 copy of NAME.onnx (fastst quantize, a training run's export)
 IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
 # Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
 STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image")

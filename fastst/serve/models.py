@@ -21,10 +21,9 @@ from typing import Any
 from fastst.errors import ModelFileError, UsageError, first_line
 from fastst.inference.stylizer import load_stylizer
 from fastst.io.files import walk_files
-from fastst.modelfile.schema import safe_name
+from fastst.modelfile.schema import INT8_SUFFIX, safe_name
 
 MODEL_EXTENSIONS = (".safetensors", ".onnx")
-INT8_SUFFIX = ".int8.onnx"
 # relative cost of one pixel per backend, for picking the fastest model (measured in docs/serve.md)
 BACKEND_COST = {
     "onnxruntime int8": 0.5,
