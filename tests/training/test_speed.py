@@ -12,6 +12,7 @@ import torch
 from fastst.errors import ConfigError
 from fastst.losses.functional import gram_matrix
 from fastst.training.precision import resolve_matmul_precision, resolve_precision, speed_options
+from tests.conftest import compose, fast_overrides
 
 # A child process allocates, writes and frees a 64 MB tensor (above glibc's largest mmap threshold,
 # like a 4 x 64 x 256 x 256 fp32 activation) 40 times, as training steps do, and reports the median
@@ -70,6 +71,20 @@ def test_matmul_precision_auto():
 
 
 @pytest.mark.skipif(resolve_precision("auto", "cpu") != "bf16-mixed", reason="auto picks medium on bf16 CPUs only")
+def test_train_gives_the_caller_its_matmul_precision_back(photos_dir, style_dir, tmp_path) -> None:
+    """float32_matmul_precision is process-wide: a run that set ``medium`` and kept it would make every
+    later fp32 convolution in the caller's process run in bf16 on a CPU with AMX (3e-3 off)."""
+    from fastst.training.pipeline import train
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        train(compose(fast_overrides(photos_dir, style_dir, "float32_matmul_precision=medium"), tmp_path / "run"))
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def test_gram_of_bf16_features_same_under_medium_matmul_precision():
     """``auto`` picks ``medium`` for bf16 training on a CPU: the Grams must stay fp32-accurate.
 
