@@ -99,6 +99,22 @@ def fast_overrides(photos: Path, styles: Path, *extra: str) -> list[str]:
     ]
 
 
+# -- process-wide numerics put back after every test --------------------------------------------------
+# training's setup (fastst.training.setup.prepare, reached by pipeline.build) sets torch's
+# float32_matmul_precision process-wide ("medium" for bf16-mixed on a CPU with oneDNN bf16). train() gives
+# the caller its precision back (tests/training/test_speed.py), but tests that call build() directly do not
+# go through train(); without this reset their setting leaked into every later test, whose fp32
+# convolutions then ran in bf16 on such CPUs (loss, tiling and CLI tests off by ~1e-3).
+MATMUL_PRECISION = torch.get_float32_matmul_precision()
+
+
+@pytest.fixture(autouse=True)
+def _default_matmul_precision() -> Iterator[None]:
+    torch.set_float32_matmul_precision(MATMUL_PRECISION)
+    yield
+    torch.set_float32_matmul_precision(MATMUL_PRECISION)
+
+
 # -- tests marked gpu skip without CUDA ------------------------------------------------------------------
 def pytest_collection_modifyitems(config, items) -> None:
     """``@pytest.mark.gpu`` is all a GPU test needs: without CUDA it skips, saying so."""
@@ -198,6 +214,7 @@ def tiny_trained_model(root: Path) -> TrainedModel:
             photos, styles, "trainer.max_steps=2", "callbacks.preview=null", "trainer.precision=32-true"
         )
         train(compose(overrides, root / "run"))
+        torch.set_float32_matmul_precision(MATMUL_PRECISION)  # trained inside another test's fixtures
         ckpt = root / "run" / "checkpoints" / "last.ckpt"
         _TRAINED = TrainedModel(ckpt, export_checkpoint(ckpt, export_dir=root / "exported"), photos, styles)
     return _TRAINED
