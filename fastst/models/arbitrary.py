@@ -1,0 +1,209 @@
+"""Any painting as a style: adaptive instance normalization (AdaIN).
+
+Huang and Belongie (2017), "Arbitrary Style Transfer in Real-time with Adaptive Instance
+Normalization": a frozen VGG encoder up to relu4_1 maps the photo to features f; AdaIN replaces
+their per-channel mean and standard deviation with the painting's, and a trained decoder maps
+the result back to an image. Nothing in the net is tied to a painting, so one net stylizes with
+paintings it never saw.
+
+The painting enters as a *style code*: the per-channel mean and standard deviation of its
+encoder features (``B x 2C``, means first). Codes are what mixes and strengths act on:
+
+* a mix of paintings is the weighted sum of their codes (AdaIN is affine in the target
+  statistics, so this equals the weighted sum of the AdaIN features, Huang and Belongie sec. 7);
+* ``strength`` s interpolates the photo's own code and the painting's:
+  ``AdaIN(f, s * code + (1 - s) * code(f))`` = ``s * AdaIN(f, code) + (1 - s) * f`` (their eq. 12).
+
+``style_code(paintings)`` and ``forward(photos, code, strength)`` are the two halves a deployment
+needs: encode a painting once, stylize many photos with it (the ONNX export has one graph each).
+
+The encoder's weights are carried in the model file (they are part of what the decoder was trained
+for), so inference needs no VGG download. The encoder here has the layer names of
+:mod:`fastst.losses.vgg` (``conv1_1``, ``relu1_1``, ...), so training copies the loss network's
+weights into it one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from fastst.errors import ConfigError
+from fastst.models import NetConfig
+
+_BLOCKS = {"vgg16": (2, 2, 3, 3), "vgg19": (2, 2, 4, 4)}  # conv layers per block, up to block 4
+_CHANNELS = (64, 128, 256, 512)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCHVISION_MEAN = (0.485, 0.456, 0.406)
+_TORCHVISION_STD = (0.229, 0.224, 0.225)
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class ArbitraryConfig(NetConfig):
+    """Every hyperparameter of the arbitrary-style net; model files carry it (``net``)."""
+
+    KIND = "arbitrary net"  # class attribute (not annotated): not a dataclass field
+
+    encoder: Literal["vgg16", "vgg19"] = "vgg16"  # frozen VGG up to relu4_1 (weights from loss.weights)
+    preprocessing: Literal["caffe", "torchvision"] = "caffe"  # the convention of the encoder's weights
+    decoder_width: float = 1.0  # the mirrored decoder's channel widths, as a fraction of 256/128/64
+    output: Literal["sigmoid", "clamp"] = "clamp"  # AdaIN's decoder is linear at the end; clamp at inference
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("encoder", tuple(_BLOCKS)),
+            ("preprocessing", ("caffe", "torchvision")),
+            ("output", ("sigmoid", "clamp")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not isinstance(self.decoder_width, (int, float)) or not 0 < self.decoder_width <= 4:
+            raise ConfigError(f"model.net.decoder_width must be a number in (0, 4], got {self.decoder_width!r}")
+
+
+class _Preprocess(nn.Module):
+    """RGB [0,1] -> the encoder weights' convention (as fastst.losses.vgg.Preprocess)."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.caffe = mode == "caffe"
+        if self.caffe:
+            mean, scale = tuple(c / 255.0 for c in reversed(_CAFFE_MEAN_BGR)), (255.0,) * 3
+        else:
+            mean, scale = _TORCHVISION_MEAN, tuple(1.0 / s for s in _TORCHVISION_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x - self.mean.to(x.dtype)) * self.scale.to(x.dtype)
+        return y.flip(1) if self.caffe else y
+
+
+def vgg_encoder(arch: str) -> nn.Sequential:
+    """VGG ``arch`` up to relu4_1 with fastst.losses.vgg's layer names (conv1_1, relu1_1, pool1, ...)."""
+    body = nn.Sequential()
+    cin = 3
+    for b, n in enumerate(_BLOCKS[arch], start=1):
+        for i in range(1, n + 1):
+            if b == 4 and i > 1:
+                return body
+            body.add_module(f"conv{b}_{i}", nn.Conv2d(cin, _CHANNELS[b - 1], 3, padding=1, padding_mode="reflect"))
+            body.add_module(f"relu{b}_{i}", nn.ReLU(inplace=True))
+            cin = _CHANNELS[b - 1]
+        if b < 4:
+            body.add_module(f"pool{b}", nn.MaxPool2d(2, 2))
+    return body
+
+
+def _decoder(width: float) -> nn.Sequential:
+    """The encoder mirrored (Huang and Belongie's decoder): nearest x2 upsampling, reflection padding."""
+
+    def w(c: int) -> int:
+        return max(8, round(c * width))
+
+    def conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+        return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+    up = [nn.Upsample(scale_factor=2, mode="nearest")]
+    return nn.Sequential(
+        *conv(512, w(256)), *up,  # H/8 -> H/4
+        *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(128)), *up,
+        *conv(w(128), w(128)), *conv(w(128), w(64)), *up,  # -> H
+        *conv(w(64), w(64)), *conv(w(64), 3, relu=False),
+    )  # fmt: skip
+
+
+def mean_std(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel mean and standard deviation (B x C each) of B x C x H x W features, in fp32."""
+    f = features.float().flatten(2)
+    mean = f.mean(2)
+    std = (f.var(2, unbiased=False) + EPS).sqrt()
+    return mean, std
+
+
+def adain(features: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Adaptive instance normalization: ``features`` (B x C x H x W) with the statistics of ``code`` (B x 2C)."""
+    c = features.shape[1]
+    mean, std = mean_std(features)
+    target_mean, target_std = code[:, :c].float(), code[:, c:].float()
+    normalized = (features.float() - mean[..., None, None]) / std[..., None, None]
+    return (normalized * target_std[..., None, None] + target_mean[..., None, None]).to(features.dtype)
+
+
+class ArbitraryNet(nn.Module):
+    """Frozen VGG encoder (to relu4_1) + AdaIN + trained decoder; see the module docstring."""
+
+    def __init__(self, config: ArbitraryConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ArbitraryConfig()
+        self.preprocess = _Preprocess(self.config.preprocessing)
+        self.encoder = vgg_encoder(self.config.encoder)
+        self.encoder.requires_grad_(False)
+        self.decoder = _decoder(self.config.decoder_width)
+
+    @property
+    def code_dim(self) -> int:
+        """Length of a style code: mean and standard deviation of each relu4_1 channel."""
+        return 2 * _CHANNELS[3]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
+        return self.encoder(self.preprocess(images))
+
+    def style_code(self, paintings: torch.Tensor) -> torch.Tensor:
+        """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
+        mean, std = mean_std(self.encode(paintings))
+        return torch.cat([mean, std], 1)
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """relu4_1-shaped features -> RGB (B x 3 x 8h x 8w); in [0, 1] except a training ``clamp`` net."""
+        y = self.decoder(features)
+        if self.config.output == "sigmoid":
+            return torch.sigmoid(y)
+        return y if self.training else y.clamp(0.0, 1.0)
+
+    def target(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The AdaIN features the decoder renders: photo features with ``strength`` of the code's statistics.
+
+        ``strength`` is a float or a B-vector in [0, 1] (1: the painting's statistics, 0: the photo's own).
+        """
+        f = self.encode(photos)
+        if isinstance(strength, (int, float)) and strength == 1.0:
+            return adain(f, code)
+        s = torch.as_tensor(strength, dtype=torch.float32, device=f.device).reshape(-1, 1)
+        mean, std = mean_std(f)
+        own = torch.cat([mean, std], 1)
+        return adain(f, s * code.float() + (1 - s) * own)
+
+    def forward(
+        self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0
+    ) -> torch.Tensor:
+        """Photos (B x 3 x H x W in [0, 1], H and W divisible by 8) and style codes (B x 2C) -> stylized photos."""
+        return self.decode(self.target(photos, code, strength))
+
+    def train(self, mode: bool = True) -> ArbitraryNet:
+        """The encoder stays in eval mode and frozen; only the decoder trains."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.decoder.parameters())
+
+
+def mix_codes(codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """N style codes (N x 2C) and weights (N, or B x N) -> the mixed code (1 x 2C, or B x 2C)."""
+    w = weights.float()
+    if w.dim() == 1:
+        w = w[None]
+    return w @ codes.float()
+
+
+# The family's entry points (fastst.models): its config dataclass and its net.
+CONFIG = ArbitraryConfig
+NET = ArbitraryNet
