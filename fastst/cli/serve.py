@@ -28,7 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=["checkpoints"],
         metavar="MODEL|DIR",
         help="model files (.safetensors, .onnx, .int8.onnx) or folders searched recursively for them "
-        "(default: checkpoints/); NAME.onnx is served instead of NAME.safetensors beside it",
+        "(default: checkpoints/); NAME.onnx is served instead of NAME.safetensors beside it; one model named by a "
+        "style name, run folder, export folder or its .safetensors runs as its fastest checked variant, as in "
+        "fastst stylize (stderr and the page say which)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="for one model named by a style name, run or export folder or .safetensors: auto (default) the "
+        "fastest variant that exists and passed its check (int8 .onnx, .onnx, .safetensors); torch or "
+        "onnxruntime insist on one",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -126,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise UsageError(f"--threads must be at least 1, got {args.threads}")
-        models = load_models(args.models, device=args.device, dtype=args.dtype, threads=args.threads)
+        models = load_models(
+            args.models, device=args.device, dtype=args.dtype, threads=args.threads, backend=args.backend
+        )
         if args.keep_freed_memory:
             keep_freed_memory()  # every request allocates the same big activations again (fastst/common/allocator.py)
         app = create_app(models, limits, allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) else None)

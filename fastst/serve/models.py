@@ -8,6 +8,11 @@ Three kinds of file are served: ``.safetensors`` (torch), ``.onnx`` and ``.int8.
 ``fastst export --onnx`` writes), only the ``.onnx`` is served: the same model, faster on the CPU.
 ``NAME.int8.onnx`` (``fastst quantize``) is served beside it as its own model (``NAME-int8``): faster
 again, but not the same pixels, so the user chooses.
+
+One model named on the command line (a style name, a run folder, an export folder, a folder holding one
+model, or its ``.safetensors``) is served as the variant ``fastst stylize`` would run
+(:func:`fastst.inference.variants.choose_variant`: the int8 graph when it passed its check, else the
+``.onnx``, else torch; ``--backend`` insists), and the server says which, on stderr and in the gallery.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 from fastst.errors import ModelFileError, UsageError, first_line
 from fastst.inference.stylizer import load_stylizer
+from fastst.inference.variants import Variant, choose_variant
 from fastst.io.files import walk_files
 from fastst.modelfile.schema import INT8_SUFFIX, safe_name
 
@@ -67,22 +73,40 @@ def model_key(path: Path) -> tuple[Path, str]:
     return path.parent, name.rsplit(".", 1)[0]
 
 
-def prefer_onnx(files: dict[Path, bool]) -> dict[Path, bool]:
+def prefer_onnx(files: dict[Path, Any]) -> dict[Path, Any]:
     """Drop a folder-found ``NAME.safetensors`` that has a ``NAME.onnx`` beside it (the same model, faster)."""
     onnx = {model_key(p) for p in files if p.suffix == ".onnx" and not p.name.endswith(INT8_SUFFIX)}
     return {p: named for p, named in files.items() if named or p.suffix != ".safetensors" or model_key(p) not in onnx}
 
 
-def find_model_files(paths: Sequence[str | Path]) -> dict[Path, bool]:
-    """The model files named by ``paths`` -> whether each was named directly (not found in a folder).
+def one_model(path: Path) -> Path | None:
+    """The folder to hand to :func:`choose_variant` when ``path`` names one model: a run folder (``export/``
+    inside) or a folder whose files (searched recursively) are all variants of one model; else None."""
+    if (path / "export").is_dir():
+        return path
+    found = walk_files(path, MODEL_EXTENSIONS)
+    keys = {(f.parent, f.name.removesuffix(INT8_SUFFIX).rsplit(".", 1)[0]) for f in found}
+    return found[0].parent if len(keys) == 1 else None
 
-    Files are taken as given; folders are searched recursively for ``.safetensors`` and ``.onnx`` files.
-    ``UsageError`` for a path that does not exist, a folder without model files, or no paths at all.
+
+def find_model_files(paths: Sequence[str | Path], backend: str = "auto") -> dict[Path, bool | Variant]:
+    """The model files named by ``paths`` -> whether each was named directly (not found in a folder), or the
+    :class:`Variant` chosen for it (named directly, and picked as ``fastst stylize`` picks: one model named by
+    a style name, a run or export folder or a ``.safetensors``; ``backend`` auto, torch or onnxruntime).
+
+    ``.onnx`` files are taken as given; folders of several models are searched recursively for
+    ``.safetensors`` and ``.onnx`` files. ``UsageError`` for a path that does not exist, a folder without
+    model files, or no paths at all.
     """
-    files: dict[Path, bool] = {}  # the same file named twice is served once
+    files: dict[Path, bool | Variant] = {}  # the same file named twice is served once
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_dir():
+        single = one_model(path) if path.is_dir() else None
+        name = not path.exists() and str(raw) == path.name and not path.suffix  # a style name
+        if single is not None or name or (path.suffix == ".safetensors" and path.is_file()):
+            variant = choose_variant(single or path, backend)  # a bare name: the newest run of logs/train/NAME
+            files[variant.path.resolve()] = variant
+        elif path.is_dir():
             found = walk_files(path, MODEL_EXTENSIONS)
             if not found:
                 raise UsageError(
@@ -219,7 +243,12 @@ def device_of(stylizer: Any) -> str:
 
 
 def load_models(
-    paths: Sequence[str | Path], device: str = "auto", dtype: str = "fp32", log: Any = None, threads: int | None = None
+    paths: Sequence[str | Path],
+    device: str = "auto",
+    dtype: str = "fp32",
+    log: Any = None,
+    threads: int | None = None,
+    backend: str = "auto",
 ) -> ModelSet:
     """Load every model file under ``paths`` once (one :class:`Stylizer` each, kept for the server's life).
 
@@ -228,8 +257,11 @@ def load_models(
     with one line on ``log`` (stderr). ``UsageError`` when nothing loads.
     """
     log = log or sys.stderr
-    files = find_model_files(paths)
+    files = find_model_files(paths, backend)
     loaded: list[tuple[Path, Any, str]] = []
+    picked = {p: v for p, v in files.items() if isinstance(v, Variant)}
+    # the gallery's words: no path (the server's directories are nobody's business)
+    chosen = {p: f"{v.kind} on {v.backend}" + (f"; {v.note}" if v.note else "") for p, v in picked.items()}
     skipped = 0
     for path, named in files.items():
         try:
@@ -240,6 +272,8 @@ def load_models(
             skipped += 1
             print(f"skipped {first_line(e)}", file=log)
             continue
+        if path in picked:
+            print(f"using {picked[path].describe()}", file=log)  # the same words as fastst stylize
         loaded.append((path, stylizer, backend))
     if not loaded:
         raise UsageError(f"none of the {len(files)} model file(s) could be loaded ({skipped} skipped, listed above)")
@@ -249,7 +283,14 @@ def load_models(
     ]
     names = model_names(styles, stems)
     return ModelSet(
-        ServedModel(name, s, p.name, describe(s.metadata, p.name, s.style_names, b), b, device_of(s))
+        ServedModel(
+            name,
+            s,
+            p.name,
+            {**describe(s.metadata, p.name, s.style_names, b), "chosen": chosen.get(p)},
+            b,
+            device_of(s),
+        )
         for name, (p, s, b) in zip(names, loaded)
     )
 

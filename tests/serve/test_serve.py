@@ -896,3 +896,28 @@ def test_out_of_memory_is_a_503_and_the_server_keeps_serving(models, monkeypatch
             assert_error(stylize(c, jpeg_bytes(), size=64), 503, words, "smaller output size")
             monkeypatch.undo()
             assert stylize(c, jpeg_bytes(), size=64).status_code == 200
+
+
+def test_one_named_model_is_served_as_the_variant_stylize_would_run(tmp_path, monkeypatch, capsys) -> None:
+    """A run folder, an export folder or a style name is served as its fastest checked variant, as ``fastst
+    stylize`` picks it (issue 28), and the server says which: stderr and the gallery's ``chosen``."""
+    export = tmp_path / "logs" / "train" / "tiny_waves" / "2026-12-04_05-00-00" / "export"
+    waves = make_model_file(export / "tiny_waves.safetensors", "tiny_waves", seed=0)
+    export_onnx_copy(waves)
+    int8 = export_onnx_copy(waves, int8=True)
+    check = int8.with_suffix(".json")  # fastst quantize's report: within its bound of fp32
+    check.write_text('{"mean_abs_diff": 0.004, "max_diff_bound": 0.02}')
+    monkeypatch.chdir(tmp_path)
+    for source in (export.parent, export, "tiny_waves"):
+        served = load_models([source], device="cpu")
+        assert list(served) == ["tiny_waves-int8"] and served["tiny_waves-int8"].backend == "onnxruntime int8"
+        assert served["tiny_waves-int8"].info["chosen"].startswith("int8 on onnxruntime; checked")
+        assert re.search(r"^using \S*/tiny_waves.int8.onnx \(int8 on onnxruntime", capsys.readouterr().err, re.M)
+    with make_client(served) as client:
+        card = client.get("/api/models").json()["models"][0]
+    assert card["chosen"].startswith("int8 on onnxruntime") and str(tmp_path) not in card["chosen"]
+    assert load_models([export], device="cpu", backend="torch")["tiny_waves"].backend == "torch fp32"
+    check.write_text('{"mean_abs_diff": 0.05, "max_diff_bound": 0.02}')  # written with --force: not used
+    served = load_models([waves], device="cpu")
+    assert list(served) == ["tiny_waves"] and served["tiny_waves"].backend == "onnxruntime fp32"
+    assert "failed its check" in served["tiny_waves"].info["chosen"]

@@ -51,6 +51,7 @@ function renderGallery(models) {
     card.append(el("span", "facts", facts.join(" · ")));
     card.append(el("span", "backend", m.backend + (m.fastest && models.length > 1 ? " · fastest here" : "")));
     card.append(el("span", "file", m.file));
+    if (m.chosen) card.append(el("span", "chosen", `picked for speed: ${m.chosen}`));
     card.addEventListener("click", () => selectModel(m.name));
     gallery.append(card);
   }
