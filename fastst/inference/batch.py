@@ -286,7 +286,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {args.threads}")
         from fastst.inference.ort import load_ort_stylizer  # numpy + onnxruntime: no torch
 
-        stylizer = load_ort_stylizer(model, device=args.device, threads=args.threads or None, **options)
+        # idle workers sleep instead of spinning: a command's threads have nothing to wait for between its
+        # photos, and on a busy machine spinning cost the net 1.4-1.6x (docs/deploy.md, "Where the time goes")
+        stylizer = load_ort_stylizer(model, device=args.device, threads=args.threads or None, spinning=False, **options)
     else:
         from fastst.inference.stabilize import parse_stabilize
         from fastst.inference.stylizer import load_stylizer

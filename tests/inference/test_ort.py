@@ -163,6 +163,19 @@ def test_backend_rule_and_bad_files(trained_model, onnx_model, photo, tmp_path, 
     assert not (tmp_path / "out.png").exists()
 
 
+def test_stylize_sessions_do_not_spin(onnx_model, photo, tmp_path, monkeypatch) -> None:
+    """fastst stylize's ONNX Runtime threads sleep when idle: spinning ones cost the net 1.4-1.6x on a busy
+    machine (docs/deploy.md, "Where the time goes"); the session's own options say so."""
+    from fastst.inference import ort
+
+    made = []
+    real = ort.load_ort_stylizer
+    monkeypatch.setattr(ort, "load_ort_stylizer", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    assert run_fastst("stylize", onnx_model, photo, "-o", tmp_path / "out.png", "--device", "cpu") == 0
+    options = made[0].session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def _lean_run(model: Path, photo: Path, out: Path) -> list[str]:
     code = (
         "import sys\n"
