@@ -14,6 +14,7 @@ Prints medians and the ratio fastst / peer (below 1: fastst is faster).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -62,6 +63,7 @@ def main() -> None:
     tools = {label: [sys.executable, "-m", "fastst", "stylize", model] for label, model in models.items()}
     used: dict[str, str] = {}
     times: dict[tuple[str, str], list[float]] = {}
+    load_before = os.getloadavg()
     for case, src in inputs.items():
         names = [*tools, "peer"]
         for r in range(args.rounds):
@@ -77,7 +79,8 @@ def main() -> None:
                 elapsed, err = timed(cmd)
                 times.setdefault((case, name), []).append(elapsed)
                 used[name] = next((line for line in err.splitlines() if line.startswith("using ")), "")
-    print(f"{args.rounds} interleaved rounds, whole process, medians:\n")
+    load = ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in zip(load_before, os.getloadavg()))
+    print(f"{args.rounds} interleaved rounds, whole process, medians; load average (1, 5, 15 min) {load}\n")
     print("| photos (1024 px PNG) | model | fastst s | peer s | fastst / peer |")
     print("| --- | --- | --- | --- | --- |")
     for case in inputs:
