@@ -27,7 +27,7 @@ from pathlib import Path
 STAGES = ("import", "load", "decode", "net", "net again", "encode")
 
 
-def child(model: Path, variant: str, photo: Path, out: Path, threads: int) -> None:
+def child(model: Path, variant: str, photo: Path, out: Path, threads: int, spinning: bool) -> None:
     t = {"start": time.perf_counter()}
     if variant in ("int8", "onnx"):
         from fastst.inference.ort import load_ort_stylizer
@@ -40,7 +40,7 @@ def child(model: Path, variant: str, photo: Path, out: Path, threads: int) -> No
     base = next(model.glob("*.safetensors"))
     if variant in ("int8", "onnx"):
         path = base.with_name(base.stem + (".int8.onnx" if variant == "int8" else ".onnx"))
-        stylizer = load_ort_stylizer(path, device="cpu", threads=threads or None)
+        stylizer = load_ort_stylizer(path, device="cpu", threads=threads or None, spinning=spinning)
     else:
         stylizer = load_stylizer(base, device="cpu", dtype=variant)
     t["load"] = time.perf_counter()
@@ -63,11 +63,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", default="int8,onnx,bf16,fp32")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    p.add_argument("--spinning", action="store_true", help="ONNX Runtime threads spin when idle (fastst stylize: no)")
     p.add_argument("--out", type=Path, default=Path("/tmp/fastst_profile.png"))
     p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(Path(args.child[0]), args.child[1], args.photo, args.out, args.threads)
+        child(Path(args.child[0]), args.child[1], args.photo, args.out, args.threads, args.spinning)
         return
     runs = [
         (label, Path(m), v) for label, m in (x.split("=", 1) for x in args.models) for v in args.variants.split(",")
@@ -76,6 +77,7 @@ def main() -> None:
     for r in range(args.rounds):
         for label, model, v in runs[r % len(runs) :] + runs[: r % len(runs)]:
             cmd = [sys.executable, __file__, "--photo", str(args.photo), "--threads", str(args.threads)]
+            cmd += ["--spinning"] if args.spinning else []
             t = time.perf_counter()
             proc = subprocess.run([*cmd, "--child", str(model), v], capture_output=True, text=True)
             wall = time.perf_counter() - t
