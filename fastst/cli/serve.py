@@ -2,7 +2,9 @@
 
 Loads every model file once (folders are searched recursively for ``.safetensors`` and ``.onnx`` files;
 ``.onnx`` runs on ONNX Runtime and is preferred over a ``.safetensors`` of the same name; with no
-argument, ``checkpoints/``), then serves the page on ``http://127.0.0.1:8000/`` until Ctrl-C.
+argument, ``checkpoints/``), then serves the page on ``http://127.0.0.1:8000/`` until Ctrl-C. One model
+named by a style name, a run or export folder or its ``.safetensors`` is served as the variant
+``fastst stylize`` would run (``--backend`` insists; :mod:`fastst.serve.models`).
 Needs the optional extra: ``pip install -c constraints.txt -e ".[serve]"`` (Starlette and uvicorn).
 """
 
