@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fastst import models
 from fastst.common.options import styles_label
@@ -188,7 +188,8 @@ class ManyStyles:
 
 def stroke_scale_list(value: Any) -> list[float]:
     """``stroke_scales`` as sorted distinct positive floats ([] for null); a ``ConfigError`` otherwise."""
-    value = _plain(value)
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
     if value is None or value == []:
         return []
     values = value if isinstance(value, (list, tuple)) else [value]
