@@ -45,7 +45,11 @@ def conditions(stylizer) -> list[tuple[str, dict]]:
             out += [(f"{name} stroke={s:g}", {**style, "stroke": s}) for s in scales]
         else:
             out.append((name, style))
-    mid = ({"stroke": 1.0} if min(scales) <= 1.0 <= max(scales) else {"stroke": scales[len(scales) // 2]}) if scales else {}
+    mid = (
+        ({"stroke": 1.0} if min(scales) <= 1.0 <= max(scales) else {"stroke": scales[len(scales) // 2]})
+        if scales
+        else {}
+    )
     for a, b in itertools.combinations(names, 2):
         for w in (0.25, 0.5, 0.75):
             out.append((f"{a}={w:g},{b}={1 - w:g}", {"style": {a: w, b: 1 - w}, **mid}))
@@ -87,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             args.save.mkdir(parents=True, exist_ok=True)
             tensor_to_pil(worst[2][0]).save(args.save / f"{label.replace('=', '').replace(',', '_')}_{worst[1]}.png")
     failed = [r for r in rows if r[3] > args.threshold]
-    print(f"\n| condition | mean | p90 | max | worst photo |\n| --- | --- | --- | --- | --- |")
+    print("\n| condition | mean | p90 | max | worst photo |\n| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f}{' FAIL' if r in failed else ''} | {r[4]} |")
-    print(f"\n{len(photos)} held-out photos at {args.size} px; threshold {args.threshold}: "
-          + (f"FAIL ({len(failed)} of {len(rows)} conditions)" if failed else "pass"))
+    print(
+        f"\n{len(photos)} held-out photos at {args.size} px; threshold {args.threshold}: "
+        + (f"FAIL ({len(failed)} of {len(rows)} conditions)" if failed else "pass")
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 1 if failed else 0

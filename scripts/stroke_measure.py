@@ -1,7 +1,8 @@
 """Stroke-size control, measured (issue 27; docs/stroke.md).
 
     python scripts/stroke_measure.py STROKE_MODEL.safetensors --painting NAME=PATH ... \\
-        [--single NAME@SCALE=MODEL.safetensors ...] [--plain PLAIN_MODEL.safetensors] [--grid docs/images/stroke_grid.jpg]
+        [--single NAME@SCALE=MODEL.safetensors ...] [--plain PLAIN_MODEL.safetensors] \\
+        [--grid docs/images/stroke_grid.jpg]
 
 Prints, as markdown tables:
 
@@ -101,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     photos = [load_image_tensor(f, args.size) for f in files]
     settings = strokes_between(scales[0], scales[-1])
 
-    print(f"### Stroke width (px at {args.size} px, autocorrelation half-width; mean of {len(files)} held-out photos)\n")
+    print(
+        f"### Stroke width (px at {args.size} px, autocorrelation half-width; mean of {len(files)} held-out photos)\n"
+    )
     print("| painting | " + " | ".join(f"--stroke {s:g}" for s in settings) + " | monotone | largest / smallest |")
     print("| --- " * (len(settings) + 3) + "|")
     for name in names:
@@ -110,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             w = [float(stroke_width(model(x, style=name, stroke=s))[0]) for x in photos]
             widths.append(statistics.fmean(w))
         mono = all(a < b for a, b in zip(widths, widths[1:]))
-        print(f"| {name} | " + " | ".join(f"{w:.2f}" for w in widths) + f" | {'yes' if mono else 'NO'} | "
-              f"{widths[-1] / widths[0]:.2f}x |", flush=True)
+        print(
+            f"| {name} | " + " | ".join(f"{w:.2f}" for w in widths) + f" | {'yes' if mono else 'NO'} | "
+            f"{widths[-1] / widths[0]:.2f}x |",
+            flush=True,
+        )
 
     paintings = dict(item.split("=", 1) for item in args.painting)
     singles = {}
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         rows, row_names = [], []
         for name in names:
-            for f, x in list(zip(files, photos))[: args.grid_photos]:
+            for _f, x in list(zip(files, photos))[: args.grid_photos]:
                 rows.append([x[0]] + [model(x, style=name, stroke=s)[0] for s in settings])
                 row_names.append(f"{name}")
         labels = ["photo"] + [f"--stroke {s:g}" for s in settings]

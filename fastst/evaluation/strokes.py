@@ -42,7 +42,9 @@ def radial_autocorrelation(t: torch.Tensor, max_lag: int = 48) -> torch.Tensor:
     r = torch.sqrt((yy**2 + xx**2).double()).round().long()
     inside = r <= max_lag
     out = torch.zeros(b, max_lag + 1, dtype=torch.float64)
-    count = torch.zeros(max_lag + 1, dtype=torch.float64).index_add_(0, r[inside], torch.ones(int(inside.sum()), dtype=torch.float64))
+    count = torch.zeros(max_lag + 1, dtype=torch.float64).index_add_(
+        0, r[inside], torch.ones(int(inside.sum()), dtype=torch.float64)
+    )
     for i in range(b):
         out[i].index_add_(0, r[inside], ac[i][inside])
     out = out / count

@@ -4,7 +4,8 @@ Routes (nothing else is served; no route takes a path from the client):
 
 * ``GET /``, ``GET /static/app.js``, ``GET /static/app.css``: the page, read from the package once;
 * ``GET /api/models``: the gallery (what each model file says: its styles, its backend), the device and the limits;
-* ``POST /api/stylize?model=NAME&style=S|mix=a=0.7,b=0.3&stroke=S&strength=0..1&preserve_color=0|1&size=PX&format=png|jpeg``:
+* ``POST /api/stylize?model=NAME&style=S|mix=a=0.7,b=0.3&strength=0..1&preserve_color=0|1&size=PX&format=png|jpeg``:
+  (``&stroke=S`` for a model trained with stroke_scales: its stroke size, within the trained range);
   the body is the photo's bytes as they are (``fetch(url, {method: "POST", body: file})``,
   ``curl --data-binary @photo.jpg``), or ``multipart/form-data`` with a ``photo`` part and an optional
   ``style_image`` part (a painting, for arbitrary-style models; today's models refuse it with 400);

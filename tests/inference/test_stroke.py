@@ -40,7 +40,7 @@ def test_stroke_weights_are_a_hat_in_log_space():
     for k, s in enumerate(SCALES):
         assert stroke_weights(s, SCALES).tolist() == [float(i == k) for i in range(3)]
     np.testing.assert_allclose(stroke_weights(math.sqrt(2), SCALES), [0, 0.5, 0.5], atol=1e-6)
-    np.testing.assert_allclose(stroke_weights(2 ** -0.75, SCALES), [0.75, 0.25, 0], atol=1e-6)
+    np.testing.assert_allclose(stroke_weights(2**-0.75, SCALES), [0.75, 0.25, 0], atol=1e-6)
     assert stroke_weights(None, SCALES).tolist() == [0, 1, 0]  # default: the painting as it is
     assert stroke_weights(None, [1.5, 3.0]).tolist() == [1, 0]  # 1 not trained: the nearest scale
     for bad in (0.4, 2.1, float("nan"), "big"):
@@ -99,7 +99,9 @@ def test_onnx_runtime_backend_takes_the_stroke(tmp_path):
 
 
 def run_fastst(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastst", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fastst", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow  # four fastst subprocesses: about 8 s
@@ -117,7 +119,11 @@ def test_cli_lists_the_scales_takes_stroke_and_refuses_it_for_plain_models(tmp_p
     assert proc.returncode == 0 and out.is_file(), proc.stderr
     for model, extra, message in (
         (plain, ["--style", "irises", "--stroke", "2"], "trained without stroke scales"),
-        (path, ["--style", "irises", "--stroke", "3"], "stroke=3.0 is outside this model's trained scales: use 0.5 to 2"),
+        (
+            path,
+            ["--style", "irises", "--stroke", "3"],
+            "stroke=3.0 is outside this model's trained scales: use 0.5 to 2",
+        ),
     ):
         proc = run_fastst("stylize", str(model), str(photo), "-o", str(tmp_path / "c.png"), *extra)
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
