@@ -67,5 +67,12 @@ def _list_model_styles(path: str) -> int:
     for i, s in enumerate(styles):
         title = ", ".join(str(s[k]) for k in ("title", "artist", "year") if s.get(k))
         source = s.get("url") or s.get("image") or ""
-        print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}")
+        stroke = f"  stroke {float(s['stroke']):g}" if s.get("stroke") is not None else ""
+        print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}{stroke}")
+    scales = sorted({float(s["stroke"]) for s in styles if s.get("stroke") is not None})
+    if scales:  # trained with stroke_scales=[...]: a row per (painting, scale)
+        listed = ", ".join(f"{v:g}" for v in scales)
+        print(f"stroke scales: {listed} (--stroke S, any S from {scales[0]:g} to {scales[-1]:g})")
+    else:
+        print("stroke scales: none (trained at one stroke size; --stroke is not available)")
     return 0

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-stats-size", type=int, default=1024, help="long side of the downscaled copy (--tile-stats downscaled)"
     )
     add_style_choice(p)
+    p.add_argument(
+        "--stroke",
+        type=float,
+        default=None,
+        help="stroke size of a model trained with stroke_scales=[...]: any value between its smallest and largest "
+        "scale (fastst styles --model MODEL lists them); default 1",
+    )
     add_device(p)
     add_dtype(p, default="auto", auto=True)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")

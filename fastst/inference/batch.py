@@ -275,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
         "strength": args.strength,
         "median": args.median,
         "style": style,
+        "stroke": getattr(args, "stroke", None),  # a model trained with stroke_scales=[...] (issue 27)
     }
     if backend == "onnxruntime":
         if refused:

@@ -56,3 +56,60 @@ def single_style_check(style: Any, names: list[str]) -> None:
             return
         given = style if isinstance(style, str) else list(style) if isinstance(style, Mapping) else style
         raise UnknownStyleError(f"unknown style {given!r}: this is a single-style model of {', '.join(names)}")
+
+
+# -- stroke size (issue 27): a model trained with stroke_scales=[...] --------------------------
+# Its style rows are (painting, stroke scale) pairs; every row records its painting's ``name`` and
+# its ``stroke`` (the factor the painting was resized by for the Gram targets). A stroke between two
+# trained scales is the blend of their rows, linear in log(stroke): 1.41 between 1 and 2 is half of each.
+
+
+def stroke_scales(rows: list[tuple[str, float | None]]) -> list[float]:
+    """The sorted stroke scales of a model's rows ([] for a model trained without stroke scales)."""
+    return sorted({float(s) for _, s in rows if s is not None})
+
+
+def stroke_weights(stroke: Any, scales: list[float]) -> np.ndarray:
+    """The weights (K,) of the trained ``scales`` (sorted) for ``stroke``: a hat function in log space.
+
+    ``None`` is 1 (the painting as it is) when the scales span it, else the scale nearest to 1.
+    A stroke outside [min, max] of the scales is an ``InferenceError`` naming the range.
+    """
+    k = len(scales)
+    lo, hi = scales[0], scales[-1]
+    if stroke is None:
+        stroke = min(max(1.0, lo), hi)
+    try:
+        s = float(stroke)
+    except (TypeError, ValueError):
+        raise InferenceError(f"stroke must be a number between {lo:g} and {hi:g}, got {stroke!r}") from None
+    if not np.isfinite(s) or not lo * (1 - 1e-6) <= s <= hi * (1 + 1e-6):
+        raise InferenceError(f"stroke={stroke!r} is outside this model's trained scales: use {lo:g} to {hi:g}")
+    w = np.zeros(k, dtype=np.float32)
+    if k == 1:
+        w[0] = 1.0
+        return w
+    x, knots = np.log(min(max(s, lo), hi)), np.log(np.asarray(scales, dtype=np.float64))
+    i = int(np.clip(np.searchsorted(knots, x, side="right") - 1, 0, k - 2))  # knots[i] <= x <= knots[i+1]
+    t = float((x - knots[i]) / (knots[i + 1] - knots[i]))
+    w[i], w[i + 1] = 1.0 - t, t
+    return w
+
+
+def row_weights(style: Any, stroke: Any, rows: list[tuple[str, float | None]]) -> np.ndarray:
+    """The weights (R,) of a model's ``rows`` for a style choice (see :func:`style_weights`) and a stroke.
+
+    A model without stroke scales takes ``stroke=None`` only: anything else is an ``InferenceError``
+    that says so. With stroke scales a row (name, scale) gets ``style_w[name] * stroke_w[scale]``.
+    """
+    scales = stroke_scales(rows)
+    names = list(dict.fromkeys(name for name, _ in rows))
+    if not scales:
+        if stroke is not None:
+            raise InferenceError(
+                "this model was trained without stroke scales, so it takes no stroke (--stroke); "
+                "train one with stroke_scales=[0.5,1,2] (fastst styles --model lists a model's scales)"
+            )
+        return style_weights(style, names)
+    sw, kw = style_weights(style, names), stroke_weights(stroke, scales)
+    return np.asarray([sw[names.index(n)] * kw[scales.index(float(s))] for n, s in rows], dtype=np.float32)

@@ -30,12 +30,13 @@ from PIL import Image
 
 from fastst.errors import InferenceError, ModelFileError, UsageError, first_line
 from fastst.inference import prepost
-from fastst.inference.mix import single_style_check, style_weights
+from fastst.inference.mix import row_weights, single_style_check, stroke_scales
 from fastst.io.images import array_to_pil, pil_to_array
 from fastst.modelfile.schema import (
     FORMAT_VERSION,  # noqa: F401  (tests/inference/test_ort.py reads ort.FORMAT_VERSION)
     read_onnx_metadata,
     style_names,
+    style_rows,
 )
 
 OPTIONS = prepost.OPTIONS
@@ -91,6 +92,7 @@ class OrtStylizer:
         median: int = 0,
         style: Any = None,
         spinning: bool = True,
+        stroke: float | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -129,8 +131,14 @@ class OrtStylizer:
             if n < 1:
                 raise ModelFileError(f"{path}: a two-input graph without a fixed style count or fastst metadata")
             self.num_styles = n
-            names = names if len(names) == n else [f"style_{i}" for i in range(n)]
+        self.rows = style_rows(self.metadata) if self.num_styles else []  # (name, stroke scale) per style row
+        if self.num_styles and len(self.rows) != self.num_styles:
+            self.rows = [(f"style_{i}", None) for i in range(self.num_styles)]
+        if self.num_styles:
+            names = list(dict.fromkeys(n for n, _ in self.rows))
+        self.stroke_scales = stroke_scales(self.rows)  # [] unless trained with stroke_scales=[...]
         self.style_names = names or ["?"]
+        self.stroke = stroke
         self.style, self.size, self.preserve_color = style, size, bool(preserve_color)
         self.strength, self.median = float(strength), int(median or 0)
         self._options({})  # check the defaults now
@@ -138,12 +146,14 @@ class OrtStylizer:
     def __repr__(self) -> str:
         return f"OrtStylizer({str(self.path)!r}, styles={self.style_names}, providers={self.providers})"
 
-    def mix(self, style: Any, batch: int = 1) -> np.ndarray | None:
-        """The B x N style weights the graph gets for ``style`` (None for a single-style graph)."""
+    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> np.ndarray | None:
+        """The B x N row weights the graph gets for ``style`` and ``stroke`` (None for a single-style graph)."""
         if not self.num_styles:
             single_style_check(style, self.style_names)
+            if stroke is not None:
+                row_weights(None, stroke, [])  # a plain graph takes no stroke: the error says so
             return None
-        return np.repeat(style_weights(style, self.style_names)[None], batch, axis=0)
+        return np.repeat(row_weights(style, stroke, self.rows)[None], batch, axis=0)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         _refuse_torch_only(overrides)
@@ -162,12 +172,12 @@ class OrtStylizer:
         return out if was_batch else out[0]
 
     def _stylize(self, x: np.ndarray, o: Mapping[str, Any]) -> np.ndarray:
-        return prepost.stylize_batch(x, o, lambda padded: self._net(padded, o["style"]))
+        return prepost.stylize_batch(x, o, lambda padded: self._net(padded, o["style"], o["stroke"]))
 
-    def _net(self, padded: np.ndarray, style: Any) -> np.ndarray:
+    def _net(self, padded: np.ndarray, style: Any, stroke: Any = None) -> np.ndarray:
         """The graph's fp32 output on padded B x 3 x H x W."""
         feeds = {self.input_names[0]: np.ascontiguousarray(padded, dtype=np.float32)}
-        mix = self.mix(style, padded.shape[0])
+        mix = self.mix(style, padded.shape[0], stroke)
         if mix is not None:
             feeds[self.input_names[1]] = mix
         try:

@@ -28,7 +28,7 @@ from fastst.errors import InferenceError
 from fastst.io.color import preserve_color, preserve_color_array
 from fastst.io.images import _to_rgb, exif_upright, resize_long_side
 
-OPTIONS = ("style", "size", "preserve_color", "strength", "median")  # the options of both backends
+OPTIONS = ("style", "size", "preserve_color", "strength", "median", "stroke")  # the options of both backends
 MULTIPLE = 4  # the net's two stride-2 convolutions: H and W divisible by 4
 MIN_SIZE = 8  # the net's 9x9 reflection padding needs more than 4 px; a multiple of 4 as well
 
@@ -163,8 +163,8 @@ def call_options(stylizer: Any, overrides: Mapping[str, Any], known: tuple[str, 
     """
     refuse_unknown(overrides, known)
     o = {k: overrides.get(k, getattr(stylizer, k)) for k in known}
-    if o["style"] is not None:
-        stylizer.mix(o["style"])  # an unknown style fails now
+    if o["style"] is not None or o["stroke"] is not None:
+        stylizer.mix(o["style"], stroke=o["stroke"])  # an unknown style, or a stroke it cannot take, fails now
     o["median"] = int(o["median"] or 0)
     if o["size"] is not None and (not isinstance(o["size"], int) or o["size"] < 1):
         raise InferenceError(f"size must be a positive integer (long side in px) or None, got {o['size']!r}")

@@ -43,10 +43,10 @@ from torch import nn
 
 from fastst.errors import InferenceError, UnknownStyleError  # noqa: F401  (UnknownStyleError: raised via mix)
 from fastst.inference import prepost
-from fastst.inference.mix import single_style_check, style_weights
+from fastst.inference.mix import row_weights, single_style_check, stroke_scales
 from fastst.inference.tiles import TILE_OPTIONS, check_tile_options, run_tiled
 from fastst.io.tensors import pil_to_tensor, tensor_to_pil
-from fastst.modelfile.schema import style_names
+from fastst.modelfile.schema import style_rows
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPTIONS = prepost.OPTIONS + TILE_OPTIONS
@@ -62,6 +62,9 @@ class Stylizer:
       multi-style model given no style is an ``UnknownStyleError`` listing its styles. A
       single-style model takes None or its own name.
 
+    - ``stroke``: for a model trained with ``stroke_scales=[...]``, the stroke size, any value between
+      its smallest and largest scale (rows of neighbouring scales blended linearly in log(stroke));
+      None: 1 (or the trained scale nearest to it). A model without scales refuses it.
     - ``size``: resize so the long side is ``size`` px before stylizing (the output has that size);
       None keeps the input size.
     - ``preserve_color``: keep the input's colours (YCbCr chroma) and take only the stylized luminance.
@@ -91,6 +94,7 @@ class Stylizer:
         tile_stats: str = "exact",
         tile_stats_size: int = 1024,
         style: Any = None,
+        stroke: float | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = _dtype(dtype, self.device)
@@ -100,18 +104,21 @@ class Stylizer:
         self.net = net.to(self.device, torch.float32).to(memory_format=memory_format).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.style_names = style_names(self.metadata) or ["?"]
         self.num_styles = int(getattr(self.net, "num_styles", 0) or 0)  # 0: a single-style net (no style input)
-        if self.num_styles and len(self.style_names) != self.num_styles:
-            self.style_names = [f"style_{i}" for i in range(self.num_styles)]
+        self.rows = style_rows(self.metadata)  # (name, stroke scale) of every style row
+        if self.num_styles and len(self.rows) != self.num_styles:
+            self.rows = [(f"style_{i}", None) for i in range(self.num_styles)]
+        self.style_names = list(dict.fromkeys(n for n, _ in self.rows)) or ["?"]
+        self.stroke_scales = stroke_scales(self.rows)  # [] unless trained with stroke_scales=[...]
         self.style: Any = None
+        self.stroke: Any = None
         self.compile = bool(compile)
         self._compiled: Any = None
         if self.compile:
             # In-place nn.Module.compile() would also compile the hooked/patched passes of tiling.
             options = {"freezing": True} if self.device.type == "cpu" else None
             self._compiled = torch.compile(self.net, options=options)
-        self.style = style
+        self.style, self.stroke = style, stroke
         self.size, self.preserve_color, self.strength, self.median = size, preserve_color, strength, median
         self.tile, self.tile_overlap = tile, tile_overlap
         self.tile_stats, self.tile_stats_size = tile_stats, tile_stats_size
@@ -124,12 +131,15 @@ class Stylizer:
             f"channels_last={self.channels_last}, compile={self.compile})"
         )
 
-    def mix(self, style: Any, batch: int = 1) -> torch.Tensor | None:
-        """The B x N style weights the net gets for ``style`` (None for a single-style net)."""
+    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> torch.Tensor | None:
+        """The B x N row weights the net gets for ``style`` and ``stroke`` (None for a single-style net)."""
         if not self.num_styles:
             single_style_check(style, self.style_names)
+            if stroke is not None:
+                row_weights(None, stroke, [])  # a plain net takes no stroke: the error says so
             return None
-        return torch.from_numpy(style_weights(style, self.style_names))[None].expand(batch, -1).to(self.device)
+        weights = row_weights(style, stroke, self.rows)
+        return torch.from_numpy(weights)[None].expand(batch, -1).to(self.device)
 
     # -- options ---------------------------------------------------------------------
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,7 +188,7 @@ class Stylizer:
 
     def _net(self, padded: torch.Tensor, o: Mapping[str, Any]) -> torch.Tensor:
         """The net's fp32 output on padded B x 3 x H x W: one pass, or tiles when ``o["tile"]`` is set."""
-        forward = functools.partial(self._forward, mix=self.mix(o["style"], padded.shape[0]))
+        forward = functools.partial(self._forward, mix=self.mix(o["style"], padded.shape[0], o["stroke"]))
         if not o["tile"]:
             return forward(padded)
         tile, overlap, size = int(o["tile"]), int(o["tile_overlap"]), int(o["tile_stats_size"])

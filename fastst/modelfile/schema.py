@@ -39,7 +39,8 @@ METADATA_KEY = "fastst"  # the safetensors metadata key and the ONNX metadata_pr
 INT8_SUFFIX = ".int8.onnx"  # the int8 copy of NAME.onnx (fastst quantize, a training run's export)
 IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
 # Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
-STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image")
+# "stroke": a net trained with stroke_scales=[...] has a row per (painting, scale); the row's scale.
+STYLE_FIELDS = ("name", "title", "artist", "year", "licence", "url", "sha256", "image", "stroke")
 
 
 def safe_name(name: str) -> str:
@@ -71,6 +72,15 @@ def model_styles(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
         return [dict(s) for s in styles if isinstance(s, Mapping)]
     style = metadata.get("style")
     return [dict(style)] if isinstance(style, Mapping) and style else []
+
+
+def style_rows(metadata: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """(name, stroke scale or None) of every style row, in row order; see ``fastst.inference.mix.row_weights``."""
+    rows = []
+    for s in model_styles(metadata):
+        stroke = s.get("stroke")
+        rows.append((str(s.get("name") or "?"), None if stroke is None else float(stroke)))
+    return rows
 
 
 def style_names(metadata: Mapping[str, Any]) -> list[str]:

@@ -66,7 +66,8 @@ def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[
     if len(styles) == 1:
         style = styles[0]
     else:  # several paintings: "style" only names the model (file names); "styles" has the facts
-        style = {"name": styles_label([str(s.get("name")) for s in styles])}
+        # dict.fromkeys: a stroke-scale net has a row per (painting, scale); the label names each painting once
+        style = {"name": styles_label(list(dict.fromkeys(str(s.get("name")) for s in styles)))}
     extra = {}
     if isinstance(meta.get("distilled_from"), Mapping):
         extra["distilled_from"] = _teacher_summary(meta["distilled_from"])

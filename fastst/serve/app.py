@@ -5,6 +5,7 @@ Routes (nothing else is served; no route takes a path from the client):
 * ``GET /``, ``GET /static/app.js``, ``GET /static/app.css``: the page, read from the package once;
 * ``GET /api/models``: the gallery (what each model file says: its styles, its backend), the device and the limits;
 * ``POST /api/stylize?model=NAME&style=S|mix=a=0.7,b=0.3&strength=0..1&preserve_color=0|1&size=PX&format=png|jpeg``:
+  (``&stroke=S`` for a model trained with stroke_scales: its stroke size, within the trained range);
   the body is the photo's bytes as they are (``fetch(url, {method: "POST", body: file})``,
   ``curl --data-binary @photo.jpg``), or ``multipart/form-data`` with a ``photo`` part and an optional
   ``style_image`` part (a painting, for arbitrary-style models; today's models refuse it with 400);
@@ -78,7 +79,7 @@ CSP = (
     "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
-OPTION_NAMES = ("model", "style", "mix", "strength", "preserve_color", "size", "format")
+OPTION_NAMES = ("model", "style", "mix", "strength", "preserve_color", "size", "format", "stroke")
 _TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no", "")
 SAME_SITE = ("same-origin", "none")  # Sec-Fetch-Site values of the page itself and of a typed URL / curl
 
@@ -120,6 +121,7 @@ class Options:
     size: int | None  # long side of the result; 0 keeps the photo's (at most Limits.max_size); None: the default
     style: Any = None  # None, a style name or {name: weight}: as the CLI's --style / --mix
     format: str = "png"  # png | jpeg (the camera: a smaller, faster frame)
+    stroke: float | None = None  # a model trained with stroke_scales: its stroke size (None: 1)
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,23 @@ def parse_options(query: Mapping[str, str], models: ModelSet, limits: Limits) ->
     fmt = query.get("format", "png").lower()
     if fmt not in ("png", "jpeg"):
         raise RequestError(400, f"format must be png or jpeg, got {quoted(query['format'])}")
-    return Options(name, strength, flag in _TRUE, size, style, fmt)
+    return Options(name, strength, flag in _TRUE, size, style, fmt, parse_stroke(query, models[name], style))
+
+
+def parse_stroke(query: Mapping[str, str], model: ServedModel, style: Any) -> float | None:
+    """The ``stroke`` option (a model trained with stroke_scales); ``RequestError`` (400) saying what it takes."""
+    raw = query.get("stroke")
+    if raw is None or raw == "":
+        return None
+    try:
+        stroke = float(raw)
+    except ValueError:
+        raise RequestError(400, f"stroke must be a number, got {quoted(raw)}") from None
+    try:
+        model.stylizer.mix(style if model.multi_style else None, stroke=stroke)
+    except UserError as e:  # a model without stroke scales, or a stroke outside them
+        raise RequestError(400, f"model {model.name}: {first_line(e, 200)}") from None
+    return stroke
 
 
 def output_size(width: int, height: int, options: Options, limits: Limits) -> int:
@@ -250,6 +268,8 @@ def stylize_upload(
     kwargs: dict[str, Any] = {"size": size, "strength": options.strength, "preserve_color": options.preserve_color}
     if options.style is not None:
         kwargs["style"] = options.style
+    if options.stroke is not None:
+        kwargs["stroke"] = options.stroke
     try:
         out = model.stylizer(img, **kwargs)
     except UserError as e:  # InferenceError, UnknownStyleError: the request's fault, said in one line

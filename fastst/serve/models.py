@@ -156,6 +156,14 @@ def describe(
         "style": style.get("name") if not multi else None,
         "styles": styles,
         "multi_style": multi,
+        # trained with stroke_scales=[...]: the page's stroke slider spans them (issue 27); [] otherwise
+        "stroke_scales": sorted(
+            {
+                float(r["stroke"])
+                for r in metadata.get("styles") or []
+                if isinstance(r, Mapping) and r.get("stroke") is not None
+            }
+        ),
         "style_image": False,
         "backend": backend,
         "title": (" + ".join(s["title"] for s in styles) if multi else None)

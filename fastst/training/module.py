@@ -305,7 +305,10 @@ class StyleTransferModule(pl.LightningModule):
         for key, value in terms.items():
             if key.startswith("by_style/"):  # by_style/<slot>/<term> -> train/styles/<name>/<term>
                 _, slot, term = key.split("/")
-                name = self.styles[self.train_rows[int(slot)]].get("name", slot)
+                row = self.styles[self.train_rows[int(slot)]]
+                name = row.get("name", slot)
+                if row.get("stroke") is not None:  # stroke_scales: a row per (painting, scale)
+                    name = f"{name}@{row['stroke']:g}"
                 self.log(f"train/styles/{name}/{term}", value, batch_size=bs)
             elif "/" in key:
                 self.log(f"train/{key}", value, batch_size=bs)

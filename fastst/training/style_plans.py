@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fastst import models
 from fastst.common.options import styles_label
@@ -70,8 +70,8 @@ class OneStyle:
 
     def check(self, cfg: DictConfig) -> None:
         """Refuse the options of several-painting nets."""
-        if cfg.get("styles") or cfg.get("init_from"):
-            which = "styles=[...]" if cfg.get("styles") else "init_from"
+        if cfg.get("styles") or cfg.get("init_from") or cfg.get("stroke_scales"):
+            which = "styles=[...]" if cfg.get("styles") else "init_from" if cfg.get("init_from") else "stroke_scales"
             raise ConfigError(f"{which} needs a multi-style net: add model=multistyle (model.family={self.family})")
 
     def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
@@ -111,6 +111,9 @@ class ManyStyles:
         """Refuse what several-painting nets cannot do yet."""
         if cfg.get("distill_from"):
             raise ConfigError(f"distill_from: a multi-style student (model.family={self.family}) is not supported yet")
+        if cfg.get("stroke_scales") and cfg.get("init_from"):
+            raise ConfigError("stroke_scales with init_from is not supported yet: train the stroke net from scratch")
+        stroke_scale_list(cfg.get("stroke_scales"))  # refused now, before any painting is read
 
     def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
         entries = list(_plain(cfg.get("styles")) or [])
@@ -150,6 +153,12 @@ class ManyStyles:
             [names[r] for r in train_rows],
         )
         label = {"name": styles_label(names)} if len(names) > 1 else styles[0]
+        scales = stroke_scale_list(cfg.get("stroke_scales"))
+        if scales:
+            net_cfg["num_styles"] = len(styles) * len(scales)
+            styles, images = stroke_rows(styles, images, scales)
+            train_rows = list(range(len(styles)))
+            log.info("stroke scales %s: %d rows (painting x scale)", scales, len(styles))
         targets = StyleTargets(label, images, styles, train_rows, trainable, init_state)
         return NetSpec(self.family, net_cfg), targets
 
@@ -175,6 +184,41 @@ class ManyStyles:
             log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
         net_cfg.update(src_net)
         return model_styles(metadata), append_styles(state, count)
+
+
+def stroke_scale_list(value: Any) -> list[float]:
+    """``stroke_scales`` as sorted distinct positive floats ([] for null); a ``ConfigError`` otherwise."""
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or value == []:
+        return []
+    values = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        scales = sorted({float(v) for v in values})
+    except (TypeError, ValueError):
+        scales = []
+    if not scales or any(not 0.05 <= s <= 20 for s in scales) or any(isinstance(v, bool) for v in values):
+        raise ConfigError(f"stroke_scales must be a list of numbers between 0.05 and 20, e.g. [0.5,1,2]; got {value!r}")
+    return scales
+
+
+def stroke_rows(
+    styles: list[dict[str, Any]], images: list[torch.Tensor], scales: list[float]
+) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+    """A row per (painting, stroke scale), painting-major: the painting resized by the scale for its Gram targets.
+
+    A painting shown k times larger has k times larger strokes relative to the training crops, so the
+    net learns to paint them k times larger (issue 27). Each row records its ``stroke``.
+    """
+    rows, row_images = [], []
+    for style, image in zip(styles, images):
+        for scale in scales:
+            h, w = image.shape[-2:]
+            size = (max(16, round(h * scale)), max(16, round(w * scale)))
+            resized = torch.nn.functional.interpolate(image, size=size, mode="bilinear", antialias=True)
+            rows.append({**style, "stroke": scale})
+            row_images.append(resized.clamp(0, 1))
+    return rows, row_images
 
 
 def style_plan(family: str) -> StylePlan:

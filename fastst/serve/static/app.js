@@ -91,6 +91,33 @@ function renderStyles(m) {
   sliders.hidden = true;
 }
 
+// -- models trained with stroke_scales: one slider, log-spaced from the smallest to the largest scale ----------
+function renderStroke(m) {
+  const scales = (m && m.stroke_scales) || [];
+  const panel = $("stroke-panel");
+  panel.hidden = scales.length < 2;
+  if (panel.hidden) return;
+  const range = $("stroke");
+  const lo = Math.log(scales[0]), hi = Math.log(scales[scales.length - 1]);
+  const one = Math.min(Math.max(0, lo), hi); // stroke 1 (the painting as it is) when trained, else the nearest
+  range.value = String(Math.round((100 * (one - lo)) / (hi - lo)));
+  const show = () => { $("stroke-value").textContent = strokeValue(m).toFixed(2); };
+  range.oninput = show;
+  range.onchange = schedule;
+  show();
+}
+
+function strokeValue(m) {
+  const scales = m.stroke_scales;
+  const lo = Math.log(scales[0]), hi = Math.log(scales[scales.length - 1]);
+  return Math.exp(lo + ((hi - lo) * Number($("stroke").value)) / 100);
+}
+
+function strokeParams(m) {
+  if (!m || !m.stroke_scales || m.stroke_scales.length < 2) return {};
+  return { stroke: strokeValue(m).toPrecision(4) };
+}
+
 function styleParams(m) {
   // the API's spellings, as the CLI's --style / --mix: style=NAME or mix=a=0.7,b=0.3
   if (!m || !m.multi_style) return {};
@@ -115,6 +142,7 @@ function selectModel(name) {
     card.setAttribute("aria-checked", String(card.dataset.model === name));
   }
   renderStyles(modelInfo(name));
+  renderStroke(modelInfo(name));
   schedule();
 }
 
@@ -290,6 +318,7 @@ async function run() {
   const params = new URLSearchParams({
     model: m.name,
     ...style,
+    ...strokeParams(m),
     strength: String(Number($("strength").value) / 100),
     preserve_color: $("preserve-color").checked ? "1" : "0",
     size: $("size").value,
