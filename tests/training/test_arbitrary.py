@@ -11,7 +11,13 @@ import torch
 from fastst.errors import ConfigError
 from fastst.modelfile.weights import load_model_file
 from fastst.training.pipeline import build, train
-from tests.conftest import assert_resumed_equals_uninterrupted, compose, fast_overrides, run_fastst
+from tests.conftest import (
+    assert_resume_follows_mark,
+    assert_resumed_equals_uninterrupted,
+    compose,
+    fast_overrides,
+    run_fastst,
+)
 from tests.data.test_paintings import paintings_dir
 
 
@@ -90,6 +96,14 @@ def test_resume_equals_uninterrupted(photos_dir, tmp_path, caplog) -> None:
     full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)
     res = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert full["lr_schedulers"][0]["last_epoch"] == res["lr_schedulers"][0]["last_epoch"] == 6
+    # the same seed would give the same weights without reading the checkpoint: a marked copy must carry its mark
+    assert_resume_follows_mark(
+        [*common, "trainer.max_steps=6"],
+        tmp_path / "part" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed_marked",
+        tmp_path / "resumed" / "checkpoints" / "last.ckpt",
+        caplog,
+    )
 
 
 def test_arbitrary_without_style_root_is_one_clear_line(photos_dir, tmp_path, capsys, monkeypatch) -> None:
