@@ -132,3 +132,19 @@ def test_the_presets_compose(tmp_path) -> None:
     full = compose(["experiment=arbitrary_full"], tmp_path)
     assert (full.data.batch_size, full.data.image_size, full.data.resize, full.trainer.max_steps) == (8, 256, 512, 160000)
     assert json.loads(json.dumps(dict(full.model.net)))["decoder"] == "full"
+
+
+def test_inverse_time_decay_is_adains_schedule() -> None:
+    from fastst.training.schedules import InverseTimeDecay
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    sched = InverseTimeDecay(opt, decay=5e-5)
+    lrs = []
+    for _ in range(3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1e-4, 1e-4 / (1 + 5e-5), 1e-4 / (1 + 1e-4)])
+    sched.last_epoch = 19999
+    sched.step()  # step 20,000: halved
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5e-4)
