@@ -118,7 +118,8 @@ def student_encoder(width: int) -> nn.Sequential:
     """The fast variant's photo encoder: RGB (preprocessed) -> 512 x H/8 x W/8, trained to match VGG relu4_1.
 
     Three stride-2 3x3 convolutions (w, 2w, 4w channels), one more 3x3 at H/8, and a 1x1 projection
-    to relu4_1's 512 channels followed by a ReLU (relu4_1 is non-negative).
+    to relu4_1's 512 channels, left linear: with a ReLU there (relu4_1 is non-negative) every output
+    unit died within 50 steps of the first CPU run, leaving the decoder a constant input.
     """
 
     def conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -128,7 +129,7 @@ def student_encoder(width: int) -> nn.Sequential:
     return nn.Sequential(
         *conv(3, w, 2), *conv(w, 2 * w, 2), *conv(2 * w, 4 * w, 2),  # H -> H/8
         *conv(4 * w, 4 * w, 1),
-        nn.Conv2d(4 * w, _CHANNELS[3], 1), nn.ReLU(inplace=True),  # -> relu4_1's 512 channels
+        nn.Conv2d(4 * w, _CHANNELS[3], 1),  # -> relu4_1's 512 channels; linear: a final ReLU died in training
     )  # fmt: skip
 
 

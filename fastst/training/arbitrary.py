@@ -10,7 +10,7 @@ handling, skipped-image reports and logging are the base module's. Differences:
   carries the weights it was trained with;
 * the content target is AdaIN's ``t = AdaIN(VGG(photo), code(painting))``, also for the fast variant,
   whose decoder renders ``AdaIN(student(photo), code)``; the student learns VGG's relu4_1 through the
-  ``student`` term (:class:`~fastst.losses.adain.AdaINLoss`) and end to end through the decoder;
+  ``student`` term alone (:class:`~fastst.losses.adain.AdaINLoss`; detached before the decoder);
 * only the decoder (and the student) train; previews are photos x paintings.
 """
 
@@ -110,7 +110,9 @@ class ArbitraryStyleModule(StyleTransferModule):
         student = None
         if self.student_net:
             student = net.encode_content(x)
-            y = net.decode(adain(student, code))
+            # The student learns from the distillation term alone (detached here): through the decoder the
+            # style term's large gradients pushed it to a constant output in the first CPU run.
+            y = net.decode(adain(student.detach(), code))
         else:
             y = net.decode(t)
         terms = self.criterion(self.criterion.features(y), t, style_features, student=student, photo_features=photo)
