@@ -6,13 +6,16 @@ crop and flip come from a generator seeded by its position. Resuming at batch ``
 therefore replays exactly what an uninterrupted run would have seen, with any number of
 workers, without storing loader state. A multi-style run (``num_styles`` > 0) also gives each
 sample the style it trains on, :func:`style_slot` of ``(seed, position)``: the same on every rank
-and after a resume.
+and after a resume. An arbitrary-style run (``style_root``: a folder of paintings) pairs each sample
+with a painting drawn from that folder and cropped by a generator seeded from the sample's own seed
+(:class:`PaintingPicker`), so the pairs, too, are a pure function of ``(seed, position)``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from fastst.data.sources import CacheSource, DataError, FolderSource, HFSource
-from fastst.errors import ConfigError
+from fastst.errors import ConfigError, first_line
 from fastst.io.images import ImageError
 from fastst.io.tensors import pil_to_uint8
 
@@ -164,15 +167,51 @@ class TensorCropTransform:
 Source = FolderSource | HFSource | CacheSource
 
 
+PAINTING_TRIES = 4  # paintings tried per sample before the sample is skipped (a folder of mostly broken files)
+
+
+class PaintingPicker:
+    """Arbitrary-style training's paintings: for a sample seed, a painting of ``source`` cropped by ``transform``.
+
+    The painting and its crop come from a generator seeded by the sample's seed, so they are the same on
+    every rank and after a resume. An unusable painting (broken, too small) is replaced by another draw,
+    up to :data:`PAINTING_TRIES`; each one replaced is reported (``skipped``), as photos are.
+    """
+
+    def __init__(self, source: FolderSource, transform: CropTransform) -> None:
+        self.source, self.transform = source, transform
+
+    def __call__(self, seed: int) -> tuple[torch.Tensor | None, list[str]]:
+        """``(3 x S x S uint8 painting or None, reasons for the paintings that could not be used)``."""
+        g = torch.Generator().manual_seed(seed ^ 0xA27)
+        errors: list[str] = []
+        for _ in range(PAINTING_TRIES):
+            i = int(torch.randint(0, len(self.source), (1,), generator=g))
+            name = self.source.name(i)
+            try:
+                return self.transform(self.source.load(i), g, name), errors
+            except ImageError as e:
+                errors.append(str(e))
+            except Exception as e:  # never let one painting kill an epoch
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+        return None, errors
+
+
 class ContentDataset(Dataset):
     """Map-style dataset over a source; items are ``{"image": uint8 3xSxS}`` or ``{"error": str}``.
 
     Keys are an index, ``(index, sample_seed)`` or ``(index, sample_seed, style)``; with a style,
-    good items carry it as ``"style"``.
+    good items carry it as ``"style"``. With ``paintings`` (arbitrary style) good items also carry
+    ``"painting"`` (uint8 3xSxS), and ``"painting_errors"`` lists paintings that were replaced.
     """
 
-    def __init__(self, source: Source, transform: CropTransform | TensorCropTransform) -> None:
-        self.source, self.transform = source, transform
+    def __init__(
+        self,
+        source: Source,
+        transform: CropTransform | TensorCropTransform,
+        paintings: PaintingPicker | None = None,
+    ) -> None:
+        self.source, self.transform, self.paintings = source, transform, paintings
 
     def __len__(self) -> int:
         return len(self.source)
@@ -183,6 +222,11 @@ class ContentDataset(Dataset):
         try:
             g = torch.Generator().manual_seed(seed) if seed is not None else None
             item = {"image": self.transform(self.source.load(index), g, name)}
+            if self.paintings is not None:
+                painting, errors = self.paintings(int(seed or 0))
+                if painting is None:
+                    return {"error": f"no usable painting in {PAINTING_TRIES} draws: {'; '.join(errors[:2])}"}
+                item.update(painting=painting, painting_errors=errors)
             return {**item, "style": style[0]} if style else item
         except ImageError as e:
             return {"error": str(e)}
@@ -230,7 +274,11 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the good images (and their styles, in a multi-style run), keep the reasons for the bad ones."""
     good = [it["image"] for it in items if "image" in it]
     images = torch.stack(good) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)  # B x 3 x S x S uint8
-    batch = {"image": images, "skipped": [it["error"] for it in items if "error" in it]}
+    skipped = [it["error"] for it in items if "error" in it]
+    skipped += [e for it in items for e in it.get("painting_errors", ())]  # paintings replaced by another draw
+    batch = {"image": images, "skipped": skipped}
+    if any("painting" in it for it in items):  # arbitrary style: the painting of each good photo
+        batch["painting"] = torch.stack([it["painting"] for it in items if "image" in it])  # B x 3 x S x S uint8
     if any("style" in it for it in items):
         batch["style"] = torch.tensor([it["style"] for it in items if "image" in it], dtype=torch.long)  # B
     return batch
@@ -262,6 +310,11 @@ class ContentDataModule(pl.LightningDataModule):
         preview_size: int = 256,
         seed: int = 0,
         num_styles: int = 0,
+        style_root: str | None = None,
+        style_resize: int | None = None,
+        preview_root: str | None = None,
+        preview_style_root: str | None = None,
+        preview_styles: int = 3,
     ) -> None:
         super().__init__()
         for key, value, low in (
@@ -271,6 +324,7 @@ class ContentDataModule(pl.LightningDataModule):
             ("preview_count", preview_count, 0),
             ("preview_size", preview_size, 16),
             ("min_size", min_size, 1),
+            ("preview_styles", preview_styles, 1),
         ):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"data.{key} must be an integer >= {low}, got {value!r}")
@@ -297,6 +351,19 @@ class ContentDataModule(pl.LightningDataModule):
         self.num_styles = num_styles  # > 0: a multi-style run; every sample carries its style (style_slot)
         self.source: Source | None = None
         self._preview: torch.Tensor | None = None
+        # Arbitrary style (model=arbitrary): the paintings, resized (short side style_resize, default the
+        # photos' resize) and randomly cropped to image_size, one drawn per photo (PaintingPicker).
+        if style_root is not None and not str(style_root).strip():
+            raise DataError("data.style_root is empty: pass data.style_root=/path/to/paintings (searched recursively)")
+        if style_root and source == "hf" and streaming:
+            raise ConfigError("data.style_root needs a photo source with random access: data.streaming=false")
+        self.style_root, self.preview_root, self.preview_style_root = style_root, preview_root, preview_style_root
+        self.painting_transform = CropTransform(image_size, style_resize or resize, "random", hflip, min_size)
+        if style_root:  # the arbitrary net encodes to H/8: previews a multiple of 8
+            self.preview_transform = CropTransform(preview_size - preview_size % 8, None, "center", False, 1)
+        self.preview_styles = preview_styles
+        self.paintings: FolderSource | None = None
+        self._preview_paintings: torch.Tensor | None = None
 
     def _build_source(self) -> Source:
         if self.source_kind == "cache":
@@ -344,6 +411,65 @@ class ContentDataModule(pl.LightningDataModule):
             log.info("content data: %s (%s)", getattr(self.source, "root", None) or self.hf_args["name"], size)
             if not getattr(self.source, "streaming", False) and not isinstance(self.source, CacheSource):
                 self._check_usable()  # a cache was checked when it was built
+        if self.style_root and self.paintings is None:
+            self.paintings = FolderSource(self.style_root, key="data.style_root", what="paintings (any images)")
+            log.info("paintings: %s (%d images)", self.style_root, len(self.paintings))
+            self._check_paintings()
+
+    def _check_paintings(self, sample: int = SAMPLE_CHECK) -> None:
+        """Decode up to ``sample`` paintings spread over ``data.style_root``; ``DataError`` if none is usable."""
+        assert self.paintings is not None
+        n = len(self.paintings)
+        k = min(sample, n)
+        reasons = []
+        for i in sorted({round(j * (n - 1) / max(1, k - 1)) for j in range(k)}):
+            try:
+                self.painting_transform(self.paintings.load(i), None, self.paintings.name(i))
+                return
+            except Exception as e:
+                reasons.append(first_line(e, limit=160))
+        raise DataError(
+            f"data.style_root={self.style_root}: none of the {len(reasons)} images sampled from its {n} is usable, "
+            f"e.g. {'; '.join(reasons[:2])}; point it at a folder of paintings at least data.min_size="
+            f"{self.painting_transform.min_size} px on the short side"
+        )
+
+    def painting_picker(self) -> PaintingPicker | None:
+        """What pairs each training photo with a painting (None: not an arbitrary-style run)."""
+        return PaintingPicker(self.paintings, self.painting_transform) if self.paintings is not None else None
+
+    def painting_summary(self) -> dict[str, Any] | None:
+        """The training data of an arbitrary-style run, for its model file: paintings and photos (None: not one)."""
+        if self.paintings is None:
+            return None
+        photos = len(self.source) if self.source is not None and not getattr(self.source, "streaming", False) else None
+        return {
+            "style_root": Path(str(self.style_root)).name,
+            "paintings": len(self.paintings),
+            "photo_root": Path(str(self.root)).name if self.root else self.hf_args.get("name"),
+            "photos": photos,
+        }
+
+    def preview_paintings(self) -> torch.Tensor:
+        """The first ``preview_styles`` usable paintings of ``preview_style_root`` (default ``style_root``),
+        short side resized to ``preview_size`` and centre-cropped (N x 3 x P x P in [0,1]); empty without paintings."""
+        if self._preview_paintings is None:
+            root = self.preview_style_root or self.style_root
+            images: list[torch.Tensor] = []
+            if root:
+                folder = FolderSource(root, key="data.preview_style_root", what="paintings")
+                for i in range(len(folder)):
+                    if len(images) >= self.preview_styles:
+                        break
+                    try:
+                        images.append(self.preview_transform(folder.load(i), None, folder.name(i)))
+                    except Exception:
+                        continue
+            size = self.preview_transform.size
+            self._preview_paintings = (
+                torch.stack(images).float() / 255 if images else torch.empty(0, 3, size, size)
+            )
+        return self._preview_paintings
 
     def _check_usable(self, sample: int = SAMPLE_CHECK) -> None:
         """Decode up to ``sample`` images spread over the data set; ``DataError`` if none is usable.
@@ -404,7 +530,8 @@ class ContentDataModule(pl.LightningDataModule):
             return DataLoader(ds, **common)  # type: ignore[arg-type]
         assert self.source is not None
         sampler = ResumableSampler(len(self.source), self.seed, True, rank, world, start, self.num_styles)
-        return DataLoader(ContentDataset(self.source, self.transform), sampler=sampler, **common)  # type: ignore[arg-type]
+        dataset = ContentDataset(self.source, self.transform, self.painting_picker())
+        return DataLoader(dataset, sampler=sampler, **common)  # type: ignore[arg-type]
 
     def preview_images(self) -> torch.Tensor:
         """A fixed set of centre-cropped content images (N x 3 x P x P, [0,1]) for image grids."""
@@ -412,7 +539,10 @@ class ContentDataModule(pl.LightningDataModule):
             self.setup()
             assert self.source is not None
             images: list[torch.Tensor] = []
-            if isinstance(self.source, HFSource) and self.source.streaming:
+            if self.preview_root:  # held-out photos (e.g. an arbitrary-style run's judging set)
+                folder = FolderSource(self.preview_root, key="data.preview_root")
+                candidates = (self._try_load(i, folder) for i in range(len(folder)))
+            elif isinstance(self.source, HFSource) and self.source.streaming:
                 candidates = (self._try_decode(v, p) for p, v in self.source.stream(self.seed, 0, buffer_size=1))
             else:
                 candidates = (self._try_load(i) for i in range(len(self.source)))
@@ -430,9 +560,9 @@ class ContentDataModule(pl.LightningDataModule):
         except ImageError:
             return None
 
-    def _try_load(self, i: int) -> Image.Image | None:
+    def _try_load(self, i: int, source: Source | None = None) -> Image.Image | None:
         try:
-            img = self.source.load(i)  # type: ignore[union-attr]
+            img = (source or self.source).load(i)  # type: ignore[union-attr]
         except ImageError:
             return None
         if isinstance(img, torch.Tensor):  # a cached 3 x S x S uint8 image

@@ -28,31 +28,32 @@ from fastst.io.files import walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, _to_rgb, load_image
 
 
-def find_images(root: str | Path) -> list[Path]:
+def find_images(root: str | Path, key: str = "data.root", what: str = "photos (e.g. COCO train2014)") -> list[Path]:
     """All image files under ``root`` (recursive, sorted, hidden folders skipped).
 
     COCO's ``train2014/`` and ``train2017/`` layouts are plain folders of JPEGs, so
-    pointing at the COCO root or at the split folder both work.
+    pointing at the COCO root or at the split folder both work. ``key`` and ``what`` name the
+    config key and what it should hold in the errors (``data.style_root``: paintings).
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise DataError(
-            f"data.root={root}: folder not found; point data.root at a folder of photos (e.g. COCO train2014)"
-        )
+        raise DataError(f"{key}={root}: folder not found; point {key} at a folder of {what}")
     if not root.is_dir():
-        raise DataError(f"data.root={root}: not a folder")
+        raise DataError(f"{key}={root}: not a folder; point {key} at a folder of {what}")
     found = walk_files(root, IMAGE_EXTENSIONS)
     if not found:
-        raise DataError(f"data.root={root}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"{key}={root}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
     return found
 
 
 class FolderSource:
-    """Images found recursively under a folder."""
+    """Images found recursively under a folder (``key`` names it in errors)."""
 
-    def __init__(self, root: str | Path, draft_size: int | None = None) -> None:
+    def __init__(
+        self, root: str | Path, draft_size: int | None = None, key: str = "data.root", what: str | None = None
+    ) -> None:
         self.root = Path(root)
-        self.paths = find_images(root)
+        self.paths = find_images(root, key, what) if what else find_images(root, key)
         self.draft_size = draft_size
 
     def __len__(self) -> int:

@@ -71,3 +71,26 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     dy = (image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
     dx = (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean()
     return dx + dy
+
+
+def channel_mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel mean and standard deviation (B x C each) of B x C x H x W features, fp32.
+
+    The standard deviation is ``sqrt(var + eps)`` with the biased variance, as in AdaIN's statistics.
+    """
+    f = features.float().flatten(2)
+    return f.mean(2), (f.var(2, unbiased=False) + eps).sqrt()
+
+
+def mean_std_loss(output_features: torch.Tensor, style_features: torch.Tensor) -> torch.Tensor:
+    """AdaIN's style loss of one layer (Huang and Belongie 2017, eq. 9): MSE of the per-channel means plus
+    MSE of the per-channel standard deviations, each a mean over B x C (fp32). Unlike the Gram terms above
+    it is *not* relative: it scales with the square of the layer's activations."""
+    mo, so = channel_mean_std(output_features)
+    ms, ss = channel_mean_std(style_features)
+    return torch.mean((mo - ms) ** 2) + torch.mean((so - ss) ** 2)
+
+
+def feature_mse(input_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of two feature maps (fp32): AdaIN's content loss against the target t (eq. 8)."""
+    return torch.mean((input_features.float() - target_features.float()) ** 2)

@@ -52,6 +52,10 @@ class LossConfig:
     # difference between the net's output and the teacher's; None = DEFAULT_DISTILL_WEIGHT with a teacher,
     # 0 without one (a value > 0 needs distill_from).
     distill_weight: float | None = None
+    # Arbitrary style, fast variant (model.net.content_encoder=student, fastst.losses.adain): weight of the
+    # mean squared difference between the student encoder's features of the photo and VGG's relu4_1;
+    # None = 1.0 for a student net, unused otherwise.
+    student_weight: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
@@ -68,9 +72,9 @@ class LossConfig:
         MotionConfig.from_dict(self.temporal_motion)  # ConfigError names a bad key or value
         if not isinstance(self.temporal_keep_style, bool):
             raise ConfigError(f"loss.temporal_keep_style must be true or false, got {self.temporal_keep_style!r}")
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "distill_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "distill_weight", "student_weight"):
             value = getattr(self, name)
-            if name == "distill_weight" and value is None:
+            if name in ("distill_weight", "student_weight") and value is None:
                 continue
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"loss.{name} must be a number >= 0, got {value!r}")

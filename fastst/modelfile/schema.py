@@ -16,6 +16,10 @@ A model file (``.safetensors``, or a ``.onnx`` graph) carries one JSON object un
 * ``training``: steps, batches seen, the fastst version and checkpoint it came from;
 * ``distilled_from`` (only for a net trained with ``distill_from``): the teacher model's file ``name`` (no
   directories), ``sha256`` of that file, and its ``family``, ``net`` and style ``name`` (docs/distill.md);
+* ``encoder`` and ``training_data`` (only for a net that takes any painting, family ``arbitrary``): which
+  encoders it has (``style``: the VGG that encodes paintings; ``content``: VGG or the distilled student) and
+  what it learned from (``style_root``: the painting folder's name, ``paintings``: how many, ``photo_root``
+  and ``photos``);
 * ``image_convention`` and ``created``.
 
 Only the standard library: the ONNX Runtime path reads the schema without torch (onnx is imported

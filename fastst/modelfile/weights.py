@@ -71,6 +71,9 @@ def make_metadata(meta: Mapping[str, Any], steps: int, checkpoint: str) -> dict[
     extra = {}
     if isinstance(meta.get("distilled_from"), Mapping):
         extra["distilled_from"] = _teacher_summary(meta["distilled_from"])
+    for key in ("encoder", "training_data"):  # any-painting nets (family arbitrary): see fastst.modelfile.schema
+        if isinstance(meta.get(key), Mapping):
+            extra[key] = plain_json(dict(meta[key]))
     return {
         **extra,
         "format": FORMAT,

@@ -63,6 +63,11 @@ def takes_style_mix(family: str | None) -> bool:
     return "num_styles" in {f.name for f in dataclasses.fields(family_module(family).CONFIG)}
 
 
+def takes_paintings(family: str | None) -> bool:
+    """Whether ``family``'s net renders any painting given as a style code (its net has ``style_code``)."""
+    return hasattr(family_module(family).NET, "style_code")
+
+
 def build_config(family: str | None, net: dict[str, Any]) -> Any:
     """The family's checked net config from a plain mapping (unknown keys are refused)."""
     return family_module(family).CONFIG.from_dict(dict(net))

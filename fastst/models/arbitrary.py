@@ -18,7 +18,15 @@ encoder features (``B x 2C``, means first). Codes are what mixes and strengths a
 needs: encode a painting once, stylize many photos with it (the ONNX export has one graph each).
 
 The encoder's weights are carried in the model file (they are part of what the decoder was trained
-for), so inference needs no VGG download. The encoder here has the layer names of
+for), so inference needs no VGG download.
+
+The fast variant (``content_encoder="student"``) encodes the *photo* with a small distilled
+network instead of VGG: a few strided convolutions to H/8 and a 1x1 projection to VGG's 512
+relu4_1 channels, trained to reproduce relu4_1 of the photo (Wang et al. 2020, "Collaborative
+Distillation for Ultra-Resolution Universal Style Transfer", applied to the encoder only). The
+painting is still encoded by VGG (``style_code``): it is encoded once per style, so its cost does
+not grow with the photo. Together with a narrow decoder (``decoder_width`` < 1) this is the net
+for deployment; the same file format holds both (the student's weights are the ``student.*`` keys). The encoder here has the layer names of
 :mod:`fastst.losses.vgg` (``conv1_1``, ``relu1_1``, ...), so training copies the loss network's
 weights into it one to one.
 """
@@ -52,12 +60,19 @@ class ArbitraryConfig(NetConfig):
     preprocessing: Literal["caffe", "torchvision"] = "caffe"  # the convention of the encoder's weights
     decoder_width: float = 1.0  # the mirrored decoder's channel widths, as a fraction of 256/128/64
     output: Literal["sigmoid", "clamp"] = "clamp"  # AdaIN's decoder is linear at the end; clamp at inference
+    content_encoder: Literal["vgg", "student"] = "vgg"  # the photo's encoder: VGG (AdaIN) or a distilled student
+    student_width: int = 32  # the student's widths w, 2w, 4w (stride 2 each), then a 1x1 projection to 512
+    decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.student_width, int) or not 4 <= self.student_width <= 256:
+            raise ConfigError(f"model.net.student_width must be an integer in [4, 256], got {self.student_width!r}")
         for name, allowed in (
             ("encoder", tuple(_BLOCKS)),
             ("preprocessing", ("caffe", "torchvision")),
             ("output", ("sigmoid", "clamp")),
+            ("content_encoder", ("vgg", "student")),
+            ("decoder", ("full", "light")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -99,6 +114,25 @@ def vgg_encoder(arch: str) -> nn.Sequential:
     return body
 
 
+def student_encoder(width: int) -> nn.Sequential:
+    """The fast variant's photo encoder: RGB (preprocessed) -> 512 x H/8 x W/8, trained to match VGG relu4_1.
+
+    Three stride-2 3x3 convolutions (w, 2w, 4w channels), one more 3x3 at H/8, and a 1x1 projection
+    to relu4_1's 512 channels, left linear: with a ReLU there (relu4_1 is non-negative) every output
+    unit died within 50 steps of the first CPU run, leaving the decoder a constant input.
+    """
+
+    def conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, stride, padding=1, padding_mode="reflect"), nn.ReLU(inplace=True)]
+
+    w = width
+    return nn.Sequential(
+        *conv(3, w, 2), *conv(w, 2 * w, 2), *conv(2 * w, 4 * w, 2),  # H -> H/8
+        *conv(4 * w, 4 * w, 1),
+        nn.Conv2d(4 * w, _CHANNELS[3], 1),  # -> relu4_1's 512 channels; linear: a final ReLU died in training
+    )  # fmt: skip
+
+
 def _decoder(width: float) -> nn.Sequential:
     """The encoder mirrored (Huang and Belongie's decoder): nearest x2 upsampling, reflection padding."""
 
@@ -115,6 +149,30 @@ def _decoder(width: float) -> nn.Sequential:
         *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(128)), *up,
         *conv(w(128), w(128)), *conv(w(128), w(64)), *up,  # -> H
         *conv(w(64), w(64)), *conv(w(64), 3, relu=False),
+    )  # fmt: skip
+
+
+def _light_decoder(width: float) -> nn.Sequential:
+    """The fast variant's decoder: a 1x1 reduction of the 512 channels, then one 3x3 conv per scale.
+
+    About a twelfth of the full decoder's work at width 0.25: the full decoder's five 3x3 convs at
+    H/4 and two at each finer scale are what cost at 1024 px (docs/arbitrary_training.md).
+    """
+
+    def w(c: int) -> int:
+        return max(8, round(c * width))
+
+    def conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+        return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+    up = [nn.Upsample(scale_factor=2, mode="nearest")]
+    return nn.Sequential(
+        nn.Conv2d(512, w(256), 1), nn.ReLU(inplace=True),
+        *conv(w(256), w(256)), *up,  # H/8 -> H/4
+        *conv(w(256), w(128)), *up,  # -> H/2
+        *conv(w(128), w(64)), *up,  # -> H
+        *conv(w(64), 3, relu=False),
     )  # fmt: skip
 
 
@@ -144,7 +202,8 @@ class ArbitraryNet(nn.Module):
         self.preprocess = _Preprocess(self.config.preprocessing)
         self.encoder = vgg_encoder(self.config.encoder)
         self.encoder.requires_grad_(False)
-        self.decoder = _decoder(self.config.decoder_width)
+        self.student = student_encoder(self.config.student_width) if self.config.content_encoder == "student" else None
+        self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(self.config.decoder_width)
 
     @property
     def code_dim(self) -> int:
@@ -154,6 +213,12 @@ class ArbitraryNet(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
         return self.encoder(self.preprocess(images))
+
+    def encode_content(self, photos: torch.Tensor) -> torch.Tensor:
+        """The photo's relu4_1-like features: VGG's (``content_encoder="vgg"``) or the student's (B x 512 x H/8 x W/8)."""
+        if self.student is None:
+            return self.encode(photos)
+        return self.student(self.preprocess(photos))
 
     def style_code(self, paintings: torch.Tensor) -> torch.Tensor:
         """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
@@ -172,7 +237,7 @@ class ArbitraryNet(nn.Module):
 
         ``strength`` is a float or a B-vector in [0, 1] (1: the painting's statistics, 0: the photo's own).
         """
-        f = self.encode(photos)
+        f = self.encode_content(photos)
         if isinstance(strength, (int, float)) and strength == 1.0:
             return adain(f, code)
         s = torch.as_tensor(strength, dtype=torch.float32, device=f.device).reshape(-1, 1)
@@ -193,7 +258,9 @@ class ArbitraryNet(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.decoder.parameters())
+        """The decoder's parameters, and the student encoder's in the fast variant (VGG stays frozen)."""
+        student = list(self.student.parameters()) if self.student is not None else []
+        return student + list(self.decoder.parameters())
 
 
 def mix_codes(codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -61,18 +61,12 @@ class PreviewImages(pl.Callback):
             return
         was_training = module.net.training
         module.net.eval()
-        rows = int(getattr(module, "num_styles", 0) or 0)  # 0: a single-style net
-        columns = [content]
         with torch.no_grad():
-            for row in range(rows) if rows else [None]:
-                outs = []
-                for c in content:
-                    x = c[None].to(module.device)
-                    y = module.net(x) if row is None else module.net(x, module.row_mix(torch.tensor([row])))
-                    outs.append(y.float().cpu())
-                columns.append(torch.cat(outs))
+            columns, header = module.preview_columns(content, datamodule)
         module.net.train(was_training)
-        cells = torch.stack(columns, dim=1).flatten(0, 1)  # (N * (1 + styles)) x 3 x P x P
+        cells = torch.stack(columns, dim=1).flatten(0, 1)  # (N * columns) x 3 x P x P
+        if header is not None:  # e.g. the paintings above their columns (arbitrary style)
+            cells = torch.cat([header.to(cells.dtype), cells])
         grid = make_grid(cells, nrow=len(columns), padding=4, pad_value=1.0)  # 3 x H x W
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
@@ -141,6 +135,22 @@ class TrainingMonitor(pl.Callback):
         print("  ".join(parts), flush=True)
 
 
+def onnx_exporter_for(family: str) -> bool:
+    """Whether the end-of-training export can write ``.onnx`` files for ``family`` (the hook for new families).
+
+    ``fastst.export.convert.ONNX_FAMILIES``, when the export package defines it, lists the families it
+    exports; without it, only nets that map an image to an image (no style-code input: not ``arbitrary``)
+    go through :func:`fastst.export.convert.write_fast_files`.
+    """
+    from fastst import models
+    from fastst.export import convert
+
+    listed = getattr(convert, "ONNX_FAMILIES", None)
+    if listed is not None:
+        return family in listed
+    return not models.takes_paintings(family or None)
+
+
 class ExportOnFitEnd(pl.Callback):
     """After training, export ``last.ckpt`` to ``<export_dir>/<style>.safetensors`` (rank zero), and by
     default the fast files next to it: ``<style>.onnx`` and its checked int8 copy ``<style>.int8.onnx``
@@ -183,7 +193,14 @@ class ExportOnFitEnd(pl.Callback):
             path = export_checkpoint(ckpt, export_dir=self.export_dir)
             self.written.append(path)
             log.info("exported %s", path)
-            if self.onnx:
+            family = str(getattr(pl_module, "family", "") or "")
+            if self.onnx and not onnx_exporter_for(family):
+                log.info(
+                    "not writing .onnx: fastst.export has no ONNX exporter for model.family=%s yet "
+                    "(fastst.training.callbacks.onnx_exporter_for); the .safetensors is complete",
+                    family,
+                )
+            elif self.onnx:
                 self.report = report = write_fast_files(
                     path,
                     self.calibration,
@@ -215,3 +232,91 @@ class ExportOnFitEnd(pl.Callback):
                 e,
                 ckpt,
             )
+
+
+class PaintingValidation(pl.Callback):
+    """Arbitrary style: every ``every_n_steps`` (and at the start and end), the loss terms on held-out photos x
+    held-out paintings, logged as ``val/content``, ``val/style``, ``val/loss`` and appended to ``csv``.
+
+    ``photos`` and ``paintings``: folders; the first ``count`` / ``paintings_count`` usable images (sorted),
+    short side resized to ``size`` and centre-cropped. The CSV has step, training wall time (s, summed
+    over resumes) and the terms: the curve of docs/arbitrary_training.md. A no-op for other nets or with
+    no folders. Rank zero only.
+    """
+
+    def __init__(
+        self,
+        photos: str | None = None,
+        paintings: str | None = None,
+        every_n_steps: int = 500,
+        count: int = 4,
+        paintings_count: int = 4,
+        size: int = 256,
+        csv: str | None = None,
+    ) -> None:
+        self.photos, self.paintings, self.every_n_steps = photos, paintings, every_n_steps
+        self.count, self.paintings_count, self.size = count, paintings_count, size - size % 8
+        self.csv = Path(csv) if csv else None
+        self._sets: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_step = -1
+        self._t0 = 0.0
+        self._before = 0.0  # training seconds of earlier (resumed) parts, from the CSV
+
+    def _images(self, root: str, count: int) -> torch.Tensor:
+        from fastst.data.datamodule import CropTransform
+        from fastst.data.sources import FolderSource
+
+        folder = FolderSource(root, key="callbacks.painting_val")
+        crop, images = CropTransform(self.size, None, "center", False, 1), []
+        for i in range(len(folder)):
+            if len(images) >= count:
+                break
+            try:
+                images.append(crop(folder.load(i), None, folder.name(i)))
+            except Exception:
+                continue
+        return torch.stack(images).float() / 255
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        if self.csv is not None and self.csv.is_file():
+            rows = self.csv.read_text().strip().splitlines()[1:]
+            self._before = float(rows[-1].split(",")[1]) if rows else 0.0
+        self._evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._evaluate(trainer, pl_module)
+
+    @rank_zero_only
+    def _evaluate(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_step or not hasattr(module, "validation_terms") or not (self.photos and self.paintings):
+            return
+        self._last_step = step
+        if self._sets is None:
+            self._sets = (self._images(self.photos, self.count), self._images(self.paintings, self.paintings_count))
+        started = time.perf_counter()
+        elapsed = self._before + started - self._t0  # training time so far, without the evaluations
+        terms = module.validation_terms(*self._sets)
+        row = {"content": terms["content"], "style": terms["style"], "loss": terms["total"]}
+        if "student" in terms:
+            row["student"] = terms["student"]
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_scalar"):
+                for k, v in row.items():
+                    experiment.add_scalar(f"val/{k}", v, global_step=step)
+        log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
+        if self.csv is not None:
+            self.csv.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.csv.is_file()
+            with self.csv.open("a") as f:
+                if new:
+                    f.write("step,train_seconds," + ",".join(row) + "\n")
+                f.write(f"{step},{elapsed:.1f}," + ",".join(f"{v:.6g}" for v in row.values()) + "\n")
+        self._t0 += time.perf_counter() - started  # evaluation time is not training time

@@ -39,7 +39,7 @@ def _skip_kind(reason: str) -> str:
 
 # The loss terms logged as train/<term> (temporal, keep_style and distill only when they are on); the
 # progress lines print them in this order (fastst.training.callbacks).
-LOGGED_TERMS = ("content", "style", "tv", "temporal", "keep_style", "distill")
+LOGGED_TERMS = ("content", "style", "tv", "temporal", "keep_style", "distill", "student")
 
 
 class StyleTransferModule(pl.LightningModule):
@@ -272,7 +272,10 @@ class StyleTransferModule(pl.LightningModule):
         terms: dict[str, torch.Tensor] = {}
         if not empty:
             x = images.float().div_(255.0)  # uint8 B x 3 x S x S -> [0,1]
-            terms = self._loss_terms(x, batch.get("style"))
+            if "painting" in batch:  # arbitrary style (fastst.training.arbitrary): each photo with its painting
+                terms = self._loss_terms(x, batch.get("style"), batch["painting"])
+            else:
+                terms = self._loss_terms(x, batch.get("style"))
         finite = empty or bool(torch.isfinite(terms["total"]))
         any_empty, any_nonfinite = self._any_process(empty, not finite)
         if any_nonfinite:
@@ -383,6 +386,19 @@ class StyleTransferModule(pl.LightningModule):
             meta["styles"] = [dict(s) for s in self.styles]
             meta["train_rows"] = list(self.train_rows)
         return meta
+
+    def preview_columns(self, content: torch.Tensor, datamodule: Any) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The preview grid's columns for ``content`` (N x 3 x P x P): content | stylized, or content | style 1 |
+        ... | style N for a multi-style net; and a header row (None here). Called in eval mode without autograd."""
+        columns = [content]
+        for row in range(self.num_styles) if self.num_styles else [None]:
+            outs = []
+            for c in content:
+                x = c[None].to(self.device)
+                y = self.net(x) if row is None else self.net(x, self.row_mix(torch.tensor([row])))
+                outs.append(y.float().cpu())
+            columns.append(torch.cat(outs))
+        return columns, None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {

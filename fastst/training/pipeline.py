@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 
+from fastst import models
 from fastst.data.datamodule import ContentDataModule
 from fastst.errors import ConfigError, TrainingOutOfMemoryError, first_line
 from fastst.losses.perceptual import LossConfig
@@ -63,6 +64,12 @@ def build_module(cfg: DictConfig, setup: TrainingSetup) -> StyleTransferModule:
         nan_policy=str(cfg.get("nan_policy", "stop")),
     )
     loss = LossConfig.from_dict(OmegaConf.to_container(cfg.loss, resolve=True))
+    if models.takes_paintings(setup.net.family):  # any painting (model=arbitrary): AdaIN's criterion
+        from fastst.training.arbitrary import ArbitraryStyleModule
+
+        return ArbitraryStyleModule(
+            setup.net, loss, setup.targets, optimization, setup.speed, setup.teacher, seed=int(cfg.seed)
+        )
     return StyleTransferModule(
         setup.net, loss, setup.targets, optimization, setup.speed, setup.teacher, seed=int(cfg.seed)
     )

@@ -78,6 +78,7 @@ def prepare(cfg: DictConfig) -> TrainingSetup:
     data = ContentDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=int(cfg.seed))
     data.setup("fit")
     net, targets = plan.plan(cfg, teacher)
+    targets.training_data = data.painting_summary()  # arbitrary style: what the model file says it learned from
     data.num_styles = targets.data_slots  # a multi-style run: every sample carries its style slot
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir, net=(net.family, net.config))
     if ckpt_path:

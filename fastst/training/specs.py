@@ -45,6 +45,7 @@ class StyleTargets:
     train_rows: list[int] | None = None
     trainable: str = "all"
     init_state: dict[str, torch.Tensor] | None = None
+    training_data: dict[str, Any] | None = None  # arbitrary style: the painting and photo folders, counted
 
     @property
     def data_slots(self) -> int:
@@ -105,4 +106,5 @@ def hyperparameters(
         "trainable": targets.trainable,
         "seed": seed,
         "distill_from": dict(teacher.record) if teacher is not None else None,
+        "training_data": dict(targets.training_data) if targets.training_data else None,
     }

@@ -70,6 +70,7 @@ class OneStyle:
 
     def check(self, cfg: DictConfig) -> None:
         """Refuse the options of several-painting nets."""
+        _no_style_root(cfg, self.family)
         if cfg.get("styles") or cfg.get("init_from") or cfg.get("stroke_scales"):
             which = "styles=[...]" if cfg.get("styles") else "init_from" if cfg.get("init_from") else "stroke_scales"
             raise ConfigError(f"{which} needs a multi-style net: add model=multistyle (model.family={self.family})")
@@ -109,6 +110,7 @@ class ManyStyles:
 
     def check(self, cfg: DictConfig) -> None:
         """Refuse what several-painting nets cannot do yet."""
+        _no_style_root(cfg, self.family)
         if cfg.get("distill_from"):
             raise ConfigError(f"distill_from: a multi-style student (model.family={self.family}) is not supported yet")
         if cfg.get("stroke_scales") and cfg.get("init_from"):
@@ -221,6 +223,62 @@ def stroke_rows(
     return rows, row_images
 
 
+def _no_style_root(cfg: DictConfig, family: str) -> None:
+    if cfg.data.get("style_root"):
+        raise ConfigError(
+            f"data.style_root is for nets that take any painting: add model=arbitrary (model.family={family}), "
+            "or drop data.style_root"
+        )
+
+
+class AnyPainting:
+    """A net that renders any painting (``model=arbitrary``, AdaIN): trained on the paintings of ``data.style_root``.
+
+    No painting is fixed: the data pairs each photo with one drawn from the folder. The net's encoder is
+    the loss network, so ``model.net.encoder`` and ``model.net.preprocessing`` follow ``loss.network`` and
+    ``loss.preprocessing``.
+    """
+
+    NAME = "arbitrary"  # the style record's name: the model file is <export_dir>/arbitrary.safetensors
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+
+    def check(self, cfg: DictConfig) -> None:
+        """Refuse a run without paintings, and the options of one- and several-painting nets."""
+        if not cfg.data.get("style_root"):
+            raise ConfigError(
+                f"model={self.family} trains on a folder of paintings: pass data.style_root=/path/to/paintings "
+                "(any images, searched recursively)"
+            )
+        for key, what in (
+            ("styles", "styles=[...]"),
+            ("init_from", "init_from"),
+            ("distill_from", "distill_from"),
+            ("stroke_scales", "stroke_scales"),
+        ):
+            if cfg.get(key):
+                raise ConfigError(f"{what} is not supported with model={self.family}; drop it")
+        size = int(cfg.data.get("image_size") or 0)
+        if size % 8:
+            raise ConfigError(f"data.image_size must be divisible by 8 for model={self.family} (its encoder's stride), got {size}")
+
+    def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
+        net_cfg = dict(_plain(cfg.model.net))
+        loss = cfg.loss
+        follows = {"encoder": str(loss.network), "preprocessing": str(loss.get("preprocessing") or "torchvision")}
+        for key, value in follows.items():
+            if net_cfg.get(key) not in (None, value):
+                raise ConfigError(
+                    f"model.net.{key}={net_cfg[key]} but the loss network is {value} (loss.network / loss.preprocessing): "
+                    f"the net's encoder is the loss network; drop model.net.{key}"
+                )
+            net_cfg[key] = value
+        return NetSpec(self.family, net_cfg), StyleTargets({"name": self.NAME}, [])
+
+
 def style_plan(family: str) -> StylePlan:
-    """The plan of ``family``: several paintings when its net takes a style mix, else one."""
+    """The plan of ``family``: any painting, several paintings when its net takes a style mix, else one."""
+    if models.takes_paintings(family):
+        return AnyPainting(family)
     return ManyStyles(family) if models.takes_style_mix(family) else OneStyle(family)

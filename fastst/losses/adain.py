@@ -1,0 +1,82 @@
+"""The criterion of arbitrary-style training (Huang and Belongie 2017, "Arbitrary Style Transfer in
+Real-time with Adaptive Instance Normalization", sec. 6.2), on the net's own frozen VGG encoder.
+
+* content: ``MSE(relu4_1(g(t)), t)``, where ``t = AdaIN(relu4_1(photo), code(painting))`` is the target the
+  decoder ``g`` renders (:func:`fastst.losses.functional.feature_mse`);
+* style: ``sum_l w_l [MSE(mu_l(out), mu_l(painting)) + MSE(sigma_l(out), sigma_l(painting))]`` over
+  ``loss.style_layers`` (relu1_1 .. relu4_1; :func:`fastst.losses.functional.mean_std_loss`);
+* student (the fast variant only): ``MSE(student(photo), relu4_1(photo))``, the distillation term that
+  teaches the small content encoder VGG's features (Wang et al. 2020);
+* ``total = content_weight * content + style_weight * style + student_weight * student``.
+
+Scales, stated because they differ from fastst's other criteria: these terms are AdaIN's plain mean
+squared errors, *not* fastst's relative ones, so they grow with the square of the encoder's activations
+(caffe VGG-16, 0..255 input, gives relu4_1 values in the tens to hundreds). ``style_weight=10`` is the
+paper's on its normalised VGG-19; the layer weights are *not* normalized to sum to 1 (the paper sums the
+four layers), null = 1 each. See docs/arbitrary_training.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from fastst.losses import functional as F
+from fastst.losses.perceptual import LossConfig
+
+Features = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+class AdaINLoss(nn.Module):
+    """AdaIN's content and mean/std style terms, named for logging; ``encoder`` maps RGB [0,1] to named layers.
+
+    ``encoder`` is the net's own frozen VGG (training passes it in; it must return at least the
+    ``loss.style_layers`` and relu4_1), so the loss measures in exactly the space the net encodes into.
+    """
+
+    CONTENT_LAYER = "relu4_1"
+
+    def __init__(self, config: LossConfig, encoder: nn.Module) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = encoder
+        layers = list(config.style_layers)
+        weights = config.style_layer_weights or [1.0] * len(layers)
+        self.style_layers = dict(zip(layers, (float(w) for w in weights)))
+        self.layers = list(dict.fromkeys([*layers, self.CONTENT_LAYER]))
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """RGB [0,1] -> ``{layer: features}`` for the style layers and relu4_1."""
+        return dict(self.encoder(images))
+
+    def forward(
+        self,
+        output_features: Mapping[str, torch.Tensor],
+        target: torch.Tensor,
+        style_features: Mapping[str, torch.Tensor],
+        student: torch.Tensor | None = None,
+        photo_features: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Named terms: ``content``, ``style``, ``style/<layer>``, ``student`` (with a student) and ``total`` (fp32).
+
+        ``output_features``: the encoder's features of the stylized output; ``target``: t (B x 512 x h x w);
+        ``style_features``: the paintings' features (no autograd needed); ``student`` and ``photo_features``:
+        the student's features of the photo and VGG's relu4_1 of it (the distillation pair).
+        """
+        c = self.config
+        terms: dict[str, torch.Tensor] = {"content": F.feature_mse(output_features[self.CONTENT_LAYER], target)}
+        style = output_features[self.CONTENT_LAYER].new_zeros((), dtype=torch.float32)
+        for layer, w in self.style_layers.items():
+            term = F.mean_std_loss(output_features[layer], style_features[layer])
+            terms[f"style/{layer}"] = term
+            style = style + w * term
+        terms["style"] = style
+        total = c.content_weight * terms["content"] + c.style_weight * style
+        if student is not None and photo_features is not None:
+            terms["student"] = F.feature_mse(student, photo_features)
+            total = total + float(c.student_weight or 0.0) * terms["student"]
+        terms["total"] = total
+        return terms

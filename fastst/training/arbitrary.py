@@ -1,0 +1,171 @@
+"""Training a net for any painting (``model=arbitrary``, Huang and Belongie 2017): every step pairs a batch
+of photos with a batch of paintings drawn from ``data.style_root``.
+
+:class:`ArbitraryStyleModule` is :class:`~fastst.training.module.StyleTransferModule` with AdaIN's
+criterion (:mod:`fastst.losses.adain`) in place of the Gram criterion: the data order, resume, NaN
+handling, skipped-image reports and logging are the base module's. Differences:
+
+* the loss network *is* the net's frozen VGG encoder: ``loss.weights`` are copied into it once at build
+  time (same layer names), so the loss measures in the space the net encodes into and the model file
+  carries the weights it was trained with;
+* the content target is AdaIN's ``t = AdaIN(VGG(photo), code(painting))``, also for the fast variant,
+  whose decoder renders ``AdaIN(student(photo), code)``; the student learns VGG's relu4_1 through the
+  ``student`` term alone (:class:`~fastst.losses.adain.AdaINLoss`; detached before the decoder);
+* only the decoder (and the student) train; previews are photos x paintings.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastst.errors import ConfigError
+from fastst.losses.adain import AdaINLoss
+from fastst.losses.vgg import VGGEncoder
+from fastst.models.arbitrary import adain, mean_std
+from fastst.training.module import StyleTransferModule
+
+log = logging.getLogger(__name__)
+
+
+class NetFeatures(nn.Module):
+    """The named activations (``relu1_1`` ...) of the net's own VGG encoder, for the loss.
+
+    Holds the net without registering it (it is the module's ``net``; registering would save it twice).
+    """
+
+    def __init__(self, net: nn.Module, layers: list[str]) -> None:
+        super().__init__()
+        self.__dict__["net"] = net
+        self.layers = list(layers)
+        names = [n for n, _ in net.encoder.named_children()]
+        missing = [n for n in self.layers if n not in names]
+        if missing:
+            raise ConfigError(f"loss.style_layers: {missing} are not layers of the net's encoder (up to relu4_1)")
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.net.preprocess(images)
+        out: dict[str, torch.Tensor] = {}
+        for name, layer in self.net.encoder.named_children():
+            h = layer(h)
+            if name in self.layers:
+                out[name] = h
+                if len(out) == len(self.layers):
+                    break
+        return out
+
+
+def copy_loss_weights(net: nn.Module, vgg: VGGEncoder, network: str, preprocessing: str | None) -> None:
+    """Put the loss network's VGG weights into the net's encoder (same layer names), checking they are the same VGG."""
+    cfg = net.config
+    if cfg.encoder != network or cfg.preprocessing != (preprocessing or "torchvision"):
+        raise ConfigError(
+            f"model.net.encoder={cfg.encoder} with preprocessing {cfg.preprocessing}, but loss.network={network} "
+            f"with loss.preprocessing={preprocessing}: the net's encoder is the loss network, so they must agree "
+            "(leave model.net.encoder and model.net.preprocessing out: they follow loss.*)"
+        )
+    theirs = vgg.body.state_dict()
+    own = net.encoder.state_dict()
+    missing = [k for k in own if k not in theirs]
+    if missing:
+        raise ConfigError(f"loss network {network} has no {missing[0]}: it must reach relu4_1 (loss.style_layers)")
+    net.encoder.load_state_dict({k: theirs[k] for k in own})
+
+
+class ArbitraryStyleModule(StyleTransferModule):
+    """A net of the ``arbitrary`` family trained on photo x painting pairs; see the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        vgg = self.criterion.encoder  # the base module built it from loss.* (weights loaded): copy, then drop it
+        copy_loss_weights(self.net, vgg, self.loss_config.network, self.loss_config.preprocessing)
+        self.student_net = self.net.student is not None
+        if self.loss_config.student_weight is None:
+            self.loss_config.student_weight = 1.0 if self.student_net else 0.0
+        layers = list(dict.fromkeys([*self.loss_config.style_layers, AdaINLoss.CONTENT_LAYER]))
+        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, layers))
+        self.training_data = dict(self.hparams.get("training_data") or {})
+
+    # -- the loss ---------------------------------------------------------------------
+    def _loss_terms(
+        self, x: torch.Tensor, slots: torch.Tensor | None = None, paintings: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        if paintings is None:
+            raise RuntimeError("an arbitrary-style batch carries paintings (data.style_root)")
+        p = paintings.to(x.device).float().div(255.0) if paintings.dtype == torch.uint8 else paintings.to(x.device)
+        return self.pair_terms(x, p)
+
+    def pair_terms(self, x: torch.Tensor, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss terms of photos ``x`` stylized with paintings ``p`` (B x 3 x H x W each, [0,1], pairwise)."""
+        net = self.net
+        with torch.no_grad():
+            style_features = self.criterion.features(p)
+            mean, std = mean_std(style_features[AdaINLoss.CONTENT_LAYER])
+            code = torch.cat([mean, std], 1)  # = net.style_code(p), from the same pass
+            photo = net.encode(x)  # VGG relu4_1 of the photo
+            t = adain(photo, code)  # the content target, also for the student
+        student = None
+        if self.student_net:
+            student = net.encode_content(x)
+            # The student learns from the distillation term alone (detached here): through the decoder the
+            # style term's large gradients pushed it to a constant output in the first CPU run.
+            y = net.decode(adain(student.detach(), code))
+        else:
+            y = net.decode(t)
+        terms = self.criterion(self.criterion.features(y), t, style_features, student=student, photo_features=photo)
+        return terms
+
+    # -- validation, previews ---------------------------------------------------------------
+    @torch.no_grad()
+    def validation_terms(self, photos: torch.Tensor, paintings: torch.Tensor) -> dict[str, float]:
+        """Mean loss terms over every photo x painting pair (photos N x 3 x S x S, paintings M x ...), eval mode."""
+        was = self.net.training
+        self.net.eval()
+        sums: dict[str, float] = {}
+        try:
+            for p in paintings:
+                batch = p[None].expand(len(photos), -1, -1, -1).to(self.device)
+                terms = self.pair_terms(photos.to(self.device), batch)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / len(paintings)
+        finally:
+            self.net.train(was)
+        return sums
+
+    def preview_columns(self, content: torch.Tensor, datamodule: Any) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Columns content | painting 1 | ... (photos x paintings), and a header row: blank | the paintings."""
+        paintings = datamodule.preview_paintings() if hasattr(datamodule, "preview_paintings") else torch.empty(0)
+        if paintings.numel() == 0:
+            return [content], None
+        columns = [content]
+        codes = self.net.style_code(paintings.to(self.device))
+        for code in codes:
+            outs = [self.net(c[None].to(self.device), code[None]).float().cpu() for c in content]
+            columns.append(torch.cat(outs))
+        header = torch.cat([torch.ones_like(paintings[:1]), paintings.float().cpu()])  # (1 + M) x 3 x P x P
+        return columns, header
+
+    def on_fit_start(self) -> None:
+        pass  # no Gram targets: the paintings come with the batches
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.net.trainable_parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def metadata(self) -> dict[str, Any]:
+        """The base metadata, plus which encoders the net has and the data it was trained on."""
+        meta = super().metadata()
+        cfg = self.net_config
+        meta["encoder"] = {
+            "style": f"{cfg.encoder} to relu4_1 ({cfg.preprocessing})",
+            "content": cfg.encoder if cfg.content_encoder == "vgg" else f"student (width {cfg.student_width})",
+        }
+        if self.training_data:
+            meta["training_data"] = dict(self.training_data)
+        return meta

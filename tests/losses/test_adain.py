@@ -1,0 +1,35 @@
+"""AdaIN's criterion (fastst.losses.adain) against its pure-function twins, written out by hand."""
+
+from __future__ import annotations
+
+import torch
+
+from fastst.losses import functional as F
+from fastst.losses.adain import AdaINLoss
+from fastst.losses.perceptual import LossConfig
+
+
+def test_mean_std_loss_by_hand() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 6, 2) * 3 + 1
+    ma, sa = a.flatten(2).mean(2), (a.flatten(2).var(2, unbiased=False) + 1e-5).sqrt()
+    mb, sb = b.flatten(2).mean(2), (b.flatten(2).var(2, unbiased=False) + 1e-5).sqrt()
+    expected = ((ma - mb) ** 2).mean() + ((sa - sb) ** 2).mean()
+    torch.testing.assert_close(F.mean_std_loss(a, b), expected)
+    assert float(F.mean_std_loss(a, a)) == 0.0
+
+
+def test_terms_and_weights() -> None:
+    torch.manual_seed(0)
+    layers = ["relu1_1", "relu4_1"]
+    out = {k: torch.rand(2, 4, 5, 5) for k in layers}
+    style = {k: torch.rand(2, 4, 7, 7) * 2 for k in layers}
+    t, student, photo = torch.rand(2, 4, 5, 5), torch.rand(2, 4, 5, 5), torch.rand(2, 4, 5, 5)
+    cfg = LossConfig(style_layers=layers, style_layer_weights=[2.0, 1.0], style_weight=10.0, student_weight=3.0)
+    terms = AdaINLoss(cfg, torch.nn.Identity())(out, t, style, student=student, photo_features=photo)
+    content = ((out["relu4_1"] - t) ** 2).mean()
+    style_sum = 2 * F.mean_std_loss(out["relu1_1"], style["relu1_1"]) + F.mean_std_loss(out["relu4_1"], style["relu4_1"])
+    distill = ((student - photo) ** 2).mean()
+    torch.testing.assert_close(terms["content"], content)
+    torch.testing.assert_close(terms["style"], style_sum)  # layer weights are not normalized (the paper sums)
+    torch.testing.assert_close(terms["total"], content + 10 * style_sum + 3 * distill)

@@ -1,0 +1,83 @@
+"""The arbitrary-style net family (AdaIN, fastst.models.arbitrary): its config, the fast variant, codes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastst import models
+from fastst.errors import ConfigError
+from fastst.models.arbitrary import ArbitraryConfig, ArbitraryNet, mean_std
+
+FAST = dict(content_encoder="student", student_width=8, decoder="light", decoder_width=0.125)
+
+
+def test_family_is_registered_and_takes_paintings() -> None:
+    assert "arbitrary" in models.families()
+    assert models.takes_paintings("arbitrary") and not models.takes_paintings("johnson")
+    assert not models.takes_style_mix("arbitrary")
+
+
+@pytest.mark.parametrize(
+    "bad", [{"content_encoder": "resnet"}, {"decoder": "tiny"}, {"student_width": 2}, {"decoder_width": 0}]
+)
+def test_bad_config_values_are_config_errors(bad) -> None:
+    with pytest.raises(ConfigError, match=f"model.net.{next(iter(bad))}"):
+        ArbitraryConfig(**bad)
+
+
+def test_unknown_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="studnet_width"):
+        ArbitraryConfig.from_dict({"studnet_width": 8})
+
+
+@pytest.mark.parametrize("kw", [dict(decoder_width=0.125), FAST], ids=["reference", "fast"])
+def test_shapes_and_what_trains(kw) -> None:
+    torch.manual_seed(0)
+    net = ArbitraryNet(ArbitraryConfig(**kw)).eval()
+    photos, paintings = torch.rand(2, 3, 48, 64), torch.rand(2, 3, 40, 40)
+    code = net.style_code(paintings)
+    assert code.shape == (2, net.code_dim) == (2, 1024)
+    y = net(photos, code)
+    assert y.shape == photos.shape and 0 <= float(y.min()) and float(y.max()) <= 1  # clamped in eval mode
+    trained = {id(p) for p in net.trainable_parameters()}
+    assert not any(id(p) in trained for p in net.encoder.parameters())  # VGG stays frozen
+    assert all(not p.requires_grad for p in net.encoder.parameters())
+    keys = net.state_dict().keys()
+    assert any(k.startswith("student.") for k in keys) == (kw.get("content_encoder") == "student")
+    # the painting is always encoded by VGG, the photo by the student in the fast variant
+    torch.testing.assert_close(code[:, :512], mean_std(net.encode(paintings))[0])
+    if net.student is not None:
+        assert net.encode_content(photos).shape == net.encode(photos).shape == (2, 512, 6, 8)
+        assert not torch.allclose(net.encode_content(photos), net.encode(photos))
+
+
+def test_strength_zero_keeps_the_photos_own_statistics() -> None:
+    torch.manual_seed(0)
+    net = ArbitraryNet(ArbitraryConfig(**FAST)).eval()
+    photos = torch.rand(1, 3, 32, 32)
+    code = net.style_code(torch.rand(1, 3, 32, 32))
+    own = net.encode_content(photos)
+    torch.testing.assert_close(net.target(photos, code, 0.0), own, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_variant_is_far_cheaper() -> None:
+    """The fast variant's convolutions at 256 px: under a twentieth of the reference's multiply-adds."""
+
+    def macs(net: ArbitraryNet) -> int:
+        total = 0
+
+        def hook(m, inp, out):
+            nonlocal total
+            total += out.numel() * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+
+        hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            net(torch.rand(1, 3, 256, 256), torch.rand(1, 1024))
+        for h in hs:
+            h.remove()
+        return total
+
+    ref = macs(ArbitraryNet(ArbitraryConfig()))
+    fast = macs(ArbitraryNet(ArbitraryConfig(content_encoder="student", student_width=16, decoder="light", decoder_width=0.25)))
+    assert fast * 20 < ref
