@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stylize images, folders of images and videos with an exported model (.safetensors on torch, "
         ".onnx on ONNX Runtime).",
         epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
+        "any painting (an arbitrary-style model): fastst stylize checkpoints/adain.safetensors photo.jpg "
+        "--style-image painting.jpg -o out.png [--strength 0.7] [--style-image b.jpg --mix 0.7,0.3]\n"
         "backends: a .onnx model runs on ONNX Runtime (no torch import; images and videos, no --tile/--dtype/"
         "--channels-last/--compile/--stabilize), a .safetensors model on torch; given a .safetensors, a run or "
         "export folder or a name, the fastest checked variant runs (stderr says which). See docs/deploy.md.",
@@ -51,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-stats-size", type=int, default=1024, help="long side of the downscaled copy (--tile-stats downscaled)"
     )
     add_style_choice(p)
+    p.add_argument(
+        "--style-image",
+        action="append",
+        type=Path,
+        metavar="PAINTING",
+        help="an arbitrary-style model (family arbitrary): the painting to take the style from; repeat it to mix "
+        "several, weighted by --mix W,W (one weight per painting, in order; default equal)",
+    )
+    p.add_argument(
+        "--style-size",
+        type=int,
+        default=512,
+        help="with --style-image: the long side (px) the painting is encoded at (default 512; 0 = as it is)",
+    )
     add_device(p)
     add_dtype(p, default="auto", auto=True)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")

@@ -116,7 +116,8 @@ def export_onnx(
 
     A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
     one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
-    is checked with two mixes per size (:func:`parity_mixes`).
+    is checked with two mixes per size (:func:`parity_mixes`). An arbitrary-style net (``style_code``) is
+    written as two graphs by :func:`fastst.export.arbitrary_onnx.export_arbitrary_onnx`.
 
     The dynamo exporter (``torch.export`` with ``dynamic_shapes``; height and width as multiples
     of 4) is tried first and the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``)
@@ -124,6 +125,10 @@ def export_onnx(
     and compared with PyTorch; a max abs difference above ``tol`` raises ``ModelFileError`` and
     no file is left behind. Returns ``{"path", "exporter", "opset", "max_abs_diff": {"HxW": d}, "rewrites"}``.
     """
+    if hasattr(net, "style_code"):  # an arbitrary-style net: two graphs (fastst.export.arbitrary_onnx)
+        from fastst.export.arbitrary_onnx import export_arbitrary_onnx
+
+        return export_arbitrary_onnx(net, path, check_sizes, tol, opset, metadata, rewrite)
     import numpy as np
     import onnxruntime as ort
 
