@@ -60,6 +60,8 @@ def _list_model_styles(path: str) -> int:
     from fastst.modelfile.weights import read_metadata
 
     metadata = read_metadata(path)
+    if str(metadata.get("family") or "") == "arbitrary":
+        return _describe_arbitrary(path, metadata)
     styles = model_styles(metadata)
     kind = "multi-style" if metadata.get("styles") and "num_styles" in metadata.get("net", {}) else "single-style"
     print(f"{path}: {kind} model, {len(styles)} style(s) (--style NAME, or --mix NAME=W,NAME=W)")
@@ -68,4 +70,30 @@ def _list_model_styles(path: str) -> int:
         title = ", ".join(str(s[k]) for k in ("title", "artist", "year") if s.get(k))
         source = s.get("url") or s.get("image") or ""
         print(f"{i:>3}  {str(s.get('name')):<{width}}  {title or '-'}  {source}")
+    return 0
+
+
+def _describe_arbitrary(path: str, metadata: dict) -> int:
+    """An arbitrary-style model has no list of styles: it takes any painting; say so, and how it was trained."""
+    net = metadata.get("net") or {}
+    print(
+        f"{path}: arbitrary-style model: it takes any painting as its style "
+        "(fastst stylize MODEL PHOTO --style-image PAINTING [--style-image B --mix 0.7,0.3] [--strength S])"
+    )
+    print(f"  net: {', '.join(f'{k}={v}' for k, v in net.items())}")
+    training = metadata.get("training") or {}
+    if training:
+        facts = [f"{k} {training[k]}" for k in ("steps", "batches_seen", "fastst_version") if k in training]
+        print(f"  training: {', '.join(facts)}")
+    paintings = metadata.get("styles") or []
+    if paintings:
+        names = [str(s.get("name") or s.get("image") or "?") for s in paintings if isinstance(s, dict)]
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        print(f"  trained on {len(names)} painting(s): {shown}")
+    corpus = metadata.get("paintings") or training.get("paintings")
+    if corpus:
+        print(f"  painting corpus: {corpus}")
+    loss = metadata.get("loss") or {}
+    if loss:
+        print(f"  loss: {', '.join(f'{k}={loss[k]}' for k in ('network', 'preprocessing', 'weights') if k in loss)}")
     return 0

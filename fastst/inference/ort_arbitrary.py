@@ -42,6 +42,7 @@ class ArbitraryOrtStylizer(OrtStylizer):
         style_image: Any = None,
         style_size: int | None = paintings.STYLE_SIZE,
         style_code: Any = None,
+        code_path: str | Path | None = None,
         **options: Any,
     ) -> None:
         from fastst.inference.ort import providers_for
@@ -58,7 +59,7 @@ class ArbitraryOrtStylizer(OrtStylizer):
                 f"{path}: not an arbitrary-style stylize graph (inputs {self.input_names}; expected image, code, "
                 "strength); export the model again with fastst export --onnx"
             )
-        self.code_path = code_graph_path(path, self.metadata)
+        self.code_path = Path(code_path) if code_path else code_graph_path(path, self.metadata)
         if not self.code_path.is_file():
             raise ModelFileError(
                 f"{path}: its style-code graph {self.code_path.name} is not beside it; the model is two files "
