@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fastst import models
 from fastst.errors import ModelFileError, first_line
 from fastst.io.files import atomic_path
 from fastst.modelfile.checkpoint import read_checkpoint
@@ -29,6 +30,11 @@ from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_met
     read_metadata,
     save_model_file,
 )
+
+
+# Every installed family has an ONNX export: image-to-image nets one graph, an arbitrary-style net (family
+# arbitrary) two (fastst.export.arbitrary_onnx). The end-of-training export reads this list.
+ONNX_FAMILIES = tuple(models.families())
 
 
 # -- checkpoint -> model file ----------------------------------------------------------

@@ -16,12 +16,13 @@ A model file (``.safetensors``, or a ``.onnx`` graph) carries one JSON object un
 * ``training``: steps, batches seen, the fastst version and checkpoint it came from;
 * ``distilled_from`` (only for a net trained with ``distill_from``): the teacher model's file ``name`` (no
   directories), ``sha256`` of that file, and its ``family``, ``net`` and style ``name`` (docs/distill.md);
-* ``image_convention`` and ``created``;
-* ``onnx_graphs`` (only in the ``.onnx`` files of an arbitrary-style model, ``family: arbitrary``): the model
-  is two graphs, written side by side, so a painting is encoded once and a mix of paintings is a weighted
-  sum of codes outside the graph: ``style_code`` (``X.code.onnx``, ``painting`` 1 x 3 x H x W -> ``code``
-  1 x 2C) and ``stylize`` (``X.onnx``, ``image`` B x 3 x H x W with H, W multiples of 8, ``code`` B x 2C,
-  ``strength`` B -> ``stylized``); see :func:`code_graph_path`.
+* ``image_convention`` and ``created``.
+
+The ``.onnx`` files of an arbitrary-style model (``family: arbitrary``) also carry ``onnx_graphs``: the model
+is two graphs, written side by side, so a painting is encoded once and a mix of paintings is a weighted
+sum of codes outside the graph: ``style_code`` (``X.code.onnx``, ``painting`` 1 x 3 x H x W -> ``code``
+1 x 2C) and ``stylize`` (``X.onnx``, ``image`` B x 3 x H x W with H, W multiples of 8, ``code`` B x 2C,
+``strength`` B -> ``stylized``); see :func:`code_graph_path`.
 
 Only the standard library: the ONNX Runtime path reads the schema without torch (onnx is imported
 only to write ONNX metadata).
