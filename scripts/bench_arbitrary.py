@@ -97,7 +97,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
         t_peer += elapsed
         loss.set_style(load_image_tensor(painting, cfg.style_size))
         t = time.perf_counter()
-        code = model.encode(painting)
+        code = model.encode(painting, args.style_size or None)
         ys = [model(x, style_code=code) for x in xs]
         t_fastst += time.perf_counter() - t
         terms = {"fastst": [], "peer": []}
@@ -178,30 +178,37 @@ def speed(args: argparse.Namespace, photo: Path, painting: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     src = resized(photo, work / "photo1024.png", 1024)
     env = fastst_env()
-    cmds = {
-        "fastst": [sys.executable, "-m", "fastst", "stylize", str(args.model), str(src), "--style-image", str(painting),
-                   "-o", str(work / "fastst.png"), "--overwrite"],
-        "peer": [args.peer, "stylize", str(src), "--style-image", str(painting), "--max-size", "1024",
-                 "-o", str(work / "peer.png")],
-    }  # fmt: skip
-    times: dict[str, list[float]] = {"fastst": [], "peer": []}
-    used = ""
+    base = [sys.executable, "-m", "fastst", "stylize", str(args.model), str(src), "--style-image", str(painting),
+            "-o", str(work / "fastst.png"), "--overwrite"]  # fmt: skip
+    cmds = {"fastst": base}
+    for extra in args.speed_extra:  # LABEL=ARGS: another fastst setting, timed in the same rounds
+        label, _, more = extra.partition("=")
+        cmds[f"fastst {label}"] = base + more.split()
+    cmds["peer"] = [args.peer, "stylize", str(src), "--style-image", str(painting), "--max-size", "1024",
+                    "-o", str(work / "peer.png")]  # fmt: skip
+    names = list(cmds)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    used: dict[str, str] = {}
     for r in range(args.rounds):
-        order = ["fastst", "peer"] if r % 2 == 0 else ["peer", "fastst"]
-        for name in order:
+        k = r % len(names)
+        for name in names[k:] + names[:k]:  # who goes first rotates
             (work / "peer.png").unlink(missing_ok=True)
-            elapsed, err = run(cmds[name], env if name == "fastst" else None)
+            elapsed, err = run(cmds[name], env if name != "peer" else None)
             times[name].append(elapsed)
-            if name == "fastst":
-                used = next((line for line in err.splitlines() if line.startswith("using ")), used)
-    ours, peer = statistics.median(times["fastst"]), statistics.median(times["peer"])
+            if name != "peer":
+                used[name] = next((line for line in err.splitlines() if line.startswith("using ")), "")
+    peer = statistics.median(times["peer"])
     w, h = Image.open(src).size
-    print(f"\n### (b) speed: one {w}x{h} PNG + `{painting.name}`, whole process, {args.rounds} interleaved pairs\n")
-    print("| fastst s (median) | peer s (median) | fastst / peer |")
+    print(f"\n### (b) speed: one {w}x{h} PNG + `{painting.name}`, whole process, {args.rounds} interleaved rounds\n")
+    print("| command | median s | / peer |")
     print("| --- | --- | --- |")
-    print(f"| {ours:.2f} | {peer:.2f} | **{ours / peer:.2f}x** |")
-    print(f"\nall runs: fastst {[round(t, 2) for t in times['fastst']]}, peer {[round(t, 2) for t in times['peer']]}")
-    print(f"fastst: {used}; outputs: fastst {Image.open(work / 'fastst.png').size}, peer {Image.open(work / 'peer.png').size}")
+    for name in names:
+        ours = statistics.median(times[name])
+        print(f"| {name} | {ours:.2f} | {'' if name == 'peer' else f'**{ours / peer:.2f}x**'} |")
+    print()
+    for name in names:
+        print(f"- {name}: runs {[round(t, 2) for t in times[name]]}" + (f"; {used[name]}" if used.get(name) else ""))
+    print(f"\noutputs: fastst {Image.open(work / 'fastst.png').size}, peer {Image.open(work / 'peer.png').size}")
     print(f"command: {' '.join(cmds['fastst'][1:])}")
 
 
@@ -219,6 +226,14 @@ def main() -> None:
     p.add_argument("--ceiling-painting", help="the painting the --ceiling model was trained on (one of --paintings)")
     p.add_argument("--rounds", type=int, default=5, help="speed: interleaved pairs")
     p.add_argument("--speed-painting", type=Path, help="speed: the painting (default: the first of --paintings)")
+    p.add_argument(
+        "--speed-extra",
+        action="append",
+        default=[],
+        metavar="LABEL=ARGS",
+        help="speed: also time fastst with these extra flags, e.g. 'style 256=--style-size 256' (repeatable)",
+    )
+    p.add_argument("--style-size", type=int, default=512, help="quality: the painting's long side for fastst's code")
     p.add_argument("--grid-photos", type=int, default=3)
     p.add_argument("--grid-cell", type=int, default=160)
     p.add_argument("--skip-quality", action="store_true")
