@@ -8,6 +8,10 @@
 - ``--style NAME`` / ``--mix a=0.7,b=0.3`` choose what a multi-style model renders (images, tiles and
   videos alike); a multi-style model given neither stops with one ``error:`` line listing its styles
   (``fastst styles --model MODEL`` lists them too).
+- ``--style-image PAINTING`` (repeatable, weighted by ``--mix W,W``) is the style of an arbitrary-style
+  model (family arbitrary): required by it, refused by every other family, each with one ``error:`` line;
+  the painting(s) are read and encoded once, before any photo (an unreadable or tiny painting stops the
+  command with one ``error:`` line naming it). See docs/arbitrary.md.
 - Unreadable images or videos are reported (one line each) and skipped; the summary counts them.
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
