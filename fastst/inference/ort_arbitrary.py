@@ -66,9 +66,11 @@ class ArbitraryOrtStylizer(OrtStylizer):
                 "(fastst export --onnx writes both): copy them together"
             )
         self.code_session = open_session(self.code_path, self.providers, threads, spinning)
-        self.code_dim = int(self.session.get_inputs()[1].shape[-1]) if isinstance(
-            self.session.get_inputs()[1].shape[-1], int
-        ) else 1024
+        self.code_dim = (
+            int(self.session.get_inputs()[1].shape[-1])
+            if isinstance(self.session.get_inputs()[1].shape[-1], int)
+            else 1024
+        )
         self.num_styles, self.style_names = 0, ["any painting"]
         self.style = None
         self.size = options.pop("size", None)
@@ -110,7 +112,9 @@ class ArbitraryOrtStylizer(OrtStylizer):
         try:
             return self.code_session.run(None, {"painting": np.ascontiguousarray(painting, dtype=np.float32)})[0]
         except Exception as e:
-            raise InferenceError(f"{self.code_path}: onnxruntime failed on a {painting.shape} painting ({first_line(e, 300)})") from None
+            raise InferenceError(
+                f"{self.code_path}: onnxruntime failed on a {painting.shape} painting ({first_line(e, 300)})"
+            ) from None
 
     def encode(self, style_image: Any, style_size: int | None | str = "default") -> np.ndarray:
         """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it."""

@@ -112,7 +112,8 @@ def check_style_size(style_size: Any) -> int | None:
         return None
     if not isinstance(style_size, int) or isinstance(style_size, bool) or style_size < MIN_PAINTING:
         raise InferenceError(
-            f"style_size must be a long side of at least {MIN_PAINTING} px (or 0: as the painting is), got {style_size!r}"
+            f"style_size must be a long side of at least {MIN_PAINTING} px (or 0: as the painting is), "
+            f"got {style_size!r}"
         )
     return style_size
 

@@ -242,9 +242,9 @@ def load_stylizer(
 
     ``options`` set the stylizer's defaults (``size``, ``preserve_color``, ``strength``, ``median``,
     ``tile``, ``tile_overlap``, ``tile_stats_size``; an arbitrary-style model also ``style_image``,
-    ``style_size``, ``style_code``: it returns an :class:`~fastst.inference.arbitrary.ArbitraryStylizer`). ``compile`` wraps the net in ``torch.compile``
-    (see the module docstring). Raises ``ModelFileError`` for a bad file and
-    ``InferenceError`` for a bad device, dtype or option.
+    ``style_size``, ``style_code``: it returns an :class:`~fastst.inference.arbitrary.ArbitraryStylizer`).
+    ``compile`` wraps the net in ``torch.compile`` (see the module docstring). Raises ``ModelFileError`` for a
+    bad file and ``InferenceError`` for a bad device, dtype or option.
     """
     from fastst.inference.paintings import ARBITRARY_OPTIONS, is_arbitrary
     from fastst.modelfile.weights import load_model_file  # plain torch + safetensors; no Lightning

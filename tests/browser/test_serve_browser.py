@@ -469,7 +469,9 @@ def test_an_uploaded_painting_is_the_style_of_an_arbitrary_model(browser, painti
     browser.find_element(By.ID, "painting-input").send_keys(str(painting))
     wait_for_state(browser, "done")
     shown = result_png(browser)
-    body, content_type = multipart({"photo": photos["holiday photo"].read_bytes(), "style_image": painting.read_bytes()})
+    body, content_type = multipart(
+        {"photo": photos["holiday photo"].read_bytes(), "style_image": painting.read_bytes()}
+    )
     with TestClient(create_app(painting_server.models)) as client:
         r = client.post(
             "/api/stylize",
