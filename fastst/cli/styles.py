@@ -85,14 +85,15 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
     if training:
         facts = [f"{k} {training[k]}" for k in ("steps", "batches_seen", "fastst_version") if k in training]
         print(f"  training: {', '.join(facts)}")
-    paintings = metadata.get("styles") or []
-    if paintings:
-        names = [str(s.get("name") or s.get("image") or "?") for s in paintings if isinstance(s, dict)]
-        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        print(f"  trained on {len(names)} painting(s): {shown}")
-    corpus = metadata.get("paintings") or training.get("paintings")
-    if corpus:
-        print(f"  painting corpus: {corpus}")
+    data = metadata.get("training_data") or {}
+    if data:  # what it learned from: the painting and photo folders (names only) and how many of each
+        print(
+            f"  trained on {data.get('paintings', '?')} paintings of {data.get('style_root', '?')}/ and "
+            f"{data.get('photos', '?')} photos of {data.get('photo_root', '?')}/"
+        )
+    encoder = metadata.get("encoder") or {}
+    if encoder:
+        print(f"  encoders: {', '.join(f'{k}: {v}' for k, v in encoder.items())}")
     loss = metadata.get("loss") or {}
     if loss:
         print(f"  loss: {', '.join(f'{k}={loss[k]}' for k in ('network', 'preprocessing', 'weights') if k in loss)}")

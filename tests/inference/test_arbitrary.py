@@ -178,3 +178,9 @@ def test_onnx_runtime_matches_torch_and_imports_no_torch(files, onnx_model, tmp_
     assert proc.stdout.strip().splitlines()[-1] == "False"  # the ONNX path never imported torch
     a, b = (np.asarray(Image.open(p), dtype=np.int16) for p in (torch_out, ort_out))
     assert a.shape == b.shape and np.abs(a - b).max() <= 2
+
+
+def test_styles_says_an_arbitrary_model_takes_any_painting(files, capsys) -> None:
+    assert run_fastst("styles", "--model", files["model"]) == 0
+    out = capsys.readouterr().out
+    assert "takes any painting" in out and "--style-image" in out and "steps 7" in out
