@@ -39,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize so the long side is SIZE px first (videos: processing size); 0 = as is",
     )
     p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
-    p.add_argument("--strength", type=float, default=1.0, help="blend with the input: 0 = input, 1 = full style")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="blend with the input: 0 = input, 1 = full style (an arbitrary-style model: the photo's own feature "
+        "statistics at 0, the painting's at 1)",
+    )
     p.add_argument("--median", type=int, default=0, help="median filter of odd size K on the output (0 = off)")
     p.add_argument("--tile", type=int, default=0, help="tiled inference with N px tiles for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in px (default min(96, tile/2))")
