@@ -95,7 +95,9 @@ def quality_model(args: argparse.Namespace):
     onnx = Path(args.model).with_suffix(".onnx")
     if args.backend == "onnx" and onnx.is_file():
         print(f"quality pass: {onnx} (fp32 ONNX Runtime)", file=sys.stderr)
+        args.backend_used = "fp32 ONNX Runtime"
         return OnnxModel(onnx)
+    args.backend_used = "torch fp32"
     print(f"quality pass: {args.model} (torch fp32)", file=sys.stderr)
     return load_stylizer(args.model, dtype="fp32")
 
@@ -235,7 +237,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             f"{r['ceiling_content']:.4g} (arbitrary {r['fastst_content']:.4g}, peer {r['peer_content']:.4g})"
         )
     print(
-        f"\nTime for the quality pass: fastst (torch, in process, excl. loading) {t_fastst:.0f} s; peer outputs "
+        f"\nTime for the quality pass: fastst ({args.backend_used}, in process, excl. loading) {t_fastst:.0f} s; peer outputs "
         f"from the cache {cache.root} (run now: {cache.seconds:.0f} s)."
     )
     labels = ["painting"]
