@@ -237,7 +237,8 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             f"{r['ceiling_content']:.4g} (arbitrary {r['fastst_content']:.4g}, peer {r['peer_content']:.4g})"
         )
     print(
-        f"\nTime for the quality pass: fastst ({args.backend_used}, in process, excl. loading) {t_fastst:.0f} s; peer outputs "
+        f"\nTime for the quality pass: fastst ({args.backend_used}, in process, excl. loading) {t_fastst:.0f} s; "
+        "peer outputs "
         f"from the cache {cache.root} (run now: {cache.seconds:.0f} s)."
     )
     labels = ["painting"]
