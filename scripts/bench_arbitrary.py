@@ -273,7 +273,8 @@ def speed(args: argparse.Namespace, photo: Path, painting: Path) -> None:
     for r in range(args.rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:  # who goes first rotates
-            (work / "peer.png").unlink(missing_ok=True)
+            if name == "peer":  # it does not overwrite
+                (work / "peer.png").unlink(missing_ok=True)
             elapsed, err = run(cmds[name], env if name != "peer" else None)
             times[name].append(elapsed)
             if name != "peer":
