@@ -66,8 +66,15 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--style-dir", help=f"where the model's style image is looked up (default: ${STYLE_DIR_ENV} or styles)"
     )
+    p.add_argument(
+        "--style-images",
+        metavar="DIR",
+        help="an arbitrary-style model: a folder of paintings; one row per painting (style and content loss of "
+        "fastst's default criterion, SSIM), their mean, and a grid PNG (paintings x photos) next to -o",
+    )
     p.add_argument("--size", type=int, default=256, help="long side (px); 0 keeps the photo's size")
     p.add_argument("--limit", type=int, default=0, help="use the first K photos (sorted); 0 = all")
+    p.add_argument("--painting-limit", type=int, default=0, help="with --style-images: the first K paintings; 0 = all")
     p.add_argument("-o", "--output", required=True, help="JSON file (a .md with the table is written next to it)")
     _add_loss_args(p)
     return p
@@ -90,4 +97,20 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
 @command()
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """``fastst evaluate``."""
-    return _run(evaluate_parser(), evaluate, argv)
+    return _run(evaluate_parser(), _evaluate, argv)
+
+
+def _evaluate(args: argparse.Namespace) -> Any:
+    """One painting style (the model's), or an arbitrary-style model over a folder of paintings."""
+    if args.style_images:
+        from fastst.evaluation.arbitrary import evaluate_paintings
+
+        return evaluate_paintings(args)
+    from fastst.inference.paintings import is_arbitrary
+    from fastst.modelfile.weights import read_metadata
+
+    if str(args.model).endswith(".safetensors") and is_arbitrary(read_metadata(args.model)):
+        from fastst.errors import UsageError
+
+        raise UsageError(f"{args.model} takes any painting: pass --style-images DIR (a folder of paintings)")
+    return evaluate(args)

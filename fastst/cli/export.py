@@ -27,7 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, help="model file to write (default: EXPORT_DIR/<style>.safetensors)"
     )
     parser.add_argument("--export-dir", type=Path, default=Path("checkpoints"), help="folder for the default name")
-    parser.add_argument("--onnx", action="store_true", help="also write <name>.onnx (checked with onnxruntime)")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write <name>.onnx (checked with onnxruntime); an arbitrary-style model: <name>.onnx (photo, code, "
+        "strength -> image) and <name>.code.onnx (painting -> code)",
+    )
     parser.add_argument("--torchscript", action="store_true", help="also write <name>.pt (TorchScript)")
     parser.add_argument("--onnx-tol", type=float, default=1e-4, help="max abs ONNX-vs-PyTorch difference allowed")
     return parser
@@ -56,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             diffs = ", ".join(f"{k}: {v:.2e}" for k, v in report["max_abs_diff"].items())
             onnx_path = Path(report["path"])
             print(f"wrote {onnx_path} ({_size(onnx_path)}; {report['exporter']} exporter, opset {report['opset']})")
+            if report.get("style_code_path"):  # an arbitrary-style model: the painting's graph beside it
+                code_path = Path(report["style_code_path"])
+                print(f"wrote {code_path} ({_size(code_path)}; the style-code graph: painting -> code)")
             print(f"  onnxruntime vs PyTorch max abs diff: {diffs}")
         if args.torchscript:
             report = export_torchscript(net, out.with_suffix(".pt"), metadata)

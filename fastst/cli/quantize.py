@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_DIFF,
         help=f"refuse when the mean abs int8-vs-fp32 difference on [0,1] RGB exceeds this (default {DEFAULT_MAX_DIFF})",
     )
+    p.add_argument(
+        "--style-images",
+        type=Path,
+        help="an arbitrary-style model: paintings whose codes calibrate and check the stylize graph (up to 16; "
+        "default: the photos' own statistics, photo i with photo i+1's)",
+    )
     p.add_argument("--force", action="store_true", help="write the int8 model even above --max-diff (a warning)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p

@@ -60,6 +60,8 @@ def _list_model_styles(path: str) -> int:
     from fastst.modelfile.weights import read_metadata
 
     metadata = read_metadata(path)
+    if str(metadata.get("family") or "") == "arbitrary":
+        return _describe_arbitrary(path, metadata)
     styles = model_styles(metadata)
     kind = "multi-style" if metadata.get("styles") and "num_styles" in metadata.get("net", {}) else "single-style"
     print(f"{path}: {kind} model, {len(styles)} style(s) (--style NAME, or --mix NAME=W,NAME=W)")
@@ -75,4 +77,31 @@ def _list_model_styles(path: str) -> int:
         print(f"stroke scales: {listed} (--stroke S, any S from {scales[0]:g} to {scales[-1]:g})")
     else:
         print("stroke scales: none (trained at one stroke size; --stroke is not available)")
+    return 0
+
+
+def _describe_arbitrary(path: str, metadata: dict) -> int:
+    """An arbitrary-style model has no list of styles: it takes any painting; say so, and how it was trained."""
+    net = metadata.get("net") or {}
+    print(
+        f"{path}: arbitrary-style model: it takes any painting as its style "
+        "(fastst stylize MODEL PHOTO --style-image PAINTING [--style-image B --mix 0.7,0.3] [--strength S])"
+    )
+    print(f"  net: {', '.join(f'{k}={v}' for k, v in net.items())}")
+    training = metadata.get("training") or {}
+    if training:
+        facts = [f"{k} {training[k]}" for k in ("steps", "batches_seen", "fastst_version") if k in training]
+        print(f"  training: {', '.join(facts)}")
+    data = metadata.get("training_data") or {}
+    if data:  # what it learned from: the painting and photo folders (names only) and how many of each
+        print(
+            f"  trained on {data.get('paintings', '?')} paintings of {data.get('style_root', '?')}/ and "
+            f"{data.get('photos', '?')} photos of {data.get('photo_root', '?')}/"
+        )
+    encoder = metadata.get("encoder") or {}
+    if encoder:
+        print(f"  encoders: {', '.join(f'{k}: {v}' for k, v in encoder.items())}")
+    loss = metadata.get("loss") or {}
+    if loss:
+        print(f"  loss: {', '.join(f'{k}={loss[k]}' for k in ('network', 'preprocessing', 'weights') if k in loss)}")
     return 0

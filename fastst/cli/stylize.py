@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stylize images, folders of images and videos with an exported model (.safetensors on torch, "
         ".onnx on ONNX Runtime).",
         epilog="example: fastst stylize checkpoints/starry_night.safetensors photos/ -o styled/ --size 1024\n"
+        "any painting (an arbitrary-style model): fastst stylize checkpoints/adain.safetensors photo.jpg "
+        "--style-image painting.jpg -o out.png [--strength 0.7] [--style-image b.jpg --mix 0.7,0.3]\n"
         "backends: a .onnx model runs on ONNX Runtime (no torch import; images and videos, no --tile/--dtype/"
         "--channels-last/--compile/--stabilize), a .safetensors model on torch; given a .safetensors, a run or "
         "export folder or a name, the fastest checked variant runs (stderr says which). See docs/deploy.md.",
@@ -37,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize so the long side is SIZE px first (videos: processing size); 0 = as is",
     )
     p.add_argument("--preserve-color", action="store_true", help="keep the input's colours (luminance-only)")
-    p.add_argument("--strength", type=float, default=1.0, help="blend with the input: 0 = input, 1 = full style")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="blend with the input: 0 = input, 1 = full style (an arbitrary-style model: the photo's own feature "
+        "statistics at 0, the painting's at 1)",
+    )
     p.add_argument("--median", type=int, default=0, help="median filter of odd size K on the output (0 = off)")
     p.add_argument("--tile", type=int, default=0, help="tiled inference with N px tiles for large images (0 = off)")
     p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in px (default min(96, tile/2))")
@@ -57,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stroke size of a model trained with stroke_scales=[...]: any value between its smallest and largest "
         "scale (fastst styles --model MODEL lists them); default 1",
+    )
+    p.add_argument(
+        "--style-image",
+        action="append",
+        type=Path,
+        metavar="PAINTING",
+        help="an arbitrary-style model (family arbitrary): the painting to take the style from; repeat it to mix "
+        "several, weighted by --mix W,W (one weight per painting, in order; default equal)",
+    )
+    p.add_argument(
+        "--style-size",
+        type=int,
+        default=512,
+        help="with --style-image: the long side (px) the painting is encoded at (default 512; 0 = as it is)",
     )
     add_device(p)
     add_dtype(p, default="auto", auto=True)

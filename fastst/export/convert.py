@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fastst import models
 from fastst.errors import ModelFileError, first_line
 from fastst.io.files import atomic_path
 from fastst.modelfile.checkpoint import read_checkpoint
@@ -29,6 +30,10 @@ from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_met
     read_metadata,
     save_model_file,
 )
+
+# Every installed family has an ONNX export: image-to-image nets one graph, an arbitrary-style net (family
+# arbitrary) two (fastst.export.arbitrary_onnx). The end-of-training export reads this list.
+ONNX_FAMILIES = tuple(models.families())
 
 
 # -- checkpoint -> model file ----------------------------------------------------------
@@ -116,7 +121,8 @@ def export_onnx(
 
     A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
     one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
-    is checked with two mixes per size (:func:`parity_mixes`).
+    is checked with two mixes per size (:func:`parity_mixes`). An arbitrary-style net (``style_code``) is
+    written as two graphs by :func:`fastst.export.arbitrary_onnx.export_arbitrary_onnx`.
 
     The dynamo exporter (``torch.export`` with ``dynamic_shapes``; height and width as multiples
     of 4) is tried first and the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``)
@@ -124,6 +130,10 @@ def export_onnx(
     and compared with PyTorch; a max abs difference above ``tol`` raises ``ModelFileError`` and
     no file is left behind. Returns ``{"path", "exporter", "opset", "max_abs_diff": {"HxW": d}, "rewrites"}``.
     """
+    if hasattr(net, "style_code"):  # an arbitrary-style net: two graphs (fastst.export.arbitrary_onnx)
+        from fastst.export.arbitrary_onnx import export_arbitrary_onnx
+
+        return export_arbitrary_onnx(net, path, check_sizes, tol, opset, metadata, rewrite)
     import numpy as np
     import onnxruntime as ort
 

@@ -73,11 +73,23 @@ def style_row(i: int, n: int) -> np.ndarray | None:
 class PhotoReader:
     """``onnxruntime.quantization.CalibrationDataReader`` over padded photos (and cycling one-hot styles)."""
 
-    def __init__(self, photos: list[np.ndarray], input_names: list[str], num_styles: int) -> None:
+    def __init__(
+        self,
+        photos: list[np.ndarray],
+        input_names: list[str],
+        num_styles: int,
+        codes: list[np.ndarray] | None = None,
+    ) -> None:
         from fastst.inference.prepost import pad_to_multiple
 
         self.feeds = []
         for i, x in enumerate(photos):
+            if codes:  # an arbitrary-style stylize graph: image (multiples of 8), code, strength 1
+                padded = pad_to_multiple(x, 8, 16)[0]
+                self.feeds.append(
+                    {"image": padded, "code": codes[i % len(codes)], "strength": np.ones(1, dtype=np.float32)}
+                )
+                continue
             feed = {input_names[0]: pad_to_multiple(x)[0]}
             if num_styles:
                 feed[input_names[1]] = style_row(i, num_styles)
@@ -170,10 +182,33 @@ def quantize_file(src: Path, dst: Path, reader: PhotoReader) -> tuple[str, list[
     return how, kept
 
 
-def int8_difference(fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]]) -> dict[str, Any]:
-    """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style i cycles)."""
+def arbitrary_codes(fp32: Any, photos: list[tuple[Path, np.ndarray]], paintings: Path | None) -> list[np.ndarray]:
+    """Style codes an arbitrary-style graph is calibrated and checked with: the paintings of ``paintings``
+    (up to 16), or without them the photos' own codes (photo i rendered with photo i+1's statistics)."""
+    if paintings is not None:
+        if not paintings.is_dir():
+            raise UsageError(f"--style-images {paintings}: not a folder of paintings")
+        files = walk_files(paintings, IMAGE_EXTENSIONS)[:16]
+        if not files:
+            raise UsageError(f"--style-images {paintings}: no images found")
+        return [fp32.encode(p) for p in files]
+    return [fp32._encode_array(x) for _, x in photos[1:] + photos[:1]]
+
+
+def int8_difference(
+    fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]], codes: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style i cycles;
+    an arbitrary-style model: code i cycles)."""
     worst, total, count, per_photo = 0.0, 0.0, 0, {}
     for i, (path, x) in enumerate(photos):
+        if codes:
+            a = np.clip(fp32(x, style_code=codes[i % len(codes)]), 0.0, 1.0)
+            b = np.clip(int8(x, style_code=codes[i % len(codes)]), 0.0, 1.0)
+            d = np.abs(a.astype(np.float64) - b)
+            worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
+            per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
+            continue
         style = None if not fp32.num_styles else fp32.style_names[i % fp32.num_styles]
         a = np.clip(fp32(x, style=style), 0.0, 1.0)
         b = np.clip(int8(x, style=style), 0.0, 1.0)
@@ -194,6 +229,7 @@ def quantize_onnx(
     force: bool = False,
     overwrite: bool = False,
     holdout_count: int | None = None,
+    style_images: str | Path | None = None,
 ) -> int:
     """``fastst quantize``: write ``output`` (default MODEL.int8.onnx), an int8 copy of the fp32 ``model``
     calibrated on up to ``count`` photos of ``calibration`` at ``size`` px and compared with the fp32 model
@@ -221,15 +257,17 @@ def quantize_onnx(
         import onnxruntime.quantization  # noqa: F401
     except ImportError as e:
         raise UsageError(f"fastst quantize needs onnx and onnxruntime ({e}); pip install 'fastst[onnx]'") from None
-    from fastst.inference.ort import OrtStylizer
+    from fastst.inference.ort import load_ort_stylizer
 
-    fp32 = OrtStylizer(model, device="cpu")
+    fp32 = load_ort_stylizer(model, device="cpu")
+    arbitrary = bool(getattr(fp32, "takes_painting", False))  # the stylize graph; its code graph stays fp32
     calib_paths, held_paths = split_photos(calibration, holdout, count)
     held_paths = held_paths[:holdout_count] if holdout_count else held_paths
     calib, held = load_photos(calib_paths, size), load_photos(held_paths, size)
     if not calib or not held:
         raise UsageError(f"--calibration {calibration}: not enough readable photos to calibrate and compare")
-    reader = PhotoReader([x for _, x in calib], fp32.input_names, fp32.num_styles)
+    codes = arbitrary_codes(fp32, calib, Path(style_images) if style_images else None) if arbitrary else None
+    reader = PhotoReader([x for _, x in calib], fp32.input_names, fp32.num_styles, codes)
     print(f"calibrating on {len(calib)} photo(s) at {size} px, comparing on {len(held)} held-out photo(s)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fastst_int8_", dir=out.parent) as tmp:
@@ -238,7 +276,13 @@ def quantize_onnx(
             how, kept = quantize_file(model, tmp_out, reader)
         except Exception as e:
             raise ModelFileError(f"{model}: int8 quantization failed ({first_line(e, 300)})") from None
-        diffs = int8_difference(fp32, OrtStylizer(tmp_out, device="cpu"), held)
+        if arbitrary:  # the int8 stylize graph with the fp32 model's code graph (not beside the temporary file)
+            from fastst.inference.ort_arbitrary import ArbitraryOrtStylizer
+
+            int8 = ArbitraryOrtStylizer(tmp_out, device="cpu", code_path=fp32.code_path)
+        else:
+            int8 = load_ort_stylizer(tmp_out, device="cpu")
+        diffs = int8_difference(fp32, int8, held, codes)
         report = {
             "model": str(model),
             "output": str(out),

@@ -8,6 +8,10 @@
 - ``--style NAME`` / ``--mix a=0.7,b=0.3`` choose what a multi-style model renders (images, tiles and
   videos alike); a multi-style model given neither stops with one ``error:`` line listing its styles
   (``fastst styles --model MODEL`` lists them too).
+- ``--style-image PAINTING`` (repeatable, weighted by ``--mix W,W``) is the style of an arbitrary-style
+  model (family arbitrary): required by it, refused by every other family, each with one ``error:`` line;
+  the painting(s) are read and encoded once, before any photo (an unreadable or tiny painting stops the
+  command with one ``error:`` line naming it). See docs/arbitrary.md.
 - Unreadable images or videos are reported (one line each) and skipped; the summary counts them.
   Exit code 0 if at least one file was written, 1 if none was, 2 for a usage error (bad model
   file, missing input, folder without images, existing output, bad option).
@@ -250,9 +254,46 @@ class ImagePipeline:
                 pool.shutdown(wait=True, cancel_futures=True)
 
 
+def painting_choice(args: argparse.Namespace) -> dict[Path, float] | None:
+    """``--style-image`` (repeatable) with ``--mix W,W``: ``{painting: weight}``, or None without paintings."""
+    from fastst.inference.paintings import parse_weights
+
+    images = list(getattr(args, "style_image", None) or [])
+    if not images:
+        return None
+    if args.style:
+        raise UsageError("--style names a multi-style model's style; with --style-image the painting is the style")
+    weights = parse_weights(args.mix, len(images)) if args.mix else [1.0] * len(images)
+    out: dict[Path, float] = {}
+    for path, w in zip(images, weights):
+        out[Path(path)] = out.get(Path(path), 0.0) + w
+    return out
+
+
+def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style_size: int) -> None:
+    """Check ``--style-image`` against the model's family and encode the painting(s) once, before any work."""
+    takes = bool(getattr(stylizer, "takes_painting", False))
+    if takes and chosen is None:
+        raise UsageError(
+            f"{model} is an arbitrary-style model: pass the painting to take the style from with --style-image PAINTING"
+        )
+    if not takes and chosen is not None:
+        family = stylizer.metadata.get("family") or "johnson"
+        raise UsageError(
+            f"--style-image: {model} is a {family} model, which renders the style(s) it was trained on; a painting "
+            "needs an arbitrary-style model (family arbitrary)"
+        )
+    if takes:
+        try:  # one code for every photo and frame (a mix: the weighted sum of the paintings' codes)
+            stylizer.style_code = stylizer.encode(chosen, style_size or None)
+        except ImageError as e:
+            raise UsageError(f"--style-image {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     args.size = size_or_none(args.size)
-    style = style_choice(args.style, args.mix)
+    chosen = painting_choice(args)
+    style = None if chosen is not None else style_choice(args.style, args.mix)
     jobs = plan_jobs(args.inputs, args.output)
     check_outputs(jobs, args.overwrite)
     if args.batch_size < 1:
@@ -311,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
             tile_stats_size=args.tile_stats_size,
             **options,
         )
+    use_paintings(stylizer, model, chosen, getattr(args, "style_size", 512))
+    if getattr(stylizer, "takes_painting", False) and "norm-ema" in str(args.stabilize):
+        raise UsageError("--stabilize norm-ema: an arbitrary-style model has no instance norms to average; use blend")
     if style is None and stylizer.num_styles > 1:
         stylizer.mix(None)  # a multi-style model needs a style: one error line listing them, before any work
     stabilizer = None

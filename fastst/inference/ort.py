@@ -74,6 +74,27 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def open_session(path: Path, providers: list[str], threads: int | None = None, spinning: bool = True) -> Any:
+    """An ONNX Runtime session of ``path``; ``ModelFileError`` for a missing or unreadable file."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise UsageError(f".onnx models need onnxruntime ({e}); pip install onnxruntime") from None
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found; export one with fastst export RUN.ckpt --onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or default_threads())
+    if not spinning:  # idle threads sleep instead of spinning: far faster on a busy machine (docs/serve.md)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: no provider warnings on stderr
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # InvalidProtobuf, Fail, NoSuchFile ...
+        raise ModelFileError(
+            f"{path}: not a readable ONNX model ({first_line(e, 200)}); export one with fastst export RUN.ckpt --onnx"
+        ) from None
+
+
 class OrtStylizer:
     """An ONNX Runtime session of a fastst ``.onnx`` graph plus the stylize options; call it on images.
 
@@ -93,27 +114,11 @@ class OrtStylizer:
         style: Any = None,
         spinning: bool = True,
         stroke: float | None = None,
+        session: Any = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise UsageError(f".onnx models need onnxruntime ({e}); pip install onnxruntime") from None
         self.path = path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: model file not found; export one with fastst export RUN.ckpt --onnx")
         self.providers = providers_for(str(device))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or default_threads())
-        if not spinning:  # idle threads sleep instead of spinning: far faster on a busy machine (docs/serve.md)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only: no provider warnings on stderr
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=self.providers)
-        except Exception as e:  # InvalidProtobuf, Fail, NoSuchFile ...
-            raise ModelFileError(
-                f"{path}: not a readable ONNX model ({first_line(e, 200)}); "
-                "export one with fastst export RUN.ckpt --onnx"
-            ) from None
+        self.session = session if session is not None else open_session(path, self.providers, threads, spinning)
         self.metadata = read_onnx_metadata(self.session, path)
         inputs = self.session.get_inputs()
         if not 1 <= len(inputs) <= 2 or len(inputs[0].shape) != 4:
@@ -202,6 +207,21 @@ def load_ort_stylizer(
 
     ``spinning=False`` lets ONNX Runtime's idle worker threads sleep rather than spin (a server between
     requests, or a machine shared with other work)."""
+    from fastst.inference.paintings import ARBITRARY_OPTIONS, is_arbitrary
+
     _refuse_torch_only(options)
-    prepost.refuse_unknown(options, OPTIONS)
-    return OrtStylizer(path, device=device, threads=threads, spinning=spinning, **options)
+    prepost.refuse_unknown(options, OPTIONS + ARBITRARY_OPTIONS)
+    path = Path(path)
+    session = open_session(path, providers_for(str(device)), threads, spinning)
+    names = [i.name for i in session.get_inputs()]
+    if is_arbitrary(read_onnx_metadata(session, path)) or names == ["image", "code", "strength"]:
+        from fastst.inference.ort_arbitrary import ArbitraryOrtStylizer
+
+        return ArbitraryOrtStylizer(path, device=device, threads=threads, spinning=spinning, session=session, **options)
+    given = [k for k in ARBITRARY_OPTIONS if options.get(k) is not None]
+    if given:
+        raise InferenceError(
+            f"{given[0]}: {path} renders the style(s) it was trained on; only an arbitrary-style model "
+            "(family arbitrary) takes a painting"
+        )
+    return OrtStylizer(path, device=device, threads=threads, spinning=spinning, session=session, **options)

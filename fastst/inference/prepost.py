@@ -127,17 +127,26 @@ def _copy(x: Batch) -> Batch:
     return x.copy() if isinstance(x, np.ndarray) else x.clone()
 
 
-def stylize_batch(x: Batch, o: Mapping[str, Any], net: Callable[[Batch], Batch]) -> Batch:
+def stylize_batch(
+    x: Batch,
+    o: Mapping[str, Any],
+    net: Callable[[Batch], Batch],
+    multiple: int = MULTIPLE,
+    minimum: int = MIN_SIZE,
+    net_strength: bool = False,
+) -> Batch:
     """Resize, pad, ``net`` (padded B x 3 x H x W -> fp32 output), crop, median, colour, strength (the order above).
 
     ``o`` holds the checked options (:func:`call_options`); ``strength`` 0 returns a copy of the (resized) input.
+    ``multiple`` / ``minimum``: the net's padding rule (an arbitrary-style net: 8 and 16). ``net_strength``: the
+    net applies ``strength`` itself (an arbitrary-style net interpolates statistics), so no blend here.
     """
     if o["size"]:
         x = resize_batch_long_side(x, int(o["size"]))
-    strength = float(o["strength"])
+    strength = 1.0 if net_strength else float(o["strength"])
     if strength == 0.0:
         return _copy(x)
-    padded, h, w = pad_to_multiple(x)
+    padded, h, w = pad_to_multiple(x, multiple, minimum)
     y = net(padded)[..., :h, :w]
     if o["median"] > 1:
         y = median_filter(y, o["median"])

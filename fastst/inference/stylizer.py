@@ -251,13 +251,26 @@ def load_stylizer(
     """Load a ``.safetensors`` model file written by ``fastst export`` into a :class:`Stylizer`.
 
     ``options`` set the stylizer's defaults (``size``, ``preserve_color``, ``strength``, ``median``,
-    ``tile``, ``tile_overlap``, ``tile_stats_size``). ``compile`` wraps the net in ``torch.compile``
-    (see the module docstring). Raises ``ModelFileError`` for a bad file and
-    ``InferenceError`` for a bad device, dtype or option.
+    ``tile``, ``tile_overlap``, ``tile_stats_size``; an arbitrary-style model also ``style_image``,
+    ``style_size``, ``style_code``: it returns an :class:`~fastst.inference.arbitrary.ArbitraryStylizer`).
+    ``compile`` wraps the net in ``torch.compile`` (see the module docstring). Raises ``ModelFileError`` for a
+    bad file and ``InferenceError`` for a bad device, dtype or option.
     """
+    from fastst.inference.paintings import ARBITRARY_OPTIONS, is_arbitrary
     from fastst.modelfile.weights import load_model_file  # plain torch + safetensors; no Lightning
 
-    prepost.refuse_unknown(options, OPTIONS)
+    prepost.refuse_unknown(options, OPTIONS + ARBITRARY_OPTIONS)
     dev = resolve_device(device)  # check the device before reading a large file
     net, metadata = load_model_file(path)
-    return Stylizer(net, metadata, device=dev, dtype=dtype, channels_last=channels_last, compile=compile, **options)
+    kwargs = dict(device=dev, dtype=dtype, channels_last=channels_last, compile=compile, **options)
+    if is_arbitrary(metadata):  # any painting as the style (fastst.inference.arbitrary)
+        from fastst.inference.arbitrary import ArbitraryStylizer
+
+        return ArbitraryStylizer(net, metadata, **kwargs)
+    given = [k for k in ARBITRARY_OPTIONS if options.get(k) is not None]
+    if given:
+        raise InferenceError(
+            f"{given[0]}: {path} is a {metadata.get('family') or 'johnson'} model, which renders the style(s) it "
+            "was trained on; only an arbitrary-style model (family arbitrary) takes a painting"
+        )
+    return Stylizer(net, metadata, **kwargs)

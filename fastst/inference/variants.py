@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastst.errors import UsageError
-from fastst.modelfile.schema import INT8_SUFFIX
+from fastst.modelfile.schema import INT8_SUFFIX, is_model_graph
 
 RUNS_DIR = Path("logs/train")  # where `fastst train` puts runs: logs/train/<style>/<date_time>/
 
@@ -78,9 +78,7 @@ def model_base(source: str | Path, runs_dir: Path = RUNS_DIR) -> Path:
         path = runs[-1]  # run folders are named by date and time: the newest
     if (path / "export").is_dir():  # a run folder
         path = path / "export"
-    models = sorted(path.glob("*.safetensors")) or sorted(
-        p for p in path.glob("*.onnx") if not p.name.endswith(INT8_SUFFIX)
-    )
+    models = sorted(path.glob("*.safetensors")) or sorted(p for p in path.glob("*.onnx") if is_model_graph(p))
     if len(models) != 1:
         found = ", ".join(p.name for p in models) if models else "no .safetensors or .onnx model"
         raise UsageError(f"{path}: {found}; name one model file")

@@ -22,6 +22,12 @@ A model file (``.safetensors``, or a ``.onnx`` graph) carries one JSON object un
   and ``photos``);
 * ``image_convention`` and ``created``.
 
+The ``.onnx`` files of an arbitrary-style model (``family: arbitrary``) also carry ``onnx_graphs``: the model
+is two graphs, written side by side, so a painting is encoded once and a mix of paintings is a weighted
+sum of codes outside the graph: ``style_code`` (``X.code.onnx``, ``painting`` 1 x 3 x H x W -> ``code``
+1 x 2C) and ``stylize`` (``X.onnx``, ``image`` B x 3 x H x W with H, W multiples of 8, ``code`` B x 2C,
+``strength`` B -> ``stylized``); see :func:`code_graph_path`.
+
 Only the standard library: the ONNX Runtime path reads the schema without torch (onnx is imported
 only to write ONNX metadata).
 """
@@ -41,6 +47,8 @@ FORMAT = "fastst-stylizer"
 FORMAT_VERSION = 2  # 2: "styles" (a list; multi-style nets). 1: "style" only. Both load.
 METADATA_KEY = "fastst"  # the safetensors metadata key and the ONNX metadata_props key
 INT8_SUFFIX = ".int8.onnx"  # the int8 copy of NAME.onnx (fastst quantize, a training run's export)
+CODE_SUFFIX = ".code.onnx"  # an arbitrary-style model's style-code graph, beside its NAME.onnx stylize graph
+ARBITRARY_IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 8"
 IMAGE_CONVENTION = "RGB float in [0,1], B x 3 x H x W, H and W divisible by 4"
 # Style fields copied into model files; "path" (where the painting was on the training machine) is left out.
 # "stroke": a net trained with stroke_scales=[...] has a row per (painting, scale); the row's scale.
@@ -134,6 +142,35 @@ def read_onnx_metadata(session: Any, path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: the fastst metadata in the ONNX file is not a JSON object")
     check_format_version(path, metadata.get("format_version"))
     return metadata
+
+
+def onnx_graphs(stylize_name: str, code_name: str) -> dict[str, Any]:
+    """The ``onnx_graphs`` entry of an arbitrary-style model's ONNX metadata (see the module docstring)."""
+    return {
+        "layout": "two graphs",
+        "stylize": {"file": stylize_name, "inputs": ["image", "code", "strength"], "outputs": ["stylized"]},
+        "style_code": {"file": code_name, "inputs": ["painting"], "outputs": ["code"]},
+    }
+
+
+def is_model_graph(path: str | Path) -> bool:
+    """Whether an ``.onnx`` file name is a model's main graph (not an int8 copy or a style-code graph)."""
+    name = Path(path).name
+    return name.endswith(".onnx") and not name.endswith((INT8_SUFFIX, CODE_SUFFIX))
+
+
+def code_graph_path(graph: str | Path, metadata: Mapping[str, Any]) -> Path:
+    """The style-code graph that goes with an arbitrary-style model's stylize graph (or its int8 copy).
+
+    From the metadata's ``onnx_graphs`` (a file name, looked up beside ``graph``); without it, ``X.code.onnx``
+    for ``X.onnx`` / ``X.int8.onnx``.
+    """
+    graph = Path(graph)
+    entry = (metadata.get("onnx_graphs") or {}).get("style_code") if isinstance(metadata, Mapping) else None
+    if isinstance(entry, Mapping) and entry.get("file"):
+        return graph.with_name(Path(str(entry["file"])).name)
+    stem = graph.name[: -len(INT8_SUFFIX)] if graph.name.endswith(INT8_SUFFIX) else graph.name[: -len(".onnx")]
+    return graph.with_name(stem + CODE_SUFFIX)
 
 
 def write_onnx_metadata(model: Any, metadata: Mapping[str, Any], **extra: Any) -> None:

@@ -8,7 +8,10 @@ Routes (nothing else is served; no route takes a path from the client):
   (``&stroke=S`` for a model trained with stroke_scales: its stroke size, within the trained range);
   the body is the photo's bytes as they are (``fetch(url, {method: "POST", body: file})``,
   ``curl --data-binary @photo.jpg``), or ``multipart/form-data`` with a ``photo`` part and an optional
-  ``style_image`` part (a painting, for arbitrary-style models; today's models refuse it with 400);
+  ``style_image`` part (a painting: required by an arbitrary-style model, which renders it with ``strength``
+  interpolating the photo's statistics and the painting's; other models refuse it with 400). The painting
+  passes the same checks as the photo (format sniffing, ``max_pixels`` from the header, one upload limit
+  for both parts) and is decoded at its style size (512 px long side);
   the answer is the result as PNG (or JPEG, for the camera), with its timings in ``X-Fastst-*`` and
   ``Server-Timing`` headers, or ``{"error": "..."}`` with a 4xx/5xx status;
 * ``GET /healthz``: ``ok``.
@@ -253,10 +256,19 @@ def output_size(width: int, height: int, options: Options, limits: Limits) -> in
     return size
 
 
+PAINTING_SIZE = 512  # an uploaded painting is decoded at this long side (the style size it is encoded at)
+
+
 def stylize_upload(
-    model: ServedModel, data: bytes, options: Options, limits: Limits, cancelled: threading.Event | None = None
+    model: ServedModel,
+    data: bytes,
+    options: Options,
+    limits: Limits,
+    cancelled: threading.Event | None = None,
+    painting: bytes | None = None,
 ) -> Result:
-    """Decode, stylize and encode one upload (runs in the worker thread)."""
+    """Decode, stylize and encode one upload (runs in the worker thread); ``painting``: an arbitrary-style
+    model's style image (the ``style_image`` part)."""
     if cancelled is not None and cancelled.is_set():
         raise Cancelled
     t0 = time.perf_counter()
@@ -264,12 +276,22 @@ def stylize_upload(
     size = output_size(*opened.size, options, limits)
     img = load_image(opened, size)
     del opened
+    style_image = None
+    if painting is not None:
+        try:
+            opened = open_image(painting, limits.max_pixels)  # the photo's checks: sniffed format, header pixels
+        except RequestError as e:
+            raise RequestError(e.status, f"the painting (style_image): {e}") from None
+        style_image = load_image(opened, min(PAINTING_SIZE, max(opened.size)))
+        del opened
     t1 = time.perf_counter()
     kwargs: dict[str, Any] = {"size": size, "strength": options.strength, "preserve_color": options.preserve_color}
     if options.style is not None:
         kwargs["style"] = options.style
     if options.stroke is not None:
         kwargs["stroke"] = options.stroke
+    if style_image is not None:
+        kwargs["style_image"] = style_image
     try:
         out = model.stylizer(img, **kwargs)
     except UserError as e:  # InferenceError, UnknownStyleError: the request's fault, said in one line
@@ -370,23 +392,31 @@ class Server:
     def _busy(self, what: str) -> JSONResponse:
         return _error(503, f"busy: {what}; try again in a moment", {"Retry-After": "2"})
 
-    async def _receive(self, request: Request, options: Options) -> bytes:
-        """The photo's bytes (raw body or the ``photo`` part); a ``style_image`` part only for models that take one."""
+    async def _receive(self, request: Request, options: Options) -> tuple[bytes, bytes | None]:
+        """The photo's bytes (raw body or the ``photo`` part) and the ``style_image`` part's (None without one);
+        a painting only for models that take one, and always for them."""
         data = await read_body(
             request, self.limits.max_upload_bytes, self.limits.upload_grace_s, self.limits.min_upload_rate
         )
         content_type = request.headers.get("content-type", "")
+        model = self.models[options.model]
+        painting = None
         if content_type.lower().startswith("multipart/form-data"):
             parts = split_form(data, content_type)
-            model = self.models[options.model]
             if "style_image" in parts and not model.info.get("style_image"):
                 raise RequestError(
                     400,
                     f"model {model.name} does not take a painting (style_image): it renders the style(s) it was "
-                    "trained on; models that take any painting (an arbitrary-style family) are not in fastst yet",
+                    "trained on; choose an arbitrary-style model for your own painting",
                 )
-            data = parts["photo"]
-        return data
+            data, painting = parts["photo"], parts.get("style_image")
+        if model.info.get("style_image") and painting is None:
+            raise RequestError(
+                400,
+                f"model {model.name} takes any painting as its style: send the photo and the painting as "
+                "multipart/form-data parts photo and style_image (on the page: choose your own painting)",
+            )
+        return data, painting
 
     async def api_stylize(self, request: Request) -> Response:
         try:
@@ -399,7 +429,7 @@ class Server:
             return self._busy(f"{self.reading} uploads are being received")
         self.reading += 1
         try:
-            data = await self._receive(request, options)
+            data, painting = await self._receive(request, options)
         except RequestError as e:
             return _error(e.status, str(e))
         except ClientDisconnect:
@@ -416,7 +446,7 @@ class Server:
             loop = asyncio.get_running_loop()
             model = self.models[options.model]
             result, queued_s = await loop.run_in_executor(
-                self.executor, self._run, model, data, options, admitted, cancelled
+                self.executor, self._run, model, data, options, admitted, cancelled, painting
             )
         except Cancelled:
             return _error(499, "the client went away before its turn")  # nobody reads it
@@ -459,10 +489,16 @@ class Server:
         return Response(result.data, media_type=media, headers=headers)
 
     def _run(
-        self, model: ServedModel, data: bytes, options: Options, admitted: float, cancelled: threading.Event
+        self,
+        model: ServedModel,
+        data: bytes,
+        options: Options,
+        admitted: float,
+        cancelled: threading.Event,
+        painting: bytes | None = None,
     ) -> tuple[Result, float]:
         queued_s = time.perf_counter() - admitted
-        return stylize_upload(model, data, options, self.limits, cancelled), queued_s
+        return stylize_upload(model, data, options, self.limits, cancelled, painting), queued_s
 
     async def _watch_disconnect(self, request: Request, cancelled: threading.Event) -> None:
         """Set ``cancelled`` when the client goes away (after the body, the next ASGI message is the disconnect)."""

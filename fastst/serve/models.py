@@ -27,7 +27,7 @@ from fastst.errors import ModelFileError, UsageError, first_line
 from fastst.inference.stylizer import load_stylizer
 from fastst.inference.variants import Variant, choose_variant
 from fastst.io.files import walk_files
-from fastst.modelfile.schema import INT8_SUFFIX, safe_name
+from fastst.modelfile.schema import CODE_SUFFIX, INT8_SUFFIX, safe_name
 
 MODEL_EXTENSIONS = (".safetensors", ".onnx")
 # relative cost of one pixel per backend, for picking the fastest model (measured in docs/serve.md)
@@ -85,7 +85,7 @@ def one_model(path: Path) -> Path | None:
     if (path / "export").is_dir():
         return path
     found = walk_files(path, MODEL_EXTENSIONS)
-    keys = {(f.parent, f.name.removesuffix(INT8_SUFFIX).rsplit(".", 1)[0]) for f in found}
+    keys = {(f.parent, f.name.removesuffix(INT8_SUFFIX).removesuffix(CODE_SUFFIX).rsplit(".", 1)[0]) for f in found}
     return found[0].parent if len(keys) == 1 else None
 
 
@@ -107,7 +107,8 @@ def find_model_files(paths: Sequence[str | Path], backend: str = "auto") -> dict
             variant = choose_variant(single or path, backend)  # a bare name: the newest run of logs/train/NAME
             files[variant.path.resolve()] = variant
         elif path.is_dir():
-            found = walk_files(path, MODEL_EXTENSIONS)
+            # an arbitrary-style model's style-code graph is part of its NAME.onnx, not a model of its own
+            found = [f for f in walk_files(path, MODEL_EXTENSIONS) if not f.name.endswith(CODE_SUFFIX)]
             if not found:
                 raise UsageError(
                     f"{path}: no model files (*.safetensors, *.onnx) in this folder; export one: fastst export"
@@ -137,12 +138,16 @@ def style_entries(metadata: Mapping[str, Any], names: Sequence[str]) -> list[dic
 
 
 def describe(
-    metadata: Mapping[str, Any], file_name: str, style_names: Sequence[str] = (), backend: str = "torch fp32"
+    metadata: Mapping[str, Any],
+    file_name: str,
+    style_names: Sequence[str] = (),
+    backend: str = "torch fp32",
+    takes_painting: bool = False,
 ) -> dict[str, Any]:
     """What the gallery shows of a model file: style(s), title, artist, year, training steps, the net, the backend.
 
     ``styles`` lists every style a multi-style model holds (the page's picker and sliders);
-    ``style_image`` says whether the model takes a painting per request (no fastst family does yet).
+    ``style_image`` says whether the model takes a painting per request (an arbitrary-style model).
     """
     style = dict(metadata.get("style") or {})
     styles = style_entries(metadata, style_names) if style_names else []
@@ -164,7 +169,7 @@ def describe(
                 if isinstance(r, Mapping) and r.get("stroke") is not None
             }
         ),
-        "style_image": False,
+        "style_image": bool(takes_painting),
         "backend": backend,
         "title": (" + ".join(s["title"] for s in styles) if multi else None)
         or style.get("title")
@@ -295,7 +300,10 @@ def load_models(
             name,
             s,
             p.name,
-            {**describe(s.metadata, p.name, s.style_names, b), "chosen": chosen.get(p)},
+            {
+                **describe(s.metadata, p.name, s.style_names, b, bool(getattr(s, "takes_painting", False))),
+                "chosen": chosen.get(p),
+            },
             b,
             device_of(s),
         )
@@ -305,6 +313,9 @@ def load_models(
 
 def label(path: Path, stylizer: Any, backend: str) -> str:
     """A model's preferred name: its style (``a-b`` for a multi-style model), ``-int8`` for an int8 copy."""
+    if getattr(stylizer, "takes_painting", False):  # any painting: named by its file
+        base = path.name.removesuffix(INT8_SUFFIX).rsplit(".", 1)[0]
+        return f"{base}-int8" if backend.endswith("int8") else base
     names = [n for n in stylizer.style_names if n != "?"]
     single = stylizer.metadata.get("style")
     style = single.get("name") if isinstance(single, Mapping) else None

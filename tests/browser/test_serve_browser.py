@@ -435,3 +435,49 @@ def test_a_busy_server_is_waited_out_not_failed(browser, tmp_path, photos) -> No
     finally:
         blocking.release.set()
         live.stop()
+
+
+# -- an arbitrary-style model: the user's own painting is the style -----------------------------------------------
+@pytest.fixture(scope="module")
+def painting_server(tmp_path_factory):
+    from tests.inference.test_arbitrary import make_arbitrary_file
+
+    root = tmp_path_factory.mktemp("browser_arbitrary")
+    make_arbitrary_file(root / "adain.safetensors")
+    models = load_models([root], device="cpu")
+    live = LiveServer(create_app(models, Limits(default_size=256), allowed_hosts=command.LOOPBACK_HOSTS))
+    live.models = models
+    yield live
+    live.stop()
+
+
+def test_an_uploaded_painting_is_the_style_of_an_arbitrary_model(browser, painting_server, photos, tmp_path) -> None:
+    from starlette.testclient import TestClient
+
+    from tests.serve.test_serve import multipart
+
+    open_page(browser, painting_server)
+    card = browser.find_element(By.CSS_SELECTOR, '#gallery .card[data-model="adain"]')
+    assert "any painting" in card.text
+    card.click()
+    assert browser.find_element(By.ID, "painting-box").get_attribute("open") is not None  # opened for it
+    choose_photo(browser, photos["holiday photo"])
+    wait_for_state(browser, "error")  # no painting yet: the server says what to do
+    assert "takes any painting" in browser.find_element(By.ID, "error").text
+    painting = tmp_path / "my painting.png"
+    synthetic_image(11, (200, 160)).save(painting)
+    browser.find_element(By.ID, "painting-input").send_keys(str(painting))
+    wait_for_state(browser, "done")
+    shown = result_png(browser)
+    body, content_type = multipart(
+        {"photo": photos["holiday photo"].read_bytes(), "style_image": painting.read_bytes()}
+    )
+    with TestClient(create_app(painting_server.models)) as client:
+        r = client.post(
+            "/api/stylize",
+            params={"model": "adain", "size": 256, "strength": "1", "preserve_color": "0"},
+            content=body,
+            headers={"content-type": content_type},
+        )
+    assert r.status_code == 200, r.text
+    assert mean_diff(shown, Image.open(io.BytesIO(r.content)).convert("RGB")) == 0

@@ -677,7 +677,7 @@ def test_the_painting_upload_slots_in_and_todays_models_refuse_it(kinds_client) 
     params = {"model": "tiny_dots", "size": 64}
     body, content_type = multipart({"photo": jpeg_bytes((96, 72)), "style_image": jpeg_bytes((64, 64), seed=3)})
     r = kinds_client.post("/api/stylize", params=params, content=body, headers={"content-type": content_type})
-    assert_error(r, 400, "does not take a painting (style_image)", "not in fastst yet")
+    assert_error(r, 400, "does not take a painting (style_image)", "arbitrary-style model")
     body, content_type = multipart({"photo": jpeg_bytes((96, 72))})  # the same form, photo only: served
     r = kinds_client.post("/api/stylize", params=params, content=body, headers={"content-type": content_type})
     assert r.status_code == 200 and png_of(r.content).size == (64, 48)

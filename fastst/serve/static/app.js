@@ -44,6 +44,7 @@ function renderGallery(models) {
     const by = [m.artist, m.year].filter((v) => v !== null && v !== undefined && v !== "").join(", ");
     if (by) card.append(el("span", "artist", by));
     if (m.multi_style) card.append(el("span", "styles", `${m.styles.length} styles: ${m.styles.map((s) => s.name).join(", ")}`));
+    if (m.style_image) card.append(el("span", "styles", "any painting: choose yours below"));
     const facts = [];
     if (m.style) facts.push(`style ${m.style}`);
     if (m.steps !== null && m.steps !== undefined) facts.push(`${Number(m.steps).toLocaleString("en")} training steps`);
@@ -65,6 +66,7 @@ function renderStyles(m) {
   select.replaceChildren();
   sliders.replaceChildren();
   panel.hidden = !(m && m.multi_style);
+  if (m && m.style_image) $("painting-box").open = true; // an arbitrary-style model needs a painting
   if (panel.hidden) return;
   for (const s of m.styles) {
     const option = el("option", null, s.artist ? `${s.title} (${s.artist})` : s.title);

@@ -1,0 +1,172 @@
+"""Paintings as styles for an arbitrary-style model (``family: arbitrary``): NumPy and Pillow only.
+
+An arbitrary-style net (:mod:`fastst.models.arbitrary`) takes the painting at inference time as a
+*style code* (the per-channel mean and std of its relu4_1 features, ``1 x 2C``). Both backends (torch,
+:mod:`fastst.inference.arbitrary`; ONNX Runtime, :mod:`fastst.inference.ort`) share what is here:
+
+* reading a painting (a path or a PIL image): EXIF upright, RGB, long side ``style_size`` (default
+  :data:`STYLE_SIZE`, the size the AdaIN paper encodes paintings at); a file that cannot be read, or one
+  whose short side is below :data:`MIN_PAINTING` px, is an ``ImageError`` naming it;
+* a mix of paintings: ``style_image`` is one painting, a list (equal weights) or ``{painting: weight}``;
+  weights >= 0 with a positive sum, normalized to 1; the mixed code is the weighted sum of the codes
+  (Huang and Belongie 2017, sec. 7);
+* the code cache: a stylizer encodes each (painting file, style size) once (``fastst stylize`` over a
+  folder or a video encodes the painting once, not per photo).
+
+The photo side differs from the feed-forward nets: H and W must be multiples of :data:`MULTIPLE` (three
+2x poolings), at least :data:`MIN_SIZE` (the decoder's smallest level must be 2 px for its reflection
+padding), and ``strength`` interpolates the photo's own statistics and the painting's inside the net
+(strength 0 is the decoder's rendering of the photo's own statistics, not the photo itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fastst.errors import ImageError, InferenceError, UsageError
+from fastst.io.images import _to_rgb, exif_upright, load_image, pil_to_array, resize_long_side
+
+FAMILY = "arbitrary"
+STYLE_SIZE = 512  # long side a painting is encoded at (px), unless style_size says otherwise
+MIN_PAINTING = 64  # a painting with a shorter short side is refused: too few strokes to take statistics from
+MULTIPLE = 8  # the encoder's three 2x poolings
+MIN_SIZE = 16  # the decoder's smallest level is H/8: 2 px for its reflection padding of 1
+ARBITRARY_OPTIONS = ("style_image", "style_size", "style_code")  # the options an arbitrary model adds
+
+Painting = str | Path | Image.Image
+
+
+def is_arbitrary(metadata: Mapping[str, Any]) -> bool:
+    """Whether a model file's metadata is an arbitrary-style model's (it takes any painting)."""
+    return str(metadata.get("family") or "") == FAMILY
+
+
+def painting_label(painting: Any) -> str:
+    if isinstance(painting, Image.Image):
+        return f"painting ({painting.width}x{painting.height} image)"
+    return str(painting)
+
+
+def read_painting(painting: Painting, style_size: int | None) -> np.ndarray:
+    """A painting as a 1 x 3 x H x W float32 array in [0, 1], long side ``style_size`` (None: as it is).
+
+    ``ImageError`` (naming the file) when it cannot be read or its short side is below :data:`MIN_PAINTING` px.
+    """
+    if isinstance(painting, Image.Image):
+        img = _to_rgb(exif_upright(painting))
+    elif isinstance(painting, (str, Path)):
+        img = load_image(painting)  # ImageError "<path>: file not found / cannot decode image ..."
+    else:
+        raise InferenceError(f"style_image must be an image path or a PIL image, got {type(painting).__name__}")
+    if min(img.size) < MIN_PAINTING:
+        raise ImageError(
+            f"{painting_label(painting)}: the painting is {img.width}x{img.height} px; "
+            f"a style image needs at least {MIN_PAINTING} px on its short side"
+        )
+    return pil_to_array(resize_long_side(img, style_size))[None]
+
+
+def painting_weights(style_image: Any) -> list[tuple[Painting, float]]:
+    """``style_image`` (one painting, a list of them, or ``{painting: weight}``) -> ``[(painting, weight)]``,
+    weights normalized to sum 1."""
+    if style_image is None:
+        raise InferenceError("no painting: pass style_image=PATH (fastst stylize ... --style-image PAINTING)")
+    if isinstance(style_image, Mapping):
+        pairs = [(p, float(w)) for p, w in style_image.items()]
+    elif isinstance(style_image, (str, Path, Image.Image)):
+        pairs = [(style_image, 1.0)]
+    elif isinstance(style_image, Sequence):
+        pairs = [(p, 1.0) for p in style_image]
+    else:
+        raise InferenceError(f"style_image must be a path, a PIL image, a list or a mapping, got {style_image!r}")
+    if not pairs:
+        raise InferenceError("style_image is empty: pass at least one painting")
+    weights = np.array([w for _, w in pairs], dtype=np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise InferenceError(f"painting weights must be >= 0 with a positive sum, got {weights.tolist()}")
+    weights = weights / weights.sum()
+    return [(p, float(w)) for (p, _), w in zip(pairs, weights)]
+
+
+def parse_weights(value: str, count: int) -> list[float]:
+    """``--mix 0.7,0.3`` with ``count`` ``--style-image`` flags: one weight per painting, in their order."""
+    try:
+        weights = [float(v) for v in str(value).split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != count or not all(w >= 0 for w in weights) or sum(weights) <= 0:
+        raise UsageError(
+            f"--mix {value}: with {count} --style-image painting(s) give {count} weight(s) >= 0, one per "
+            "painting in the order given, e.g. --style-image a.jpg --style-image b.jpg --mix 0.7,0.3"
+        )
+    return weights
+
+
+def check_style_size(style_size: Any) -> int | None:
+    if style_size is None or style_size == 0:
+        return None
+    if not isinstance(style_size, int) or isinstance(style_size, bool) or style_size < MIN_PAINTING:
+        raise InferenceError(
+            f"style_size must be a long side of at least {MIN_PAINTING} px (or 0: as the painting is), "
+            f"got {style_size!r}"
+        )
+    return style_size
+
+
+class PaintingCodes:
+    """Style codes of paintings for one model: read, encode (``encode``: 1 x 3 x H x W -> 1 x 2C), mix, cache.
+
+    ``encode`` is the backend's style-code half of the net (torch or the ONNX Runtime code graph).
+    Codes of files are cached by (resolved path, modification time, style size); PIL images are not cached.
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], cache_size: int = 32) -> None:
+        self.encode = encode
+        self.cache: dict[tuple[Any, ...], np.ndarray] = {}
+        self.cache_size = cache_size
+
+    def code_of(self, painting: Painting, style_size: int | None) -> np.ndarray:
+        key = None
+        if isinstance(painting, (str, Path)):
+            path = Path(painting)
+            try:
+                key = (str(path.resolve()), path.stat().st_mtime_ns, style_size)
+            except OSError:
+                key = None  # read_painting says what is wrong with it
+            if key in self.cache:
+                return self.cache[key]
+        code = np.asarray(self.encode(read_painting(painting, style_size)), dtype=np.float32).reshape(1, -1)
+        if key is not None:
+            if len(self.cache) >= self.cache_size:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = code
+        return code
+
+    def __call__(self, style_image: Any, style_size: int | None) -> np.ndarray:
+        """The (mixed) style code, 1 x 2C float32, of ``style_image`` (see :func:`painting_weights`)."""
+        pairs = painting_weights(style_image)
+        return sum(w * self.code_of(p, style_size) for p, w in pairs).astype(np.float32)
+
+
+def check_code(code: Any, dim: int) -> np.ndarray:
+    """A style code given directly (``style_code=``): 1 x 2C or 2C, finite."""
+    if hasattr(code, "detach"):
+        code = code.detach().float().cpu().numpy()
+    arr = np.asarray(code, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != dim or not np.isfinite(arr).all():
+        raise InferenceError(f"style_code must be a finite 1 x {dim} (or B x {dim}) array, got shape {arr.shape}")
+    return arr
+
+
+def no_painting_error() -> InferenceError:
+    return InferenceError(
+        "this model takes any painting as its style: pass style_image=PAINTING "
+        "(fastst stylize MODEL PHOTO --style-image PAINTING -o OUT)"
+    )
