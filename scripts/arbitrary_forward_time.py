@@ -1,7 +1,7 @@
 """Forward time of the arbitrary-style nets at one photo size (CPU, torch): the reference AdaIN net
 and fast-variant candidates, fp32 and bf16. Prints a Markdown table (docs/arbitrary_training.md).
 
-    flock /tmp/fastst-heavy.lock nice -n 19 python scripts/bench_arbitrary.py --size 1024
+    flock /tmp/fastst-heavy.lock nice -n 19 python scripts/arbitrary_forward_time.py --size 1024
 
 Times ``net(photo, code)`` only: the style code is computed once per painting (``style_code``).
 """
