@@ -23,8 +23,12 @@ VARIANTS = {
     "student 16, light decoder 0.25": dict(
         content_encoder="student", student_width=16, decoder="light", decoder_width=0.25
     ),
-    "student 16, light decoder 0.5": dict(content_encoder="student", student_width=16, decoder="light", decoder_width=0.5),
-    "student 32, light decoder 0.5": dict(content_encoder="student", student_width=32, decoder="light", decoder_width=0.5),
+    "student 16, light decoder 0.5": dict(
+        content_encoder="student", student_width=16, decoder="light", decoder_width=0.5
+    ),
+    "student 32, light decoder 0.5": dict(
+        content_encoder="student", student_width=32, decoder="light", decoder_width=0.5
+    ),
 }
 
 
@@ -63,7 +67,10 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     parser.add_argument("--only", default=None, help="substring of the variants to time")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size}x{args.size} px, best of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size}x{args.size} px, "
+        f"best of {args.repeats}"
+    )
     print("| net | parameters (trained) | GMAC | fp32 s | bf16 s |")
     print("|---|---|---|---|---|")
     for name, kw in VARIANTS.items():

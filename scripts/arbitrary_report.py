@@ -1,6 +1,7 @@
 """The arbitrary-style training report's figures (docs/arbitrary_training.md):
 
-    python scripts/arbitrary_report.py curve RUN_DIR [RUN_DIR ...] --labels reference fast --out docs/images/arbitrary_val_curve.png
+    python scripts/arbitrary_report.py curve RUN_DIR [RUN_DIR ...] \
+        --labels reference fast --out docs/images/arbitrary_val_curve.png
     python scripts/arbitrary_report.py grid MODEL.safetensors --photos DIR --paintings P1 P2 ... --out docs/images/x.png
 
 ``curve``: each run's ``val_loss.csv`` (written by ``callbacks.painting_val``) as a Markdown table on stdout
@@ -25,7 +26,9 @@ def read_curve(run: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], curves: dict[str, list[tuple[float, float]]], title: str) -> None:
+def panel(
+    draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], curves: dict[str, list[tuple[float, float]]], title: str
+) -> None:
     """Lines of (step, value) on a log-y axis inside ``box``, with min/max labels."""
     x0, y0, x1, y1 = box
     draw.rectangle(box, outline=(0, 0, 0))
@@ -47,8 +50,8 @@ def panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], curves: dic
             draw.ellipse((p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2), fill=COLOURS[i % 4])
         draw.text((x0 + 8, y0 + 20 + 14 * i), label, fill=COLOURS[i % 4])
     draw.text((x0 + 8, y0 + 4), f"{title} (log scale)", fill=(0, 0, 0))
-    draw.text((x0 - 60, y0), f"{10 ** hi:.3g}", fill=(0, 0, 0))
-    draw.text((x0 - 60, y1 - 10), f"{10 ** lo:.3g}", fill=(0, 0, 0))
+    draw.text((x0 - 60, y0), f"{10**hi:.3g}", fill=(0, 0, 0))
+    draw.text((x0 - 60, y1 - 10), f"{10**lo:.3g}", fill=(0, 0, 0))
     draw.text((x1 - 60, y1 + 4), f"step {xmax:.0f}", fill=(0, 0, 0))
     draw.text((x0, y1 + 4), "0", fill=(0, 0, 0))
 
@@ -58,10 +61,16 @@ def curve(args: argparse.Namespace) -> None:
     labels = args.labels or [r.name for r in runs]
     data = {label: read_curve(run) for label, run in zip(labels, runs)}
     for label, rows in data.items():
-        print(f"\n{label}:\n\n| step | training time (min) | content | style | total (content + {args.style_weight:g} x style) |")
+        print(
+            f"\n{label}:\n\n| step | training time (min) | content | style "
+            f"| total (content + {args.style_weight:g} x style) |"
+        )
         print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['step']:.0f} | {r['train_seconds'] / 60:.1f} | {r['content']:.4g} | {r['style']:.4g} | {r['loss']:.4g} |")
+            print(
+                f"| {r['step']:.0f} | {r['train_seconds'] / 60:.1f} | {r['content']:.4g} "
+                f"| {r['style']:.4g} | {r['loss']:.4g} |"
+            )
     image = Image.new("RGB", (1000, 420), "white")
     draw = ImageDraw.Draw(image)
     for k, term in enumerate(("content", "style")):

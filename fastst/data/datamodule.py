@@ -466,9 +466,7 @@ class ContentDataModule(pl.LightningDataModule):
                     except Exception:
                         continue
             size = self.preview_transform.size
-            self._preview_paintings = (
-                torch.stack(images).float() / 255 if images else torch.empty(0, 3, size, size)
-            )
+            self._preview_paintings = torch.stack(images).float() / 255 if images else torch.empty(0, 3, size, size)
         return self._preview_paintings
 
     def _check_usable(self, sample: int = SAMPLE_CHECK) -> None:

@@ -72,7 +72,14 @@ class LossConfig:
         MotionConfig.from_dict(self.temporal_motion)  # ConfigError names a bad key or value
         if not isinstance(self.temporal_keep_style, bool):
             raise ConfigError(f"loss.temporal_keep_style must be true or false, got {self.temporal_keep_style!r}")
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "distill_weight", "student_weight"):
+        for name in (
+            "content_weight",
+            "style_weight",
+            "tv_weight",
+            "temporal_weight",
+            "distill_weight",
+            "student_weight",
+        ):
             value = getattr(self, name)
             if name in ("distill_weight", "student_weight") and value is None:
                 continue

@@ -26,7 +26,8 @@ relu4_1 channels, trained to reproduce relu4_1 of the photo (Wang et al. 2020, "
 Distillation for Ultra-Resolution Universal Style Transfer", applied to the encoder only). The
 painting is still encoded by VGG (``style_code``): it is encoded once per style, so its cost does
 not grow with the photo. Together with a narrow decoder (``decoder_width`` < 1) this is the net
-for deployment; the same file format holds both (the student's weights are the ``student.*`` keys). The encoder here has the layer names of
+for deployment; the same file format holds both (the student's weights are the ``student.*`` keys).
+The encoder here has the layer names of
 :mod:`fastst.losses.vgg` (``conv1_1``, ``relu1_1``, ...), so training copies the loss network's
 weights into it one to one.
 """
@@ -215,7 +216,7 @@ class ArbitraryNet(nn.Module):
         return self.encoder(self.preprocess(images))
 
     def encode_content(self, photos: torch.Tensor) -> torch.Tensor:
-        """The photo's relu4_1-like features: VGG's (``content_encoder="vgg"``) or the student's (B x 512 x H/8 x W/8)."""
+        """The photo's relu4_1-like features (B x 512 x H/8 x W/8): VGG's or the student's (``content_encoder``)."""
         if self.student is None:
             return self.encode(photos)
         return self.student(self.preprocess(photos))
@@ -245,9 +246,7 @@ class ArbitraryNet(nn.Module):
         own = torch.cat([mean, std], 1)
         return adain(f, s * code.float() + (1 - s) * own)
 
-    def forward(
-        self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0
-    ) -> torch.Tensor:
+    def forward(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Photos (B x 3 x H x W in [0, 1], H and W divisible by 8) and style codes (B x 2C) -> stylized photos."""
         return self.decode(self.target(photos, code, strength))
 

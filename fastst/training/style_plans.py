@@ -261,7 +261,9 @@ class AnyPainting:
                 raise ConfigError(f"{what} is not supported with model={self.family}; drop it")
         size = int(cfg.data.get("image_size") or 0)
         if size % 8:
-            raise ConfigError(f"data.image_size must be divisible by 8 for model={self.family} (its encoder's stride), got {size}")
+            raise ConfigError(
+                f"data.image_size must be divisible by 8 for model={self.family} (its encoder's stride), got {size}"
+            )
 
     def plan(self, cfg: DictConfig, teacher: Teacher | None) -> tuple[NetSpec, StyleTargets]:
         net_cfg = dict(_plain(cfg.model.net))
@@ -270,7 +272,8 @@ class AnyPainting:
         for key, value in follows.items():
             if net_cfg.get(key) not in (None, value):
                 raise ConfigError(
-                    f"model.net.{key}={net_cfg[key]} but the loss network is {value} (loss.network / loss.preprocessing): "
+                    f"model.net.{key}={net_cfg[key]} but the loss network is {value} "
+                    "(loss.network / loss.preprocessing): "
                     f"the net's encoder is the loss network; drop model.net.{key}"
                 )
             net_cfg[key] = value

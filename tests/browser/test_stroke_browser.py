@@ -40,7 +40,7 @@ def stroke_server(tmp_path_factory):
     live.stop()
 
 
-def test_stroke_slider_sends_the_stroke(browser, stroke_server, photos) -> None:
+def test_stroke_slider_sends_the_stroke(browser, stroke_server, photos) -> None:  # noqa: F811 (imported fixtures)
     photo = photos["holiday photo"]
     open_page(browser, stroke_server)
     card = browser.find_element(By.CSS_SELECTOR, "#gallery .card")

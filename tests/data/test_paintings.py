@@ -90,7 +90,13 @@ def test_preview_paintings_and_held_out_photos(photos_dir, tmp_path) -> None:
     held_out.mkdir()
     for i in range(2):
         synthetic_image(900 + i, (90, 90)).save(held_out / f"h{i}.jpg")
-    dm = module(photos_dir, paintings_dir(tmp_path / "paintings"), preview_root=str(held_out), preview_size=60,
-                preview_styles=2, preview_count=4)
+    dm = module(
+        photos_dir,
+        paintings_dir(tmp_path / "paintings"),
+        preview_root=str(held_out),
+        preview_size=60,
+        preview_styles=2,
+        preview_count=4,
+    )
     assert dm.preview_paintings().shape == (2, 3, 56, 56)  # a multiple of 8: the net encodes to H/8
     assert dm.preview_images().shape == (2, 3, 56, 56)  # the held-out photos, not data.root's

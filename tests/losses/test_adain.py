@@ -28,7 +28,9 @@ def test_terms_and_weights() -> None:
     cfg = LossConfig(style_layers=layers, style_layer_weights=[2.0, 1.0], style_weight=10.0, student_weight=3.0)
     terms = AdaINLoss(cfg, torch.nn.Identity())(out, t, style, student=student, photo_features=photo)
     content = ((out["relu4_1"] - t) ** 2).mean()
-    style_sum = 2 * F.mean_std_loss(out["relu1_1"], style["relu1_1"]) + F.mean_std_loss(out["relu4_1"], style["relu4_1"])
+    style_sum = 2 * F.mean_std_loss(out["relu1_1"], style["relu1_1"]) + F.mean_std_loss(
+        out["relu4_1"], style["relu4_1"]
+    )
     distill = ((student - photo) ** 2).mean()
     torch.testing.assert_close(terms["content"], content)
     torch.testing.assert_close(terms["style"], style_sum)  # layer weights are not normalized (the paper sums)

@@ -79,5 +79,7 @@ def test_fast_variant_is_far_cheaper() -> None:
         return total
 
     ref = macs(ArbitraryNet(ArbitraryConfig()))
-    fast = macs(ArbitraryNet(ArbitraryConfig(content_encoder="student", student_width=16, decoder="light", decoder_width=0.25)))
+    fast = macs(
+        ArbitraryNet(ArbitraryConfig(content_encoder="student", student_width=16, decoder="light", decoder_width=0.25))
+    )
     assert fast * 20 < ref

@@ -71,7 +71,9 @@ def test_the_loss_networks_weights_are_the_nets_encoder(photos_dir, tmp_path) ->
     torch.manual_seed(11)
     vgg = VGGEncoder("vgg16", layers=["relu4_1"], weights="random")
     names = [n for n, _ in vgg.body.named_children()]
-    weights = {f"features.{names.index(k.split('.')[0])}.{k.split('.')[1]}": v for k, v in vgg.body.state_dict().items()}
+    weights = {
+        f"features.{names.index(k.split('.')[0])}.{k.split('.')[1]}": v for k, v in vgg.body.state_dict().items()
+    }
     torch.save(weights, tmp_path / "vgg16.pth")
     overrides = arbitrary_overrides(photos_dir, paintings_dir(tmp_path / "p"), f"loss.weights={tmp_path / 'vgg16.pth'}")
     _, module, _, _ = build(compose(overrides, tmp_path / "run"))
@@ -86,7 +88,11 @@ def test_the_loss_networks_weights_are_the_nets_encoder(photos_dir, tmp_path) ->
 @pytest.mark.slow  # three short trainings
 def test_resume_equals_uninterrupted(photos_dir, tmp_path, caplog) -> None:
     common = arbitrary_overrides(
-        photos_dir, paintings_dir(tmp_path / "p"), "callbacks.preview=null", "data.num_workers=1", "seed=3",
+        photos_dir,
+        paintings_dir(tmp_path / "p"),
+        "callbacks.preview=null",
+        "data.num_workers=1",
+        "seed=3",
         model="arbitrary_fast",
     )
     train(compose([*common, "trainer.max_steps=6"], tmp_path / "full"))
@@ -130,7 +136,12 @@ def test_the_presets_compose(tmp_path) -> None:
     fast = compose(["experiment=arbitrary_cpu", "model=arbitrary_fast"], tmp_path)
     assert fast.model.net.content_encoder == "student" and fast.data.image_size == 160
     full = compose(["experiment=arbitrary_full"], tmp_path)
-    assert (full.data.batch_size, full.data.image_size, full.data.resize, full.trainer.max_steps) == (8, 256, 512, 160000)
+    assert (full.data.batch_size, full.data.image_size, full.data.resize, full.trainer.max_steps) == (
+        8,
+        256,
+        512,
+        160000,
+    )
     assert json.loads(json.dumps(dict(full.model.net)))["decoder"] == "full"
 
 
