@@ -58,11 +58,16 @@ class ArbitraryStylizer(Stylizer):
     def code_dim(self) -> int:
         return int(self.net.code_dim)
 
-    def mix(self, style: Any, batch: int = 1) -> None:
+    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
         if style is not None:
             raise InferenceError(
                 f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
                 "(--style-image) instead"
+            )
+        if stroke is not None:
+            raise InferenceError(
+                f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
+                "single- and multi-style nets); drop --stroke"
             )
         return None
 

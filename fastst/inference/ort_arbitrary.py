@@ -77,6 +77,7 @@ class ArbitraryOrtStylizer(OrtStylizer):
         self.preserve_color = bool(options.pop("preserve_color", False))
         self.strength = float(options.pop("strength", 1.0))
         self.median = int(options.pop("median", 0) or 0)
+        self.stroke = options.pop("stroke", None)
         if options.pop("style", None) is not None:
             self.mix("given")
         if options:
@@ -88,11 +89,16 @@ class ArbitraryOrtStylizer(OrtStylizer):
     def __repr__(self) -> str:
         return f"ArbitraryOrtStylizer({str(self.path)!r}, code graph {self.code_path.name}, providers={self.providers})"
 
-    def mix(self, style: Any, batch: int = 1) -> None:
+    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
         if style is not None:
             raise InferenceError(
                 f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
                 "(--style-image) instead"
+            )
+        if stroke is not None:
+            raise InferenceError(
+                f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
+                "single- and multi-style nets); drop --stroke"
             )
         return None
 
