@@ -198,7 +198,7 @@ def arbitrary_codes(fp32: Any, photos: list[tuple[Path, np.ndarray]], paintings:
 def int8_difference(
     fp32: Any, int8: Any, photos: list[tuple[Path, np.ndarray]], codes: list[np.ndarray] | None = None
 ) -> dict[str, Any]:
-    """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style i cycles;
+    """Max and mean abs difference of the two stylizers' outputs in [0,1] over ``photos`` (style row i cycles;
     an arbitrary-style model: code i cycles)."""
     worst, total, count, per_photo = 0.0, 0.0, 0, {}
     for i, (path, x) in enumerate(photos):
@@ -209,9 +209,13 @@ def int8_difference(
             worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
             per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
             continue
-        style = None if not fp32.num_styles else fp32.style_names[i % fp32.num_styles]
-        a = np.clip(fp32(x, style=style), 0.0, 1.0)
-        b = np.clip(int8(x, style=style), 0.0, 1.0)
+        style, stroke = None, None
+        if fp32.num_styles:  # row i cycles: a stroke net has a row per (painting, stroke scale)
+            style, stroke = fp32.rows[i % len(fp32.rows)]
+            if style not in fp32.style_names:
+                style, stroke = fp32.style_names[i % len(fp32.style_names)], None
+        a = np.clip(fp32(x, style=style, stroke=stroke), 0.0, 1.0)
+        b = np.clip(int8(x, style=style, stroke=stroke), 0.0, 1.0)
         d = np.abs(a.astype(np.float64) - b)
         worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
         per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}

@@ -129,3 +129,22 @@ def test_cli_lists_the_scales_takes_stroke_and_refuses_it_for_plain_models(tmp_p
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr and not (tmp_path / "c.png").exists()
+
+
+def test_int8_check_runs_every_style_and_stroke_row(tmp_path):
+    """The int8 check cycles the graph's rows, which for a stroke net are (painting, scale) pairs: before, it
+    indexed the painting names by row and failed with an IndexError (a training run's export failed)."""
+    pytest.importorskip("onnxruntime")
+    from fastst.export.convert import export_onnx
+    from fastst.export.quantize import quantize_onnx
+    from fastst.modelfile.weights import read_metadata
+
+    path, net = stroke_model_file(tmp_path)
+    onnx = tmp_path / "stroke.onnx"
+    export_onnx(net, onnx, check_sizes=((32, 32),), metadata=read_metadata(path))
+    for folder, count in (("calib", 4), ("held", 7)):
+        (tmp_path / folder).mkdir()
+        for i in range(count):
+            synthetic_image(i + 10 * count, (48, 40)).save(tmp_path / folder / f"p{i}.png")
+    quantize_onnx(onnx, tmp_path / "calib", holdout=tmp_path / "held", size=32, max_diff=1.0)
+    assert (tmp_path / "stroke.int8.onnx").is_file()
