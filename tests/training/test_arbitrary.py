@@ -58,8 +58,12 @@ def test_few_steps_export_a_model_file_that_says_what_it_is(photos_dir, tmp_path
     assert meta["family"] == "arbitrary" and meta["net"]["content_encoder"] == "vgg"
     assert meta["encoder"] == {"style": "vgg16 to relu4_1 (torchvision)", "content": "vgg16"}
     assert meta["training_data"] == {"style_root": "wikiart_mini", "paintings": 6, "photo_root": "photos", "photos": 12}
-    assert not (out / "export" / "arbitrary.onnx").exists()  # no ONNX exporter for the family yet: skipped, said so
-    assert "not writing .onnx: fastst.export has no ONNX exporter for model.family=arbitrary" in caplog.text
+    # the end-of-training export writes the family's two graphs, and reports its int8 copy (shipped or why not)
+    assert (out / "export" / "arbitrary.onnx").is_file() and (out / "export" / "arbitrary.code.onnx").is_file()
+    report = json.loads((out / "export" / "arbitrary.export.json").read_text())
+    assert report["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    assert report["int8"]["shipped"] == (out / "export" / "arbitrary.int8.onnx").is_file()
+    assert report["int8"]["shipped"] or report["int8"]["reason"]
     y = net(torch.rand(1, 3, 32, 32), net.style_code(torch.rand(1, 3, 32, 32)))
     assert y.shape == (1, 3, 32, 32)
 
