@@ -94,6 +94,18 @@ def test_painting_errors_name_the_file(stylizer, files) -> None:
         stylizer(torch.rand(1, 3, 32, 32))
 
 
+def test_a_stroke_is_refused_in_one_line_on_both_backends(stylizer, files, onnx_model) -> None:
+    """Stroke scales (issue 27) belong to single- and multi-style nets: an arbitrary-style model says so."""
+    from fastst.errors import InferenceError
+    from fastst.inference.ort import load_ort_stylizer
+
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(InferenceError, match="no stroke scales"):
+        stylizer(x, style_image=files["a"], stroke=2)
+    with pytest.raises(InferenceError, match="no stroke scales"):
+        load_ort_stylizer(onnx_model)(x.numpy(), style_image=files["a"], stroke=2)
+
+
 def _error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
 
