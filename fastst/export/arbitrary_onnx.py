@@ -101,12 +101,12 @@ def export_arbitrary_onnx(
     import numpy as np
     import onnxruntime as ort
 
-    from fastst.export.convert import _cpu_copy, full_fp32
+    from fastst.export.reference import cpu_copy, full_fp32
     from fastst.export.rewrites import export_rewrites
 
     path = Path(path)
     code_path = code_path_for(path)
-    net = _cpu_copy(net)
+    net = cpu_copy(net)
     graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
     meta = dict(metadata or {})
     if meta:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 
 from fastst import models
 from fastst.errors import ModelFileError, first_line
+from fastst.export.reference import cpu_copy, full_fp32
 from fastst.io.files import atomic_path
 from fastst.modelfile.checkpoint import read_checkpoint
 from fastst.modelfile.schema import INT8_SUFFIX, plain_json, safe_name, write_onnx_metadata
@@ -56,28 +57,6 @@ def export_checkpoint(
 
 
 # -- ONNX and TorchScript --------------------------------------------------------------
-def _cpu_copy(net: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(net).to("cpu", torch.float32).eval()
-
-
-@contextlib.contextmanager
-def full_fp32() -> Iterator[None]:
-    """fp32 matmuls and convolutions at full precision while a parity reference is computed.
-
-    ``float32_matmul_precision`` is process-wide, and bf16-mixed training on a CPU sets ``medium``
-    (``fastst.training.precision``); on a CPU with AMX, oneDNN then runs fp32 convolutions in bf16, and
-    the PyTorch reference itself is off by ~3e-3, far beyond the parity bound.
-    """
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
 def _parity_inputs(check_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     # The second and later sizes use a batch of 2 so that the dynamic batch axis is exercised too.
@@ -140,7 +119,7 @@ def export_onnx(
     from fastst.export.rewrites import export_rewrites
 
     path = Path(path)
-    net = _cpu_copy(net)
+    net = cpu_copy(net)
     graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
     n = int(getattr(net, "num_styles", 0) or 0)  # > 0: a multi-style net, forward(x, mix)
     example = torch.rand(2, 3, 64, 96)
@@ -221,7 +200,7 @@ def export_torchscript(
     is embedded as the extra file ``fastst.json``. Returns ``{"path", "max_abs_diff": {...}}``.
     """
     path = Path(path)
-    net = _cpu_copy(net)
+    net = cpu_copy(net)
     n = int(getattr(net, "num_styles", 0) or 0)  # a multi-style net is traced with its style input
     extra = {"fastst.json": json.dumps(plain_json(dict(metadata or {})), sort_keys=True)}
     with atomic_path(path) as tmp:

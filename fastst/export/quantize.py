@@ -281,7 +281,7 @@ def quantize_onnx(
         except Exception as e:
             raise ModelFileError(f"{model}: int8 quantization failed ({first_line(e, 300)})") from None
         if arbitrary:  # the int8 stylize graph with the fp32 model's code graph (not beside the temporary file)
-            from fastst.inference.ort_arbitrary import ArbitraryOrtStylizer
+            from fastst.inference.ort import ArbitraryOrtStylizer
 
             int8 = ArbitraryOrtStylizer(tmp_out, device="cpu", code_path=fp32.code_path)
         else:

@@ -2,7 +2,7 @@
 
 An arbitrary-style net (:mod:`fastst.models.arbitrary`) takes the painting at inference time as a
 *style code* (the per-channel mean and std of its relu4_1 features, ``1 x 2C``). Both backends (torch,
-:mod:`fastst.inference.arbitrary`; ONNX Runtime, :mod:`fastst.inference.ort`) share what is here:
+:class:`fastst.inference.stylizer.ArbitraryStylizer`; ONNX Runtime, :mod:`fastst.inference.ort`) share what is here:
 
 * reading a painting (a path or a PIL image): EXIF upright, RGB, long side ``style_size`` (default
   :data:`STYLE_SIZE`, the size the AdaIN paper encodes paintings at); a file that cannot be read, or one

@@ -61,7 +61,7 @@ def test_few_steps_export_a_model_file_that_says_what_it_is(photos_dir, tmp_path
     # the end-of-training export writes the family's two graphs, and reports its int8 copy (shipped or why not)
     assert (out / "export" / "arbitrary.onnx").is_file() and (out / "export" / "arbitrary.code.onnx").is_file()
     report = json.loads((out / "export" / "arbitrary.export.json").read_text())
-    assert report["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    assert max(report["onnx"]["max_abs_diff_vs_torch"].values()) < 1e-4  # both graphs, two sizes each
     assert report["int8"]["shipped"] == (out / "export" / "arbitrary.int8.onnx").is_file()
     assert report["int8"]["shipped"] or report["int8"]["reason"]
     y = net(torch.rand(1, 3, 32, 32), net.style_code(torch.rand(1, 3, 32, 32)))
