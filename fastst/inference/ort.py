@@ -300,17 +300,7 @@ class ArbitraryOrtStylizer(OrtStylizer):
         return f"ArbitraryOrtStylizer({str(self.path)!r}, code graph {self.code_path.name}, providers={self.providers})"
 
     def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
-        if style is not None:
-            raise InferenceError(
-                f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
-                "(--style-image) instead"
-            )
-        if stroke is not None:
-            raise InferenceError(
-                f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
-                "single- and multi-style nets); drop --stroke"
-            )
-        return None
+        paintings.refuse_style_and_stroke(style, stroke)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         _refuse_torch_only(overrides)

@@ -165,6 +165,20 @@ def check_code(code: Any, dim: int) -> np.ndarray:
     return arr
 
 
+def refuse_style_and_stroke(style: Any, stroke: Any) -> None:
+    """An arbitrary-style model has no style rows and no stroke scales: ``InferenceError`` for either."""
+    if style is not None:
+        raise InferenceError(
+            f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
+            "(--style-image) instead"
+        )
+    if stroke is not None:
+        raise InferenceError(
+            f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
+            "single- and multi-style nets); drop --stroke"
+        )
+
+
 def no_painting_error() -> InferenceError:
     return InferenceError(
         "this model takes any painting as its style: pass style_image=PAINTING "

@@ -323,17 +323,7 @@ class ArbitraryStylizer(Stylizer):
         return int(self.net.code_dim)
 
     def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
-        if style is not None:
-            raise InferenceError(
-                f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
-                "(--style-image) instead"
-            )
-        if stroke is not None:
-            raise InferenceError(
-                f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
-                "single- and multi-style nets); drop --stroke"
-            )
-        return None
+        paintings.refuse_style_and_stroke(style, stroke)
 
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         prepost.refuse_unknown(overrides, ARBITRARY_STYLIZER_OPTIONS)
