@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     add_device(p)
-    add_dtype(p, auto=True)
+    add_dtype(p, default="auto", auto=True)  # the torch path: bf16 where this CPU computes it natively (issue 28)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest photo file accepted (default: 20)")
     p.add_argument(
         "--max-megapixels",

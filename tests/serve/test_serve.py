@@ -507,7 +507,10 @@ def test_fastst_serve_command_end_to_end(models_dir) -> None:
         output = LineReader(proc.stdout)
         lines = output.until(lambda line: line.startswith("open "), timeout=120)
         assert lines[-1].startswith("open http://127.0.0.1:"), lines
-        assert "2 model(s) on cpu (fp32): tiny_dots, tiny_waves" in "".join(lines)
+        from fastst.common.cpu import cpu_bf16_native
+
+        auto = "bf16" if cpu_bf16_native() else "fp32"  # serve's default --dtype auto, as stylize's (issue 28)
+        assert f"2 model(s) on cpu ({auto}): tiny_dots, tiny_waves" in "".join(lines)
         url = lines[-1].split()[1].rstrip("/")
         assert httpx.get(f"{url}/healthz", timeout=30).text == "ok"
         params = {"model": "tiny_dots", "size": 64}
