@@ -238,13 +238,9 @@ def load_ort_stylizer(
 # options, checks and painting handling are the torch :class:`~fastst.inference.stylizer.ArbitraryStylizer`'s
 # (:mod:`fastst.inference.paintings`, :mod:`fastst.inference.prepost`).
 
-ARBITRARY_STYLIZER_OPTIONS = OPTIONS + paintings.ARBITRARY_OPTIONS
 
-
-class ArbitraryOrtStylizer(OrtStylizer):
+class ArbitraryOrtStylizer(paintings.TakesPainting, OrtStylizer):
     """The stylize graph and the style-code graph of an arbitrary-style model; call it on images."""
-
-    takes_painting = True  # fastst stylize / serve: the painting is an input
 
     def __init__(
         self,
@@ -299,20 +295,9 @@ class ArbitraryOrtStylizer(OrtStylizer):
     def __repr__(self) -> str:
         return f"ArbitraryOrtStylizer({str(self.path)!r}, code graph {self.code_path.name}, providers={self.providers})"
 
-    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
-        paintings.refuse_style_and_stroke(style, stroke)
-
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         _refuse_torch_only(overrides)
-        prepost.refuse_unknown(overrides, ARBITRARY_STYLIZER_OPTIONS)
-        base = {k: v for k, v in overrides.items() if k not in paintings.ARBITRARY_OPTIONS}
-        o = prepost.call_options(self, base, OPTIONS)
-        for k in paintings.ARBITRARY_OPTIONS:
-            o[k] = overrides.get(k, getattr(self, k))
-        o["style_size"] = paintings.check_style_size(o["style_size"])
-        if o["style_code"] is not None:
-            o["style_code"] = paintings.check_code(o["style_code"], self.code_dim)
-        return o
+        return self.painting_options(overrides, OPTIONS)
 
     def _encode_array(self, painting: np.ndarray) -> np.ndarray:
         try:
@@ -321,18 +306,6 @@ class ArbitraryOrtStylizer(OrtStylizer):
             raise InferenceError(
                 f"{self.code_path}: onnxruntime failed on a {painting.shape} painting ({first_line(e, 300)})"
             ) from None
-
-    def encode(self, style_image: Any, style_size: int | None | str = "default") -> np.ndarray:
-        """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it."""
-        size = self.style_size if style_size == "default" else style_size
-        return self.codes(style_image, paintings.check_style_size(size))
-
-    def code_for(self, o: Mapping[str, Any]) -> np.ndarray:
-        if o["style_code"] is not None:
-            return o["style_code"]
-        if o["style_image"] is None:
-            raise paintings.no_painting_error()
-        return self.codes(o["style_image"], o["style_size"])
 
     def _stylize(self, x: np.ndarray, o: Mapping[str, Any]) -> np.ndarray:
         code = self.code_for(o)

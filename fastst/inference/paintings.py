@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from fastst.errors import ImageError, InferenceError, UsageError
+from fastst.inference import prepost
 from fastst.io.images import _to_rgb, exif_upright, load_image, pil_to_array, resize_long_side
 
 FAMILY = "arbitrary"
@@ -165,22 +166,62 @@ def check_code(code: Any, dim: int) -> np.ndarray:
     return arr
 
 
-def refuse_style_and_stroke(style: Any, stroke: Any) -> None:
-    """An arbitrary-style model has no style rows and no stroke scales: ``InferenceError`` for either."""
-    if style is not None:
-        raise InferenceError(
-            f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
-            "(--style-image) instead"
-        )
-    if stroke is not None:
-        raise InferenceError(
-            f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
-            "single- and multi-style nets); drop --stroke"
-        )
-
-
 def no_painting_error() -> InferenceError:
     return InferenceError(
         "this model takes any painting as its style: pass style_image=PAINTING "
         "(fastst stylize MODEL PHOTO --style-image PAINTING -o OUT)"
     )
+
+
+class TakesPainting:
+    """What the torch and the ONNX Runtime arbitrary-style stylizers share (mixed in before their base class):
+    no style rows or stroke scales, the painting options checked on every call, and the painting's code.
+
+    The class using it sets ``style_image``, ``style_size``, ``style_code``, ``codes`` (a :class:`PaintingCodes`)
+    and ``code_dim``.
+    """
+
+    takes_painting = True  # fastst stylize / serve: the painting is an input
+
+    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
+        if style is not None:
+            raise InferenceError(
+                f"style={style!r}: an arbitrary-style model has no named styles; pass style_image=PAINTING "
+                "(--style-image) instead"
+            )
+        if stroke is not None:
+            raise InferenceError(
+                f"stroke={stroke!r}: an arbitrary-style model has no stroke scales (stroke_scales=[...] trains "
+                "single- and multi-style nets); drop --stroke"
+            )
+        return None
+
+    def refuse_unsupported(self, o: Mapping[str, Any]) -> None:
+        """A backend's options that an arbitrary-style model cannot take (none by default)."""
+
+    def painting_options(self, overrides: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+        """The options of one call (the backend's ``known`` ones, :func:`prepost.call_options`), plus the
+        painting options, checked before any work."""
+        prepost.refuse_unknown(overrides, known + ARBITRARY_OPTIONS)
+        base = {k: v for k, v in overrides.items() if k not in ARBITRARY_OPTIONS}
+        o = prepost.call_options(self, base, known)
+        self.refuse_unsupported(o)
+        for k in ARBITRARY_OPTIONS:
+            o[k] = overrides.get(k, getattr(self, k))
+        o["style_size"] = check_style_size(o["style_size"])
+        if o["style_code"] is not None:
+            o["style_code"] = check_code(o["style_code"], self.code_dim)
+        return o
+
+    def encode(self, style_image: Any, style_size: int | None | str = "default") -> np.ndarray:
+        """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it."""
+        size = self.style_size if style_size == "default" else style_size
+        return self.codes(style_image, check_style_size(size))
+
+    def code_for(self, o: Mapping[str, Any]) -> np.ndarray:
+        """The code a call with options ``o`` renders: ``style_code``, else the painting(s) encoded (cached)."""
+        if o["style_code"] is not None:
+            return o["style_code"]
+        if o["style_image"] is None:
+            raise no_painting_error()
+        return self.codes(o["style_image"], o["style_size"])

@@ -292,13 +292,9 @@ def load_stylizer(
 # padded to multiples of 8 (at least 16 px). No tiles (a tile's statistics would differ from the photo's),
 # no ``style`` (there are no style rows).
 
-ARBITRARY_STYLIZER_OPTIONS = OPTIONS + paintings.ARBITRARY_OPTIONS
 
-
-class ArbitraryStylizer(Stylizer):
+class ArbitraryStylizer(paintings.TakesPainting, Stylizer):
     """A loaded arbitrary-style net (``forward(photos, code, strength)``) plus options; see the module docstring."""
-
-    takes_painting = True  # fastst stylize / serve: the painting is an input
 
     def __init__(
         self,
@@ -322,21 +318,12 @@ class ArbitraryStylizer(Stylizer):
     def code_dim(self) -> int:
         return int(self.net.code_dim)
 
-    def mix(self, style: Any, batch: int = 1, stroke: Any = None) -> None:
-        paintings.refuse_style_and_stroke(style, stroke)
-
     def _options(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
-        prepost.refuse_unknown(overrides, ARBITRARY_STYLIZER_OPTIONS)
-        base = {k: v for k, v in overrides.items() if k not in paintings.ARBITRARY_OPTIONS}
-        o = prepost.call_options(self, base, OPTIONS)
+        return self.painting_options(overrides, OPTIONS)
+
+    def refuse_unsupported(self, o: Mapping[str, Any]) -> None:
         if o["tile"]:
             raise InferenceError("tiled inference (tile) is not available for an arbitrary-style model")
-        for k in paintings.ARBITRARY_OPTIONS:
-            o[k] = overrides.get(k, getattr(self, k))
-        o["style_size"] = paintings.check_style_size(o["style_size"])
-        if o["style_code"] is not None:
-            o["style_code"] = paintings.check_code(o["style_code"], self.code_dim)
-        return o
 
     # -- paintings -----------------------------------------------------------------------
     @torch.no_grad()
@@ -345,19 +332,6 @@ class ArbitraryStylizer(Stylizer):
         with self._autocast():
             code = self.net.style_code(x)
         return code.float().cpu().numpy()
-
-    def encode(self, style_image: Any, style_size: int | None | str = "default") -> np.ndarray:
-        """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it."""
-        size = self.style_size if style_size == "default" else style_size
-        return self.codes(style_image, paintings.check_style_size(size))
-
-    def code_for(self, o: Mapping[str, Any]) -> np.ndarray:
-        """The code a call with options ``o`` renders: ``style_code``, else the painting(s) encoded (cached)."""
-        if o["style_code"] is not None:
-            return o["style_code"]
-        if o["style_image"] is None:
-            raise paintings.no_painting_error()
-        return self.codes(o["style_image"], o["style_size"])
 
     # -- the net -------------------------------------------------------------------------
     @torch.no_grad()
