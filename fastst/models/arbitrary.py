@@ -34,6 +34,7 @@ weights into it one to one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,16 +135,21 @@ def student_encoder(width: int) -> nn.Sequential:
     )  # fmt: skip
 
 
+def _scaled(c: int, width: float) -> int:
+    """A decoder layer's channels at ``width`` (at least 8)."""
+    return max(8, round(c * width))
+
+
+def _reflect_conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
+    """The decoders' unit: reflection padding, a 3x3 conv, and (but for the output conv) a ReLU."""
+    layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+    return layers + [nn.ReLU(inplace=True)] if relu else layers
+
+
 def _decoder(width: float) -> nn.Sequential:
     """The encoder mirrored (Huang and Belongie's decoder): nearest x2 upsampling, reflection padding."""
 
-    def w(c: int) -> int:
-        return max(8, round(c * width))
-
-    def conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
-        return layers + [nn.ReLU(inplace=True)] if relu else layers
-
+    w, conv = functools.partial(_scaled, width=width), _reflect_conv
     up = [nn.Upsample(scale_factor=2, mode="nearest")]
     return nn.Sequential(
         *conv(512, w(256)), *up,  # H/8 -> H/4
@@ -160,13 +166,7 @@ def _light_decoder(width: float) -> nn.Sequential:
     H/4 and two at each finer scale are what cost at 1024 px (docs/arbitrary_training.md).
     """
 
-    def w(c: int) -> int:
-        return max(8, round(c * width))
-
-    def conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
-        return layers + [nn.ReLU(inplace=True)] if relu else layers
-
+    w, conv = functools.partial(_scaled, width=width), _reflect_conv
     up = [nn.Upsample(scale_factor=2, mode="nearest")]
     return nn.Sequential(
         nn.Conv2d(512, w(256), 1), nn.ReLU(inplace=True),
