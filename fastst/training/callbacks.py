@@ -283,6 +283,8 @@ class PaintingValidation(pl.Callback):
         if self.csv is not None and self.csv.is_file():
             rows = self.csv.read_text().strip().splitlines()[1:]
             self._before = float(rows[-1].split(",")[1]) if rows else 0.0
+            if rows:  # a resumed run: the step it resumes at was evaluated and written before it stopped
+                self._last_step = int(rows[-1].split(",")[0])
         self._evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

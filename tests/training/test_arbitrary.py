@@ -163,3 +163,22 @@ def test_inverse_time_decay_is_adains_schedule() -> None:
     sched.last_epoch = 19999
     sched.step()  # step 20,000: halved
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5e-4)
+
+
+def test_painting_validation_does_not_evaluate_the_resumed_step_again(tmp_path) -> None:
+    """A resumed run starts at a step whose validation row is already in the CSV: no second evaluation, no
+    duplicate row (the CPU recipe's resume at step 1,445 wrote that row twice)."""
+    from types import SimpleNamespace
+
+    from fastst.training.callbacks import PaintingValidation
+
+    csv = tmp_path / "val_loss.csv"
+    csv.write_text("step,train_seconds,content,style,loss\n0,0.0,3,2,23\n4,12.5,2,1,12\n")
+    calls = []
+    module = SimpleNamespace(validation_terms=lambda *sets: calls.append(1) or {"content": 1, "style": 1, "total": 11})
+    callback = PaintingValidation(photos="p", paintings="q", csv=str(csv))
+    callback._sets = (torch.zeros(1), torch.zeros(1))  # no folders read
+    callback.on_train_start(SimpleNamespace(global_step=4, loggers=[]), module)
+    assert calls == [] and csv.read_text().count("\n4,") == 1
+    callback.on_train_end(SimpleNamespace(global_step=6, loggers=[]), module)  # later steps are evaluated
+    assert calls == [1] and csv.read_text().splitlines()[-1].startswith("6,")
