@@ -23,7 +23,7 @@ from fastst.errors import ModelFileError, first_line
 from fastst.export.reference import cpu_copy, full_fp32
 from fastst.io.files import atomic_path
 from fastst.modelfile.checkpoint import read_checkpoint
-from fastst.modelfile.schema import INT8_SUFFIX, plain_json, safe_name, write_onnx_metadata
+from fastst.modelfile.schema import INT8_SUFFIX, plain_json, safe_name, style_rows, write_onnx_metadata
 from fastst.modelfile.weights import (  # noqa: F401  (load_model_file, read_metadata: the public loading API)
     load_model_file,
     make_metadata,
@@ -100,7 +100,10 @@ def export_onnx(
 
     A multi-style net (``net.num_styles``) gets a second input, ``style``: B x N style weights (a
     one-hot row selects a style, other rows mix them), so one graph serves every style and mix; it
-    is checked with two mixes per size (:func:`parity_mixes`). An arbitrary-style net (``style_code``) is
+    is checked with two mixes per size (:func:`parity_mixes`). A stroke net (every row of ``metadata`` has a
+    stroke scale) takes ``style`` as B x P weights of its paintings and a third input ``stroke`` (B floats) and
+    computes its rows in the graph (:mod:`fastst.export.stroke_graph`); it is checked against the stylizers' own
+    row weights at the trained scales and between them. An arbitrary-style net (``style_code``) is
     written as two graphs by :func:`fastst.export.arbitrary_onnx.export_arbitrary_onnx`.
 
     The dynamo exporter (``torch.export`` with ``dynamic_shapes``; height and width as multiples
@@ -117,14 +120,27 @@ def export_onnx(
     import onnxruntime as ort
 
     from fastst.export.rewrites import export_rewrites
+    from fastst.export.stroke_graph import StrokeInputs, parity_strokes
+    from fastst.inference.mix import row_weights
 
     path = Path(path)
     net = cpu_copy(net)
     graph_net, rewrites = export_rewrites(net) if rewrite else (net, [])
-    n = int(getattr(net, "num_styles", 0) or 0)  # > 0: a multi-style net, forward(x, mix)
+    rows = style_rows(metadata) if metadata is not None and getattr(net, "num_styles", 0) else []
+    stroke = bool(rows) and all(s is not None for _, s in rows)  # a stroke net: inputs style (paintings) + stroke
+    if stroke:
+        graph_net = StrokeInputs(graph_net, rows).eval()
+    n = int(getattr(graph_net if stroke else net, "num_styles", 0) or 0)  # > 0: forward(x, mix[, stroke])
+
+    def reference(x: torch.Tensor, mix: torch.Tensor, strokes: torch.Tensor) -> torch.Tensor:
+        """The stroke graph's output computed the stylizers' way: their row weights (numpy) into the net."""
+        weights = [row_weights(m.numpy(), float(s), rows) for m, s in zip(mix, strokes, strict=True)]
+        return net(x, torch.from_numpy(np.stack(weights)))
+
     example = torch.rand(2, 3, 64, 96)
     args: tuple[torch.Tensor, ...] = (example, parity_mixes(n, 2)[1]) if n else (example,)
-    input_names = ["image", "style"] if n else ["image"]
+    args += (parity_strokes(rows, 2, 1),) if stroke else ()
+    input_names = ["image", "style"] + (["stroke"] if stroke else []) if n else ["image"]
     errors: list[str] = []
     with atomic_path(path) as tmp:
         exporter = None
@@ -134,6 +150,9 @@ def export_onnx(
         dynamic = {0: batch, 2: 4 * h4, 3: 4 * w4}  # H and W: multiples of 4
         shapes: dict[str, Any] = {"x": dynamic, "mix": {0: batch}} if n else {"x": dynamic}
         ts_axes: dict[str, Any] = {"image": axes, "stylized": axes} | ({"style": {0: "batch"}} if n else {})
+        if stroke:
+            shapes = {"x": dynamic, "style": {0: batch}, "stroke": {0: batch}}
+            ts_axes["stroke"] = {0: "batch"}
         attempts: list[tuple[str, dict[str, Any]]] = [
             # external_data=False: one self-contained file, the weights inside (the net is far below 2 GB)
             ("dynamo", {"dynamo": True, "external_data": False, "dynamic_shapes": shapes}),
@@ -166,10 +185,12 @@ def export_onnx(
         diffs: dict[str, float] = {}
         for x in _parity_inputs(check_sizes):
             for k, mix in enumerate(parity_mixes(n, x.shape[0]) if n else [None]):
+                strokes = parity_strokes(rows, x.shape[0], k) if stroke else None
                 with torch.no_grad(), full_fp32():
-                    ref = (net(x) if mix is None else net(x, mix)).numpy()
+                    ref = net(x) if mix is None else net(x, mix) if strokes is None else reference(x, mix, strokes)
                 feeds = {names[0]: x.numpy()} | ({names[1]: mix.numpy()} if mix is not None else {})
-                got = session.run(None, feeds)[0]
+                feeds |= {names[2]: strokes.numpy()} if strokes is not None else {}
+                got, ref = session.run(None, feeds)[0], ref.numpy()
                 if got.shape != ref.shape:
                     raise ModelFileError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
                 key = f"{x.shape[2]}x{x.shape[3]}" + ("" if mix is None else (" one-hot" if k == 0 else " blend"))

@@ -61,25 +61,21 @@ def load_photos(paths: Sequence[Path], size: int) -> list[tuple[Path, np.ndarray
     return out
 
 
-def style_row(i: int, n: int) -> np.ndarray | None:
-    """The one-hot style row photo ``i`` is run with (styles cycle over the photos); None for one style."""
-    if not n:
-        return None
-    row = np.zeros((1, n), dtype=np.float32)
-    row[0, i % n] = 1.0
-    return row
+def condition(stylizer: Any, i: int) -> tuple[Any, float | None]:
+    """The (style, stroke) photo ``i`` is run with: the graph's style rows cycle over the photos (a stroke net's rows
+    are (painting, stroke scale) pairs); (None, None) for a single-style graph."""
+    if not stylizer.num_styles:
+        return None, None
+    style, stroke = stylizer.rows[i % len(stylizer.rows)]
+    if style not in stylizer.style_names:
+        return stylizer.style_names[i % len(stylizer.style_names)], None
+    return style, stroke
 
 
 class PhotoReader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over padded photos (and cycling one-hot styles)."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over padded photos (style rows cycle: :func:`condition`)."""
 
-    def __init__(
-        self,
-        photos: list[np.ndarray],
-        input_names: list[str],
-        num_styles: int,
-        codes: list[np.ndarray] | None = None,
-    ) -> None:
+    def __init__(self, photos: list[np.ndarray], stylizer: Any, codes: list[np.ndarray] | None = None) -> None:
         from fastst.inference.prepost import pad_to_multiple
 
         self.feeds = []
@@ -90,10 +86,7 @@ class PhotoReader:
                     {"image": padded, "code": codes[i % len(codes)], "strength": np.ones(1, dtype=np.float32)}
                 )
                 continue
-            feed = {input_names[0]: pad_to_multiple(x)[0]}
-            if num_styles:
-                feed[input_names[1]] = style_row(i, num_styles)
-            self.feeds.append(feed)
+            self.feeds.append(stylizer.feeds(pad_to_multiple(x)[0], *condition(stylizer, i)))
         self.index = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -209,11 +202,7 @@ def int8_difference(
             worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
             per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
             continue
-        style, stroke = None, None
-        if fp32.num_styles:  # row i cycles: a stroke net has a row per (painting, stroke scale)
-            style, stroke = fp32.rows[i % len(fp32.rows)]
-            if style not in fp32.style_names:
-                style, stroke = fp32.style_names[i % len(fp32.style_names)], None
+        style, stroke = condition(fp32, i)
         a = np.clip(fp32(x, style=style, stroke=stroke), 0.0, 1.0)
         b = np.clip(int8(x, style=style, stroke=stroke), 0.0, 1.0)
         d = np.abs(a.astype(np.float64) - b)
@@ -271,7 +260,7 @@ def quantize_onnx(
     if not calib or not held:
         raise UsageError(f"--calibration {calibration}: not enough readable photos to calibrate and compare")
     codes = arbitrary_codes(fp32, calib, Path(style_images) if style_images else None) if arbitrary else None
-    reader = PhotoReader([x for _, x in calib], fp32.input_names, fp32.num_styles, codes)
+    reader = PhotoReader([x for _, x in calib], fp32, codes)
     print(f"calibrating on {len(calib)} photo(s) at {size} px, comparing on {len(held)} held-out photo(s)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fastst_int8_", dir=out.parent) as tmp:

@@ -69,6 +69,12 @@ def stroke_scales(rows: list[tuple[str, float | None]]) -> list[float]:
     return sorted({float(s) for _, s in rows if s is not None})
 
 
+def default_stroke(scales: list[float]) -> float:
+    """The stroke a model with these (sorted) scales renders when none is given: 1 (the painting as it is) when
+    the scales span it, else the scale nearest to 1."""
+    return min(max(1.0, scales[0]), scales[-1])
+
+
 def stroke_weights(stroke: Any, scales: list[float]) -> np.ndarray:
     """The weights (K,) of the trained ``scales`` (sorted) for ``stroke``: a hat function in log space.
 
@@ -78,7 +84,7 @@ def stroke_weights(stroke: Any, scales: list[float]) -> np.ndarray:
     k = len(scales)
     lo, hi = scales[0], scales[-1]
     if stroke is None:
-        stroke = min(max(1.0, lo), hi)
+        stroke = default_stroke(scales)
     try:
         s = float(stroke)
     except (TypeError, ValueError):

@@ -30,7 +30,7 @@ from PIL import Image
 
 from fastst.errors import InferenceError, ModelFileError, UsageError, first_line
 from fastst.inference import paintings, prepost
-from fastst.inference.mix import row_weights, single_style_check, stroke_scales
+from fastst.inference.mix import default_stroke, row_weights, single_style_check, stroke_scales, style_weights
 from fastst.io.images import array_to_pil, pil_to_array
 from fastst.modelfile.schema import (
     FORMAT_VERSION,  # noqa: F401  (tests/inference/test_ort.py reads ort.FORMAT_VERSION)
@@ -122,22 +122,33 @@ class OrtStylizer:
         self.session = session if session is not None else open_session(path, self.providers, threads, spinning)
         self.metadata = read_onnx_metadata(self.session, path)
         inputs = self.session.get_inputs()
-        if not 1 <= len(inputs) <= 2 or len(inputs[0].shape) != 4:
+        self.input_names = [i.name for i in inputs]
+        # a stroke net's graph (fastst.export.stroke_graph): image, style (B x paintings), stroke (B)
+        self.stroke_input = self.input_names[1:] == ["style", "stroke"]
+        if not 1 <= len(inputs) <= 2 + self.stroke_input or len(inputs[0].shape) != 4:
             shapes = [(i.name, i.shape) for i in inputs]
             raise ModelFileError(
-                f"{path}: not a fastst stylizer graph (inputs {shapes}; expected image B x 3 x H x W [, style B x N])"
+                f"{path}: not a fastst stylizer graph (inputs {shapes}; "
+                "expected image B x 3 x H x W [, style B x N [, stroke B]])"
             )
-        self.input_names = [i.name for i in inputs]
-        self.num_styles = 0  # 0: a single-style graph (no style input)
+        self.num_styles = 0  # 0: a single-style graph (no style input); else the number of style rows
         names = style_names(self.metadata)
-        if len(inputs) == 2:
+        if self.stroke_input:
+            self.rows = style_rows(self.metadata)
+            if not stroke_scales(self.rows) or len(dict.fromkeys(n for n, _ in self.rows)) != inputs[1].shape[-1]:
+                raise ModelFileError(
+                    f"{path}: a graph with a stroke input needs its fastst metadata (paintings x scales)"
+                )
+            self.num_styles = len(self.rows)
+        elif len(inputs) == 2:
             n = inputs[1].shape[-1]
             if not isinstance(n, int):  # a symbolic style axis: trust the metadata
                 n = len(names)
             if n < 1:
                 raise ModelFileError(f"{path}: a two-input graph without a fixed style count or fastst metadata")
             self.num_styles = n
-        self.rows = style_rows(self.metadata) if self.num_styles else []  # (name, stroke scale) per style row
+        if not self.stroke_input:
+            self.rows = style_rows(self.metadata) if self.num_styles else []  # (name, stroke scale) per style row
         if self.num_styles and len(self.rows) != self.num_styles:
             self.rows = [(f"style_{i}", None) for i in range(self.num_styles)]
         if self.num_styles:
@@ -180,12 +191,22 @@ class OrtStylizer:
     def _stylize(self, x: np.ndarray, o: Mapping[str, Any]) -> np.ndarray:
         return prepost.stylize_batch(x, o, lambda padded: self._net(padded, o["style"], o["stroke"]))
 
+    def feeds(self, padded: np.ndarray, style: Any = None, stroke: Any = None) -> dict[str, np.ndarray]:
+        """The graph's inputs for padded B x 3 x H x W, a style choice and a stroke (checked as :meth:`mix` does)."""
+        feeds = {self.input_names[0]: np.ascontiguousarray(padded, dtype=np.float32)}
+        mix, batch = self.mix(style, padded.shape[0], stroke), padded.shape[0]
+        if mix is not None and self.stroke_input:  # the graph computes the rows from paintings and stroke
+            stroke = default_stroke(self.stroke_scales) if stroke is None else stroke
+            names = list(dict.fromkeys(n for n, _ in self.rows))
+            feeds[self.input_names[1]] = np.repeat(style_weights(style, names)[None], batch, axis=0)
+            feeds[self.input_names[2]] = np.full(batch, float(stroke), dtype=np.float32)
+        elif mix is not None:
+            feeds[self.input_names[1]] = mix
+        return feeds
+
     def _net(self, padded: np.ndarray, style: Any, stroke: Any = None) -> np.ndarray:
         """The graph's fp32 output on padded B x 3 x H x W."""
-        feeds = {self.input_names[0]: np.ascontiguousarray(padded, dtype=np.float32)}
-        mix = self.mix(style, padded.shape[0], stroke)
-        if mix is not None:
-            feeds[self.input_names[1]] = mix
+        feeds = self.feeds(padded, style, stroke)
         try:
             y = self.session.run(None, feeds)[0]
         except Exception as e:  # a graph that does not take this input (shape, type)

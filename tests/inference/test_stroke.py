@@ -98,6 +98,36 @@ def test_onnx_runtime_backend_takes_the_stroke(tmp_path):
         stylize(x.numpy(), style="bridge", stroke=0.1)
 
 
+def test_the_onnx_graph_takes_paintings_and_a_stroke(tmp_path):
+    """A stroke net's .onnx graph has a ``stroke`` input and computes its rows itself: a user of the raw graph feeds
+    painting weights (B x paintings) and B strokes, not the (painting, scale) rows."""
+    ort = pytest.importorskip("onnxruntime")
+    from fastst.export.convert import export_onnx
+    from fastst.modelfile.weights import read_metadata
+
+    path, net = stroke_model_file(tmp_path)
+    onnx = tmp_path / "stroke.onnx"
+    report = export_onnx(net, onnx, check_sizes=((32, 32),), metadata=read_metadata(path))
+    assert any("blend" in k for k in report["max_abs_diff"])
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    assert [(i.name, len(i.shape)) for i in session.get_inputs()] == [("image", 4), ("style", 2), ("stroke", 1)]
+    assert session.get_inputs()[1].shape[1] == len(NAMES)
+    x = np.random.default_rng(0).random((3, 3, 32, 40), dtype=np.float32)
+    style = np.array([[0, 1], [1, 0], [0.25, 0.75]], dtype=np.float32)
+    strokes = np.array([2.0, 2**-0.75, math.sqrt(2)], dtype=np.float32)  # a trained scale and two blends
+    rows = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 1.0],
+            [0.75, 0.25, 0, 0, 0, 0],
+            [0, 0.125, 0.125, 0, 0.375, 0.375],
+        ]
+    )
+    with torch.no_grad():
+        want = net(torch.from_numpy(x), rows).numpy()
+    got = session.run(None, {"image": x, "style": style, "stroke": strokes})[0]
+    assert np.abs(got - want).max() < 1e-4
+
+
 def run_fastst(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fastst", *args], cwd=ROOT, capture_output=True, text=True, timeout=300

@@ -17,10 +17,17 @@ from tests.inference.test_stroke import stroke_model_file  # noqa: E402
 from tests.serve.test_serve import assert_error, jpeg_bytes, make_model_file, png_of  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
+@pytest.fixture(scope="module", params=["safetensors", "onnx"])
+def client(tmp_path_factory, request):
     root: Path = tmp_path_factory.mktemp("stroke_models")
-    stroke_model_file(root)  # stroke.safetensors: irises and bridge at strokes 0.5, 1, 2
+    path, net = stroke_model_file(root)  # stroke.safetensors: irises and bridge at strokes 0.5, 1, 2
+    if request.param == "onnx":  # the page on the ONNX graph alone: its stroke input
+        pytest.importorskip("onnxruntime")
+        from fastst.export.convert import export_onnx
+        from fastst.modelfile.weights import read_metadata
+
+        export_onnx(net, root / "stroke.onnx", check_sizes=((32, 32),), metadata=read_metadata(path))
+        path.unlink()
     make_model_file(root / "waves.safetensors", "tiny_waves", seed=0)
     with TestClient(create_app(load_models([root], device="cpu"), Limits())) as c:
         yield c
