@@ -2,8 +2,8 @@
 
     python scripts/check_blobs.py MODEL.safetensors --photos /work/shared/data/photos --held-out 50 --size 500
 
-Conditions: every style of the model (at every trained stroke scale, when the model has stroke
-scales), and for every pair of styles the mixes 0.25 / 0.5 / 0.75 (at stroke 1, or the model's
+Conditions: every style of the model (at every trained stroke scale and halfway between two, when
+the model has stroke scales), and for every pair of styles the mixes 0.25 / 0.5 / 0.75 (at stroke 1, or the model's
 middle scale). Each photo is stylized at ``--size`` (long side) and scored with
 :func:`fastst.evaluation.blobs.blob_score`; the table gives the mean, the 90th percentile and the
 max over the photos, and the worst photo. Exit status 1 when any condition's max is above
@@ -41,8 +41,9 @@ def conditions(stylizer) -> list[tuple[str, dict]]:
     multi = bool(stylizer.num_styles)
     for name in names:
         style = {"style": name} if multi else {}
-        if scales:
-            out += [(f"{name} stroke={s:g}", {**style, "stroke": s}) for s in scales]
+        if scales:  # the trained scales and the strokes halfway between them (log space), which blend two rows
+            between = [round((a * b) ** 0.5, 4) for a, b in zip(scales, scales[1:])]
+            out += [(f"{name} stroke={s:g}", {**style, "stroke": s}) for s in sorted(scales + between)]
         else:
             out.append((name, style))
     mid = (
