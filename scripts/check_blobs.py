@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from fastst.evaluation.blobs import BLOB_THRESHOLD, blob_score
+from fastst.inference.mix import stroke_probes
 from fastst.inference.stylizer import load_stylizer
 from fastst.io.images import IMAGE_EXTENSIONS
 from fastst.io.tensors import load_image_tensor, tensor_to_pil
@@ -42,8 +43,8 @@ def conditions(stylizer) -> list[tuple[str, dict]]:
     for name in names:
         style = {"style": name} if multi else {}
         if scales:  # the trained scales and the strokes halfway between them (log space), which blend two rows
-            between = [round((a * b) ** 0.5, 4) for a, b in zip(scales, scales[1:])]
-            out += [(f"{name} stroke={s:g}", {**style, "stroke": s}) for s in sorted(scales + between)]
+            strokes = [round(s, 4) for s in stroke_probes(scales)]
+            out += [(f"{name} stroke={s:g}", {**style, "stroke": s}) for s in strokes]
         else:
             out.append((name, style))
     mid = (

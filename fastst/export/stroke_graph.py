@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from fastst.inference.mix import stroke_scales
+from fastst.inference.mix import stroke_probes, stroke_scales
 
 
 class StrokeInputs(torch.nn.Module):
@@ -62,8 +62,5 @@ class StrokeInputs(torch.nn.Module):
 def parity_strokes(rows: list[tuple[str, float | None]], batch: int, k: int) -> torch.Tensor:
     """B strokes an export is checked with: the trained scales and the midpoints between them (log space), cycled
     from offset ``k`` so that the batch's rows differ."""
-    scales = stroke_scales(rows)
-    probes = [scales[0]]
-    for a, b in zip(scales, scales[1:], strict=False):
-        probes += [math.sqrt(a * b), b]
+    probes = stroke_probes(stroke_scales(rows))
     return torch.tensor([probes[(k + i) % len(probes)] for i in range(batch)], dtype=torch.float32)

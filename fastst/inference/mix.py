@@ -75,6 +75,13 @@ def default_stroke(scales: list[float]) -> float:
     return min(max(1.0, scales[0]), scales[-1])
 
 
+def stroke_probes(scales: list[float]) -> list[float]:
+    """The trained (sorted) ``scales`` and the strokes halfway between two (in log space), which blend two rows:
+    what a stroke net is checked at."""
+    between = [float(np.sqrt(a * b)) for a, b in zip(scales, scales[1:])]
+    return sorted(scales + between)
+
+
 def stroke_weights(stroke: Any, scales: list[float]) -> np.ndarray:
     """The weights (K,) of the trained ``scales`` (sorted) for ``stroke``: a hat function in log space.
 

@@ -132,14 +132,13 @@ class OrtStylizer:
                 "expected image B x 3 x H x W [, style B x N [, stroke B]])"
             )
         self.num_styles = 0  # 0: a single-style graph (no style input); else the number of style rows
-        names = style_names(self.metadata)
+        names, rows = style_names(self.metadata), style_rows(self.metadata)
         if self.stroke_input:
-            self.rows = style_rows(self.metadata)
-            if not stroke_scales(self.rows) or len(dict.fromkeys(n for n, _ in self.rows)) != inputs[1].shape[-1]:
+            if not stroke_scales(rows) or len(dict.fromkeys(n for n, _ in rows)) != inputs[1].shape[-1]:
                 raise ModelFileError(
                     f"{path}: a graph with a stroke input needs its fastst metadata (paintings x scales)"
                 )
-            self.num_styles = len(self.rows)
+            self.num_styles = len(rows)
         elif len(inputs) == 2:
             n = inputs[1].shape[-1]
             if not isinstance(n, int):  # a symbolic style axis: trust the metadata
@@ -147,8 +146,7 @@ class OrtStylizer:
             if n < 1:
                 raise ModelFileError(f"{path}: a two-input graph without a fixed style count or fastst metadata")
             self.num_styles = n
-        if not self.stroke_input:
-            self.rows = style_rows(self.metadata) if self.num_styles else []  # (name, stroke scale) per style row
+        self.rows = rows if self.num_styles else []  # (name, stroke scale) per style row
         if self.num_styles and len(self.rows) != self.num_styles:
             self.rows = [(f"style_{i}", None) for i in range(self.num_styles)]
         if self.num_styles:
@@ -197,8 +195,7 @@ class OrtStylizer:
         mix, batch = self.mix(style, padded.shape[0], stroke), padded.shape[0]
         if mix is not None and self.stroke_input:  # the graph computes the rows from paintings and stroke
             stroke = default_stroke(self.stroke_scales) if stroke is None else stroke
-            names = list(dict.fromkeys(n for n, _ in self.rows))
-            feeds[self.input_names[1]] = np.repeat(style_weights(style, names)[None], batch, axis=0)
+            feeds[self.input_names[1]] = np.repeat(style_weights(style, self.style_names)[None], batch, axis=0)
             feeds[self.input_names[2]] = np.full(batch, float(stroke), dtype=np.float32)
         elif mix is not None:
             feeds[self.input_names[1]] = mix
