@@ -68,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="run only the conditions whose label contains one of these")
     p.add_argument("--save", type=Path, help="write the worst photo of each condition here")
     p.add_argument("--json", type=Path, help="write the scores here")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    stylizer = load_stylizer(args.model)
+    stylizer = load_stylizer(args.model, device=args.device)
     photos = held_out(args.photos, args.held_out)
-    inputs = [load_image_tensor(f, args.size) for f in photos]
+    inputs = [load_image_tensor(f, args.size).to(args.device) for f in photos]
     rows, report = [], {}
     for label, options in conditions(stylizer):
         if args.only and not any(o in label for o in args.only):
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<40} mean {row[1]:.3f}  p90 {row[2]:.3f}  max {row[3]:.3f}  ({row[4]})", flush=True)
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            tensor_to_pil(worst[2][0]).save(args.save / f"{label.replace('=', '').replace(',', '_')}_{worst[1]}.png")
+            tensor_to_pil(worst[2][0].cpu()).save(
+                args.save / f"{label.replace('=', '').replace(',', '_')}_{worst[1]}.png"
+            )
     failed = [r for r in rows if r[3] > args.threshold]
     print("\n| condition | mean | p90 | max | worst photo |\n| --- | --- | --- | --- | --- |")
     for r in rows:

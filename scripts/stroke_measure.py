@@ -64,8 +64,8 @@ def criterion_for(model, painting: Path, scale: float, args) -> PerceptualLoss:
         image = torch.nn.functional.interpolate(
             image, size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True
         ).clamp(0, 1)
-    loss = PerceptualLoss(cfg)
-    loss.set_style(image)
+    loss = PerceptualLoss(cfg).to(args.device)
+    loss.set_style(image.to(args.device))
     return loss
 
 
@@ -92,14 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-photos", type=int, default=3)
     p.add_argument("--speed-size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the speed rows are then GPU times)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    model = load_stylizer(args.model)
+    model = load_stylizer(args.model, device=args.device)
     scales, names = model.stroke_scales, model.style_names
     if not scales:
         sys.exit(f"error: {args.model} has no stroke scales (train with stroke_scales=[...])")
     files = held_out(args.photos, args.held_out)
-    photos = [load_image_tensor(f, args.size) for f in files]
+    photos = [load_image_tensor(f, args.size).to(args.device) for f in files]
     settings = strokes_between(scales[0], scales[-1])
 
     print(
@@ -137,15 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                 c, s = losses(model, photos, crit, style=name, stroke=scale)
                 cells = ["-"] * 4
                 if (name, scale) in singles:
-                    alone = load_stylizer(singles[(name, scale)])
+                    alone = load_stylizer(singles[(name, scale)], device=args.device)
                     opts = {"style": name} if alone.num_styles else {}
                     c1, s1 = losses(alone, photos, crit, **opts)
                     cells = [f"{c1:.4f}", f"{s1:.4f}", f"{c / c1:.3f}", f"{s / s1:.3f}"]
                 print(f"| {name} | {scale:g} | {c:.4f} | {s:.4f} | " + " | ".join(cells) + " |", flush=True)
 
     if args.plain:
-        plain = load_stylizer(args.plain)
-        x = torch.rand(1, 3, args.speed_size * 3 // 4, args.speed_size, generator=torch.Generator().manual_seed(0))
+        plain = load_stylizer(args.plain, device=args.device)
+        x = torch.rand(1, 3, args.speed_size * 3 // 4, args.speed_size, generator=torch.Generator().manual_seed(0)).to(
+            args.device
+        )
         popts = {"style": plain.style_names[0]} if plain.num_styles else {}
         a, b = [], []
         for _ in range(args.repeats):  # alternating, so that load changes hit both alike
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, row_names = [], []
         for name in names:
             for _f, x in list(zip(files, photos))[: args.grid_photos]:
-                rows.append([x[0]] + [model(x, style=name, stroke=s)[0] for s in settings])
+                rows.append([x[0].cpu()] + [model(x, style=name, stroke=s)[0].cpu() for s in settings])
                 row_names.append(f"{name}")
         labels = ["photo"] + [f"--stroke {s:g}" for s in settings]
         args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ def _gaussian_blur(y: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def texture(stylized: torch.Tensor, blur: float = 8.0) -> torch.Tensor:
-    """B x 3 x H x W in [0,1] -> B x 1 x H x W: luminance minus its gaussian blur (sigma ``blur`` px)."""
-    s = stylized.float()
+    """B x 3 x H x W in [0,1] -> B x 1 x H x W: luminance minus its gaussian blur (sigma ``blur`` px), on the CPU."""
+    s = stylized.detach().float().cpu()  # a GPU stylizer's output too (the measure is cheap; its tensors are CPU)
     y = 0.299 * s[:, 0:1] + 0.587 * s[:, 1:2] + 0.114 * s[:, 2:3]
     return y - _gaussian_blur(y, blur)
 
