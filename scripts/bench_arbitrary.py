@@ -93,7 +93,7 @@ def quality_model(args: argparse.Namespace):
     from fastst import load_stylizer
 
     onnx = Path(args.model).with_suffix(".onnx")
-    if args.backend == "onnx" and onnx.is_file():
+    if args.backend == "onnx" and onnx.is_file() and args.strength == 1.0:
         print(f"quality pass: {onnx} (fp32 ONNX Runtime)", file=sys.stderr)
         args.backend_used = "fp32 ONNX Runtime"
         return OnnxModel(onnx)
@@ -156,6 +156,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
     xs = [load_image_tensor(p, None) for p in inputs]
     rows, grid_rows = [], []
     t_fastst = 0.0
+    strength = {} if args.strength == 1.0 else {"strength": args.strength}
     for painting in paintings:
         peer_files = cache.outputs(args.peer, painting, inputs)
         loss.set_style(load_image_tensor(painting, cfg.style_size))
@@ -178,7 +179,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             continue
         t = time.perf_counter()
         code = model.encode(painting, args.style_size or None)
-        ys = [model(x, style_code=code) for x in xs]
+        ys = [model(x, style_code=code, **strength) for x in xs]
         t_fastst += time.perf_counter() - t
         terms = {"fastst": [loss_terms(loss, y, x) for x, y in zip(xs, ys)], "peer": peer_terms}
         cells = []
@@ -318,6 +319,7 @@ def main() -> None:
         help="speed: also time fastst with these extra flags, e.g. 'style 256=--style-size 256' (repeatable)",
     )
     p.add_argument("--style-size", type=int, default=512, help="quality: the painting's long side for fastst's code")
+    p.add_argument("--strength", type=float, default=1.0, help="quality: fastst's --strength (torch backend only)")
     p.add_argument("--grid-photos", type=int, default=3)
     p.add_argument("--grid-cell", type=int, default=160)
     p.add_argument("--skip-quality", action="store_true")
