@@ -74,6 +74,8 @@ def speed(stylizer, x, options, repeats: int) -> float:
     for _ in range(repeats):
         t = time.perf_counter()
         stylizer(x, **options)
+        if x.is_cuda:  # kernels run asynchronously: wait for them, or the time is only their launch
+            torch.cuda.synchronize(x.device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
