@@ -100,7 +100,7 @@ def load_photo(path: str, hw: tuple[int, int]) -> Any:
 
 
 def ensure_models(args: argparse.Namespace, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Trained model files for the inference table: ``{"johnson": {...}, "johnson_small": {...}}``.
+    """Trained model files for the inference table: ``{"johnson_full": {...}, "johnson_small": {...}}``.
 
     A model whose outputs cover [0,1] (a trained one) is needed for honest precision differences:
     a random net's outputs sit near 0.5 and hide rounding errors. ``--model`` (default
@@ -110,10 +110,10 @@ def ensure_models(args: argparse.Namespace, inputs: dict[str, Any]) -> dict[str,
     """
     models: dict[str, dict[str, Any]] = {}
     network = "vgg16" if inputs["vgg16"] != "random" else "vgg19"
-    for name in ("johnson", "johnson_small"):
+    for name in ("johnson_full", "johnson_small"):
         if name == "johnson_small" and args.no_small:
             continue
-        if name == "johnson" and args.model and Path(args.model).is_file():
+        if name == "johnson_full" and args.model and Path(args.model).is_file():
             models[name] = {"path": str(args.model), "source": f"{args.model}"}
             continue
         key = f"{name}_{network}_{Path(inputs['style']).stem}_{args.model_size}px_{args.model_steps}steps"
@@ -263,10 +263,10 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
         others = foreign_cpu(counters, cpu_counters())
         for model_name, option, _, row in runners:
             rows.append({**_finish_infer_row(row), "foreign_cpu": others})
-            if model_name == "johnson" and option.name == "fp32 eager" and allocator_active() and not args.in_process:
-                rows.append(_default_malloc_row(args, models["johnson"]["path"], hw, chosen))
+            if model_name == "johnson_full" and option.name == "fp32 eager" and allocator_active() and not args.in_process:
+                rows.append(_default_malloc_row(args, models["johnson_full"]["path"], hw, chosen))
     # ratios against the default net's fp32 eager at the same size
-    base = {r["size"]: r.get("seconds") for r in rows if r["model"] == "johnson" and r["option"] == "fp32 eager"}
+    base = {r["size"]: r.get("seconds") for r in rows if r["model"] == "johnson_full" and r["option"] == "fp32 eager"}
     for r in rows:
         if r.get("seconds") and base.get(r["size"]):
             r["speedup"] = base[r["size"]] / r["seconds"]
@@ -281,7 +281,7 @@ def _default_malloc_row(args: argparse.Namespace, model_path: str, hw: tuple[int
     spec = {"kind": "infer_eager", "device": args.device, "model_path": model_path, "hw": list(hw)}
     spec.update(photos=photos, warmup=args.warmup, repeats=args.repeats)
     result = run_worker(spec, args)
-    row = {"size": size_label(hw), "model": "johnson", "option": DEFAULT_MALLOC_OPTION, "backend": "torch"}
+    row = {"size": size_label(hw), "model": "johnson_full", "option": DEFAULT_MALLOC_OPTION, "backend": "torch"}
     row.update(dtype="fp32", channels_last=False, compile=False, foreign_cpu=result.get("foreign_cpu"))
     if "error" in result:
         return {**row, "status": "error", "reason": result["error"]}

@@ -43,7 +43,7 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
         tr.result["speedup"] = ips / ref_ips if ips and ref_ips else None
     cells: dict[str, Any] = {}
     for tr in train_rows:
-        if tr.kind != "fastst" or tr.model != "johnson" or tr.ablation or not tr.result.get("speedup"):
+        if tr.kind != "fastst" or tr.model != "johnson_full" or tr.ablation or not tr.result.get("speedup"):
             continue
         key = f"{tr.network}_b{tr.batch_size}"
         if key not in cells or tr.result["speedup"] > cells[key]["speedup"]:
@@ -58,7 +58,7 @@ def summarize(train_rows: list[TrainRow], infer_rows: list[dict[str, Any]], args
     candidates = [
         r
         for r in infer_rows
-        if r["size"] == label and r["model"] == "johnson" and r.get("seconds") and r["option"] != "fp32 eager"
+        if r["size"] == label and r["model"] == "johnson_full" and r.get("seconds") and r["option"] != "fp32 eager"
     ]
     ok = [r for r in candidates if r.get("max_abs_diff") is not None and r["max_abs_diff"] < DIFF_LIMIT]
     best = min(ok, key=lambda r: r["seconds"]) if ok else None

@@ -274,7 +274,7 @@ class TrainRow:
     batch_size: int
     name: str  # "reference", "fastst", "fastst small"
     kind: str  # reference | fastst
-    model: str = "johnson"
+    model: str = "johnson_full"
     flags: Flags = field(default_factory=Flags)
     data: str = "folder"
     result: dict[str, Any] = field(default_factory=dict)
@@ -314,7 +314,7 @@ def guess_flags(args: argparse.Namespace) -> Flags:
 
 def best_flags(rows: list[TrainRow], network: str, batch: int, default: Flags) -> Flags:
     """The settings of the fastest fastst row of a cell (default net); ``default`` if there is none."""
-    cell = [r for r in rows if r.kind == "fastst" and r.model == "johnson" and r.network == network]
+    cell = [r for r in rows if r.kind == "fastst" and r.model == "johnson_full" and r.network == network]
     cell = [r for r in cell if r.batch_size == batch and r.result.get("images_per_s") and not r.ablation]
     if not cell:
         return default
@@ -327,7 +327,7 @@ def _resolved_matmul(rows: list[TrainRow], flags: Flags) -> str | None:
 
 
 def _fastst_row(network: str, batch: int, flags: Flags, data: str, small: bool = False) -> TrainRow:
-    name, model = ("fastst small", "johnson_small") if small else ("fastst", "johnson")
+    name, model = ("fastst small", "johnson_small") if small else ("fastst", "johnson_full")
     return TrainRow(network, batch, name, "fastst", model, flags, data)
 
 

@@ -79,8 +79,8 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
     sizes = {r["size"] for r in data["infer"]}
     assert sizes == {"64x64", "96x64"}
     ok = [r for r in data["infer"] if r["status"] == "ok"]
-    assert {r["model"] for r in ok} == {"johnson", "johnson_small"}
-    eager = {r["size"]: r["seconds"] for r in ok if r["model"] == "johnson" and r["option"] == "fp32 eager"}
+    assert {r["model"] for r in ok} == {"johnson_full", "johnson_small"}
+    eager = {r["size"]: r["seconds"] for r in ok if r["model"] == "johnson_full" and r["option"] == "fp32 eager"}
     for row in ok:  # seconds: the median of the times reported; fps and speed-up follow from them
         assert row["times"] and all(t > 0 for t in row["times"]), row
         assert row["seconds"] == pytest.approx(statistics.median(row["times"]), abs=1e-4)
@@ -91,7 +91,7 @@ def test_bench_micro_run_prints_tables_and_writes_json(tmp_path: Path, photos_di
     # no 1024 px size in this run: the headline falls back to the largest size measured, and is the
     # fastest accurate option there over fp32 eager (--in-process: no separate default-allocator row)
     assert data["summary"]["infer_size"] == "96x64"
-    options = [r for r in ok if r["size"] == "96x64" and r["model"] == "johnson" and r["option"] != "fp32 eager"]
+    options = [r for r in ok if r["size"] == "96x64" and r["model"] == "johnson_full" and r["option"] != "fp32 eager"]
     best = min((r for r in options if r["max_abs_diff"] < 0.05), key=lambda r: r["seconds"])
     assert data["infer_speedup_1024"] == pytest.approx(eager["96x64"] / best["seconds"], rel=1e-9)
 
@@ -176,7 +176,7 @@ def test_x_ref_is_over_the_reference_loop_on_the_default_allocator(tmp_path: Pat
     fast_ablation.result, fast_ablation.ablation = {"images_per_s": 2.5}, True
     rows.append(fast_ablation)
     assert training.best_flags(rows, "vgg19", 4, training.REFERENCE) == fast
-    at = {"size": "1024x1024", "model": "johnson"}
+    at = {"size": "1024x1024", "model": "johnson_full"}
     infer = [  # the plain-PyTorch baseline's process failed: the same-process ratio, no crash
         {**at, "option": "fp32 eager", "seconds": 1.0, "speedup": 1.0},
         {**at, "option": inference.DEFAULT_MALLOC_OPTION, "status": "error"},

@@ -65,6 +65,27 @@ def test_johnson2016_is_the_paper(tmp_path: Path) -> None:
     assert list(cfg.loss.style_layers) == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
     assert (cfg.data.image_size, cfg.data.batch_size, cfg.trainer.max_steps) == (256, 4, 40000)
     assert cfg.model.optimizer.lr == 1e-3 and cfg.loss.tv_weight > 0
+    assert (cfg.model.net.channels, cfg.model.net.outer_kernel) == (32, 9)  # the paper's net, not fastst's default
+
+
+# parameters of the net each single-style model option builds (docs/deploy.md, "The default net")
+NET_SIZES = {
+    None: (16, 5, 419_523),  # no model= given: fastst's default, half Johnson's width, 5x5 outer convolutions
+    "johnson": (16, 5, 419_523),
+    "johnson_full": (32, 9, 1_679_235),  # Johnson et al. / pytorch/examples
+    "johnson_small": (16, 9, 424_899),
+    "johnson_shallow": (32, 9, 1_087_875),
+    "johnson_tiny": (8, 5, 106_083),
+}
+
+
+@pytest.mark.parametrize("option", list(NET_SIZES))
+def test_model_options_build_their_nets(option: str | None, tmp_path: Path) -> None:
+    cfg = compose(["data.root=/photos"] + ([f"model={option}"] if option else []), tmp_path)
+    net = models.build_net(cfg.model.get("family"), OmegaConf.to_container(cfg.model.net))
+    channels, kernel, params = NET_SIZES[option]
+    assert (net.config.channels, net.config.outer_kernel) == (channels, kernel)
+    assert sum(p.numel() for p in net.parameters()) == params
 
 
 def test_style_dir_env(tmp_path: Path, monkeypatch) -> None:

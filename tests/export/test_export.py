@@ -107,9 +107,9 @@ def test_metadata_round_trips(ckpt, model_file) -> None:
         assert json.loads(f.metadata()["fastst"]) == meta  # one JSON string under "fastst"
     source = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert meta["format"] == "fastst-stylizer" and meta["format_version"] == FORMAT_VERSION
-    # configs/model/johnson.yaml's net, with the two sizes the fixture overrides (tests.conftest.fast_overrides)
+    # configs/model/johnson.yaml's net, with the three sizes the fixture overrides (tests.conftest.fast_overrides)
     yaml_net = yaml.safe_load((ROOT / "fastst" / "configs" / "model" / "johnson.yaml").read_text())["net"]
-    expected_net = {**yaml_net, "channels": 8, "num_res_blocks": 1}
+    expected_net = {**yaml_net, "channels": 8, "num_res_blocks": 1, "outer_kernel": 9}
     assert meta["net"] == source["fastst"]["net"] == expected_net
     style = meta["style"]
     assert (style["name"], style["title"], style["artist"], style["year"]) == (
