@@ -52,7 +52,8 @@ def main() -> None:
             shrink(f, out / "paint_val" / (f.stem + ".jpg"), 288, 85)
     for name in ("vincent_van_gogh_001", "claude_monet_001"):
         shutil.copy(data / f"paintings/train/{name}.jpg", out / "pair")
-    shutil.copy(data / "styles/starry_night.jpg", out / "styles")
+    for name in ("starry_night", "the_scream"):  # the_scream: run3.sh
+        shutil.copy(data / f"styles/{name}.jpg", out / "styles")
 
 
 if __name__ == "__main__":
