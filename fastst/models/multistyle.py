@@ -38,9 +38,12 @@ class MultiStyleConfig(NetConfig):
     num_res_blocks: int = 5
     upsample: Literal["nearest", "transpose"] = "nearest"
     output: Literal["sigmoid", "clamp"] = "sigmoid"
+    # first and last convolution, as the johnson family's: 9 (Johnson's) here; a default single-style
+    # model (model=johnson, 5x5) keeps its 5 when it becomes a multi-style net through init_from
+    outer_kernel: int = 9
 
     def __post_init__(self) -> None:
-        for name in ("num_styles", "channels", "num_res_blocks"):
+        for name in ("num_styles", "channels", "num_res_blocks", "outer_kernel"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"model.net.{name} must be an integer, got {value!r}")
@@ -49,6 +52,8 @@ class MultiStyleConfig(NetConfig):
                 "model.net.num_styles and model.net.channels must be >= 1 and model.net.num_res_blocks >= 0, "
                 f"got {self.num_styles}, {self.channels} and {self.num_res_blocks}"
             )
+        if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
+            raise ConfigError(f"model.net.outer_kernel must be an odd integer >= 1, got {self.outer_kernel}")
         for name, allowed in (("upsample", ("nearest", "transpose")), ("output", ("sigmoid", "clamp"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -147,9 +152,9 @@ class MultiStyleNet(nn.Module):
     def __init__(self, config: MultiStyleConfig | None = None) -> None:
         super().__init__()
         self.config = config or MultiStyleConfig()
-        c, n = self.config.channels, self.config.num_styles
+        c, n, k = self.config.channels, self.config.num_styles, self.config.outer_kernel
         self.encoder = _Conditional(
-            _conv_layer(3, c, 9, n),  # B x c x H x W
+            _conv_layer(3, c, k, n),  # B x c x H x W
             _conv_layer(c, 2 * c, 3, n, stride=2),  # B x 2c x H/2 x W/2
             _conv_layer(2 * c, 4 * c, 3, n, stride=2),  # B x 4c x H/4 x W/4
         )
@@ -157,7 +162,7 @@ class MultiStyleNet(nn.Module):
         self.decoder = _Conditional(
             _upsample_layer(4 * c, 2 * c, self.config.upsample, n),  # B x 2c x H/2 x W/2
             _upsample_layer(2 * c, c, self.config.upsample, n),  # B x c x H x W
-            _conv_layer(c, 3, 9, n, norm=False, relu=False),  # B x 3 x H x W
+            _conv_layer(c, 3, k, n, norm=False, relu=False),  # B x 3 x H x W
         )
 
     @property

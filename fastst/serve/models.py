@@ -179,7 +179,7 @@ def describe(
         "year": style.get("year"),
         "steps": training.get("steps"),
         "family": metadata.get("family") or "johnson",
-        "net": {k: net[k] for k in ("channels", "num_res_blocks") if k in net},
+        "net": {k: net[k] for k in ("channels", "num_res_blocks", "outer_kernel") if k in net},
         "quantization": metadata.get("quantization"),
         "style_weight": loss.get("style_weight"),
         "created": metadata.get("created"),
@@ -225,8 +225,11 @@ class ModelSet(Mapping[str, ServedModel]):
 
         def cost(m: ServedModel) -> float:
             net = m.info.get("net") or {}
-            c, blocks = net.get("channels", 32), net.get("num_res_blocks", 5)
-            return BACKEND_COST.get(m.backend, 1.0) * c * c * (blocks + 4)
+            c, blocks, k = net.get("channels", 32), net.get("num_res_blocks", 5), net.get("outer_kernel", 9)
+            # multiply-adds per output pixel of the Johnson net: the two KxK outer convolutions at full
+            # resolution, the stride-2 and upsampling convolutions and the residual blocks (161 G for
+            # 32 channels, 9x9, 5 blocks at 1024x1024, torch.utils.flop_counter; docs/deploy.md)
+            return BACKEND_COST.get(m.backend, 1.0) * (6 * c * k * k + c * c * (45 + 18 * blocks))
 
         return min(self._models.values(), key=cost).name
 

@@ -241,6 +241,31 @@ def test_add_a_style_trains_only_the_new_rows(photos_dir, styles_dir, tmp_path) 
             assert torch.equal(new[k], v), k
 
 
+@pytest.mark.slow  # two short trainings: about 8 s
+def test_a_default_single_style_model_grows_into_a_multistyle_net(photos_dir, styles_dir, tmp_path) -> None:
+    """init_from a model=johnson run (the default: 5x5 outer convolutions since issue 28) keeps its net."""
+    from fastst.modelfile.schema import style_names
+    from fastst.modelfile.weights import load_model_file
+    from fastst.training.pipeline import train
+
+    base_overrides = fast_overrides(photos_dir, styles_dir, "trainer.max_steps=2", "callbacks.preview=null")
+    train(compose(base_overrides, tmp_path / "base"))
+    base_file = tmp_path / "base" / "export" / "starry_night.safetensors"
+    base, base_meta = load_model_file(base_file)
+    assert base_meta["net"]["outer_kernel"] == 5  # the default model's
+    extra = ["model=multistyle", f"init_from={base_file}", "styles=[the_scream]", "trainer.max_steps=2"]
+    train(compose(fast_overrides(photos_dir, styles_dir, *extra, "callbacks.preview=null"), tmp_path / "grown"))
+    net, meta = load_model_file(tmp_path / "grown" / "export" / "starry_night-the_scream.safetensors")
+    assert style_names(meta) == ["starry_night", "the_scream"] and net.num_styles == 2
+    assert (meta["net"]["outer_kernel"], meta["net"]["channels"]) == (5, 8)
+    old, new = base.state_dict(), net.state_dict()
+    for k, v in old.items():
+        if new[k].dim() == 2:  # norm tables: row 0 is the single-style net's norm, untouched
+            assert torch.equal(new[k][0], v), k
+        else:  # shared convolutions are frozen (trainable=auto: norm with init_from)
+            assert torch.equal(new[k], v), k
+
+
 def test_styles_need_the_multistyle_model(photos_dir, styles_dir, tmp_path) -> None:
     from fastst.errors import ConfigError
     from fastst.training.pipeline import build

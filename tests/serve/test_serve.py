@@ -108,7 +108,7 @@ def test_gallery_lists_each_model_with_what_its_file_says(client, models_dir) ->
     waves = by_name["tiny_waves"]
     assert (waves["title"], waves["artist"], waves["year"], waves["steps"]) == ("Tiny Waves", "Test Painter", 1901, 123)
     assert waves["file"] == "waves.safetensors" and by_name["tiny_dots"]["steps"] == 456
-    assert waves["net"] == {"channels": 8, "num_res_blocks": 1}
+    assert waves["net"] == {"channels": 8, "num_res_blocks": 1, "outer_kernel": 9}
     assert info["device"] == "cpu" and info["dtype"] == "fp32"
     assert info["limits"]["max_size"] == 2048 and info["limits"]["default_size"] == 512
     assert str(models_dir) not in client.get("/api/models").text  # file names only, no server directories
@@ -924,3 +924,16 @@ def test_one_named_model_is_served_as_the_variant_stylize_would_run(tmp_path, mo
     served = load_models([waves], device="cpu")
     assert list(served) == ["tiny_waves"] and served["tiny_waves"].backend == "onnxruntime fp32"
     assert "failed its check" in served["tiny_waves"].info["chosen"]
+
+
+def test_fastest_counts_the_outer_kernel() -> None:
+    """The camera's default is the net with the least work per pixel: a 5x5 default net beats a 9x9 one of its width."""
+    from fastst.serve.models import ModelSet, ServedModel
+
+    def served(name: str, k: int, channels: int = 16, backend: str = "torch fp32") -> ServedModel:
+        info = {"net": {"channels": channels, "num_res_blocks": 5, "outer_kernel": k}}
+        return ServedModel(name, None, name + ".safetensors", info, backend)
+
+    assert ModelSet([served("k9", 9), served("k5", 5)]).fastest() == "k5"
+    assert ModelSet([served("k5", 5), served("wide", 9, channels=32)]).fastest() == "k5"
+    assert ModelSet([served("k5", 5), served("k9-int8", 9, backend="onnxruntime int8")]).fastest() == "k9-int8"

@@ -48,7 +48,10 @@ function renderGallery(models) {
     const facts = [];
     if (m.style) facts.push(`style ${m.style}`);
     if (m.steps !== null && m.steps !== undefined) facts.push(`${Number(m.steps).toLocaleString("en")} training steps`);
-    if (m.net && m.net.channels) facts.push(`${m.family} net, ${m.net.channels} ch, ${m.net.num_res_blocks} blocks`);
+    if (m.net && m.net.channels) {
+      const k = m.net.outer_kernel ? `, ${m.net.outer_kernel}x${m.net.outer_kernel} outer convs` : "";
+      facts.push(`${m.family} net, ${m.net.channels} ch, ${m.net.num_res_blocks} blocks${k}`);
+    }
     card.append(el("span", "facts", facts.join(" · ")));
     card.append(el("span", "backend", m.backend + (m.fastest && models.length > 1 ? " · fastest here" : "")));
     card.append(el("span", "file", m.file));
