@@ -74,7 +74,8 @@ def train_single(args: argparse.Namespace, train: Path, style: str, every: int |
         every = every or args.steps
         run(
             [
-                sys.executable, "-m", "fastst", "train", f"style={style}",
+                # model=johnson_full: the multi-style net's width (32 channels, 9x9), not today's default
+                sys.executable, "-m", "fastst", "train", f"style={style}", "model=johnson_full",
                 *common_overrides(args, train, args.steps),
                 f"callbacks.model_checkpoint.every_n_train_steps={every}",
                 f"callbacks.preview.every_n_steps={args.steps}",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Quality of the half-width net (model=johnson_small, 16 channels) against the default net
-# (model=johnson, 32 channels): both trained the same way with `fastst train`, then scored by
+# Quality of the half-width net (model=johnson_small, 16 channels, 9x9) against Johnson's full net
+# (model=johnson_full, 32 channels; the default until issue 28): both trained the same way with `fastst train`, then scored by
 # `fastst evaluate` on held-out photos (content loss, style loss, SSIM to the content).
 #
 #   bash scripts/small_net_quality.sh [WORK_DIR]        # ~9 min on a 2-core CPU
@@ -39,7 +39,7 @@ for i in "${!files[@]}"; do
 done
 echo "$((n - HELD_OUT)) training photos, $HELD_OUT held out"
 
-for model in johnson johnson_small; do
+for model in johnson_full johnson_small; do
   run="$WORK/run_$model"
   rm -rf "$run"
   start=$(date +%s)
@@ -53,6 +53,6 @@ for model in johnson johnson_small; do
   fastst evaluate "$run/export/starry_night.safetensors" --content "$WORK/val" --style "$STYLE" \
     --size 256 -o "$WORK/eval_$model.json" --network vgg16 --loss-weights "$VGG16" --preprocessing caffe
 done
-for model in johnson johnson_small; do
+for model in johnson_full johnson_small; do
   echo; echo "## $model"; cat "$WORK/eval_$model.md"
 done

@@ -11,8 +11,9 @@ One run compares, on the same machine and the same photos:
   (``trainer.precision=auto``) and each ``speed.*`` option; the fastest is "fastst best".
 * **Inference** (seconds per image at 512, 1024 and 1920x1080 px): fp32 eager against each of fastst's
   options (bf16/fp16 autocast, channels_last, ``torch.compile``, ONNX Runtime) through
-  ``fastst.inference.stylizer.Stylizer``, with the max abs difference to fp32 eager on real photos, for the
-  default net and the half-width ``model=johnson_small``.
+  ``fastst.inference.stylizer.Stylizer``, with the max abs difference to fp32 eager on real photos, for
+  Johnson's net (``model=johnson_full``, the net the training rows compare with pytorch/examples; the default
+  until issue 28) and the half-width ``model=johnson_small``.
 
 Every training configuration runs in a fresh subprocess (``python -m fastst.benchmarks.worker``): peak
 memory is that process's peak RSS increase over its RSS when the loop starts (CUDA: peak allocated

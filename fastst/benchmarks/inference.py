@@ -263,9 +263,10 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
         others = foreign_cpu(counters, cpu_counters())
         for model_name, option, _, row in runners:
             rows.append({**_finish_infer_row(row), "foreign_cpu": others})
-            if model_name == "johnson_full" and option.name == "fp32 eager" and allocator_active() and not args.in_process:
+            baseline = model_name == "johnson_full" and option.name == "fp32 eager"
+            if baseline and allocator_active() and not args.in_process:
                 rows.append(_default_malloc_row(args, models["johnson_full"]["path"], hw, chosen))
-    # ratios against the default net's fp32 eager at the same size
+    # ratios against Johnson's net's (johnson_full) fp32 eager at the same size
     base = {r["size"]: r.get("seconds") for r in rows if r["model"] == "johnson_full" and r["option"] == "fp32 eager"}
     for r in rows:
         if r.get("seconds") and base.get(r["size"]):
@@ -277,7 +278,7 @@ def run_inference(args: argparse.Namespace, inputs: dict[str, Any], models: dict
 
 
 def _default_malloc_row(args: argparse.Namespace, model_path: str, hw: tuple[int, int], photos: list[str]) -> dict:
-    """The default net's fp32 eager time in a fresh process on glibc's default allocator."""
+    """Johnson's net's (johnson_full) fp32 eager time in a fresh process on glibc's default allocator."""
     spec = {"kind": "infer_eager", "device": args.device, "model_path": model_path, "hw": list(hw)}
     spec.update(photos=photos, warmup=args.warmup, repeats=args.repeats)
     result = run_worker(spec, args)

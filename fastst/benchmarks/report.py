@@ -139,8 +139,8 @@ def render(result: dict[str, Any]) -> str:
                 f"{s['infer_speedup_1024_same_process']:.2f}x"
             )
     notes = [
-        "x ref: images/s over the reference loop's at the same loss and batch; x fp32: fp32 eager s/image (default "
-        "net, same size) over this row's.",
+        "x ref: images/s over the reference loop's at the same loss and batch; x fp32: fp32 eager s/image (Johnson's "
+        "net, johnson_full, same size) over this row's.",
         "max abs diff: vs the same model's fp32 eager output, over all timed real photos, images in [0,1].",
         "compile/setup s: one-time cost (torch.compile: first call minus a steady call; ONNX Runtime: export "
         "+ session + first call).",
@@ -162,7 +162,7 @@ def render(result: dict[str, Any]) -> str:
         )
     if any(r["option"] == DEFAULT_MALLOC_OPTION for r in infer):
         notes.append(
-            f"{DEFAULT_MALLOC_OPTION}: plain PyTorch, the default net's fp32 eager in a fresh process on glibc's "
+            f"{DEFAULT_MALLOC_OPTION}: plain PyTorch, Johnson's net's fp32 eager in a fresh process on glibc's "
             "default allocator; every other inference row runs in this process, which keeps freed memory as "
             "fastst stylize does (--default-malloc: it does not)."
         )

@@ -313,7 +313,7 @@ def guess_flags(args: argparse.Namespace) -> Flags:
 
 
 def best_flags(rows: list[TrainRow], network: str, batch: int, default: Flags) -> Flags:
-    """The settings of the fastest fastst row of a cell (default net); ``default`` if there is none."""
+    """The settings of the fastest fastst row of a cell (Johnson's net, johnson_full); ``default`` if there is none."""
     cell = [r for r in rows if r.kind == "fastst" and r.model == "johnson_full" and r.network == network]
     cell = [r for r in cell if r.batch_size == batch and r.result.get("images_per_s") and not r.ablation]
     if not cell:

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.6,
         help="largest output, width x height in millions: bounds each request's peak memory (default: 1.6, "
-        "about 1.2 GB for the default net on torch fp32 on the CPU: docs/serve.md)",
+        "about 1.2 GB for Johnson's 32-channel net on torch fp32 on the CPU: docs/serve.md)",
     )
     p.add_argument(
         "--min-upload-kbps",

@@ -7,7 +7,7 @@ upsampling and the output sigmoid stay fp32, because every instance norm renorma
 and an int8 copy of its statistics would shift the tone of the whole image. The convolutions with
 3 input or output channels, which face the RGB image, stay fp32 as well (:func:`image_convs`): on
 ONNX Runtime's CPU provider an int8 convolution with a 9x9 kernel and 3 channels is slower than the
-fp32 one and builds buffers of hundreds of MB at 1024 px (measured on the default net at 1024 px:
+fp32 one and builds buffers of hundreds of MB at 1024 px (measured on Johnson's 32-channel net at 1024 px:
 about 950K page faults in the first run against 210K with them in fp32, and less CPU time per warm
 run), and leaving them fp32 also lowers the error (docs/deploy.md, "Run 3"). In a current export
 of a net wider than 3 channels that is the first convolution only: the last one is written as a

@@ -7,8 +7,8 @@ export, :func:`fastst.export.convert.export_onnx`); the measurements are in docs
 
 A transform net ends in a stride-1 convolution with 3 output channels (RGB) and a large kernel
 (9x9 in the Johnson net). CPU convolution kernels work on blocks of output channels (ONNX Runtime's
-NCHWc layout: 16 on AVX-512), so 3 output channels fill a fifth of every block: on the default net
-at 1024 px this one layer took about a fifth of ONNX Runtime's time for 5% of the multiply-adds.
+NCHWc layout: 16 on AVX-512), so 3 output channels fill a fifth of every block: on Johnson's 32-channel
+net at 1024 px this one layer took about a fifth of ONNX Runtime's time for 5% of the multiply-adds.
 
 :class:`BlockedConv2d` computes the same output as a stride-r convolution with r^2 x 3 output
 channels: output pixel ``(r*a + p, r*b + q)`` of channel ``o`` is channel ``o*r*r + p*r + q`` at

@@ -1,13 +1,14 @@
-"""Build the gpu/ folder that scripts/gpu_session/run.sh reads on a lent GPU machine (docs/real_scale.md).
+"""Build the gpu/ folder that scripts/gpu_session/run*.sh read on a lent GPU machine (docs/real_scale.md).
 
 The device tool sends the repo plus carried paths, 64 MiB in all, and the machine reaches no network, so the
 data travels shrunk: VGG-16 caffe conv1_1..conv4_3 in fp16 (15 MB, loaded back as fp32), the 450 training
 photos at 256 px on the short side (the default crop, so the loader's resize is a no-op), the 615 train/
 paintings at 256 px (AdaIN crops 256 px of them), the 50 held-out photos as they are, the val/ paintings at
-288 px, and the two paintings of the stroke net at full size (their Gram targets are computed from them).
+288 px, the two paintings of the stroke net at full size (their Gram targets are computed from them), and
+the shipped starry_night and the_scream (run3.sh).
 
     python scripts/gpu_session/prepare.py --train-photos /tmp/photos_train --val-photos /tmp/photos_val
-    cp scripts/gpu_session/run*.sh gpu/   # then, on the device: bash gpu/run.sh ; bash gpu/run2.sh
+    cp scripts/gpu_session/run*.sh gpu/   # then, on the device: bash gpu/run.sh ; bash gpu/run2.sh ; bash gpu/run3.sh
 """
 
 from __future__ import annotations

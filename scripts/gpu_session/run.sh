@@ -39,8 +39,9 @@ for k in 1 2.83 8; do
   tr vg_$k $N $th model=multistyle "styles=[$VG]" "stroke_scales=[$k]" data.num_workers=1 &
   tr mo_$k $N $th model=multistyle "styles=[$MO]" "stroke_scales=[$k]" data.num_workers=1 &
 done
-# the default recipe at its real scale (256 px), VGG-16 caffe for the torchvision VGG-19 it would download
-tr starry $((6 * N)) 1 style=starry_night data.num_workers=2 &
+# the default recipe at its real scale (256 px), VGG-16 caffe for the torchvision VGG-19 it would download;
+# the default net was then Johnson's 32 channels and 9x9, today's model=johnson_full
+tr starry $((6 * N)) 1 style=starry_night model=johnson_full data.num_workers=2 &
 # issue 25: AdaIN (the CPU preset's net and criterion) at 256 px, batch 8, as many steps as the time allows
 if [ "$DEV" = cuda ]; then AEXTRA="trainer.accelerator=gpu trainer.benchmark=true data.image_size=256 data.resize=256 data.style_resize=256 data.batch_size=8 data.num_workers=3"; else AEXTRA="data.image_size=64 data.resize=64 data.style_resize=64"; fi
 OMP_NUM_THREADS=1 $PY -m fastst train experiment=arbitrary_cpu $AEXTRA \
