@@ -42,6 +42,13 @@ class NetConfig:
         return cls(**data)
 
 
+def check_outer_kernel(value: int, prefix: str) -> None:
+    """``outer_kernel`` (the first and last convolution of the johnson and multistyle nets) is odd and >= 1;
+    ``prefix`` is how the family's errors spell the config path (``model.`` or ``model.net.``)."""
+    if value < 1 or value % 2 == 0:
+        raise ConfigError(f"{prefix}outer_kernel must be an odd integer >= 1, got {value}")
+
+
 def families() -> list[str]:
     """The model families installed in this package."""
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from fastst.errors import ConfigError
-from fastst.models import NetConfig
+from fastst.models import NetConfig, check_outer_kernel
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ class TransformerConfig(NetConfig):
                 f"model.channels must be >= 1 and model.num_res_blocks >= 0, "
                 f"got {self.channels} and {self.num_res_blocks}"
             )
-        if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
-            raise ConfigError(f"model.outer_kernel must be an odd integer >= 1, got {self.outer_kernel}")
+        check_outer_kernel(self.outer_kernel, "model.")
         for name, allowed in (
             ("upsample", ("nearest", "transpose")),
             ("norm", ("instance", "batch")),

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fastst.errors import ConfigError
-from fastst.models import NetConfig
+from fastst.models import NetConfig, check_outer_kernel
 from fastst.models.johnson import upsample_convs
 
 
@@ -52,8 +52,7 @@ class MultiStyleConfig(NetConfig):
                 "model.net.num_styles and model.net.channels must be >= 1 and model.net.num_res_blocks >= 0, "
                 f"got {self.num_styles}, {self.channels} and {self.num_res_blocks}"
             )
-        if self.outer_kernel < 1 or self.outer_kernel % 2 == 0:
-            raise ConfigError(f"model.net.outer_kernel must be an odd integer >= 1, got {self.outer_kernel}")
+        check_outer_kernel(self.outer_kernel, "model.net.")
         for name, allowed in (("upsample", ("nearest", "transpose")), ("output", ("sigmoid", "clamp"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
