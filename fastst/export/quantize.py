@@ -15,8 +15,11 @@ of a net wider than 3 channels that is the first convolution only: the last one 
 
 The int8 graph is then compared with the fp32 one on photos *not* used for calibration
 (``--holdout DIR``, or the last 20% of the calibration photos): max and mean abs difference of the
-outputs in [0,1] RGB. A mean above ``--max-diff`` (default :data:`DEFAULT_MAX_DIFF`) refuses the
-result: nothing is written, one ``error:`` line, exit 2; ``--force`` writes it with a warning.
+outputs in [0,1] RGB. The bound holds photo by photo: if any held-out photo's mean abs difference is
+above ``--max-diff`` (default :data:`DEFAULT_MAX_DIFF`), the result is refused: nothing is written, one
+``error:`` line, exit 2; ``--force`` writes it with a warning. (It used to bound the mean over all the
+held-out photos: Johnson's 32-channel net passed at 0.01999 on 8 photos and was 0.027 on one of 50
+others, visibly pinker; docs/deploy.md, "The default net".)
 The int8 file keeps the ``fastst`` metadata of the fp32 one, plus ``quantization: "int8 static"``
 and the measured differences (``int8``); the same report is written as ``OUT.json``.
 
@@ -208,7 +211,13 @@ def int8_difference(
         d = np.abs(a.astype(np.float64) - b)
         worst, total, count = max(worst, float(d.max())), total + float(d.sum()), count + d.size
         per_photo[path.name] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
-    return {"max_abs_diff": worst, "mean_abs_diff": total / max(1, count), "photos": per_photo}
+    worst_photo = max((d["mean_abs_diff"] for d in per_photo.values()), default=0.0)
+    return {
+        "max_abs_diff": worst,
+        "mean_abs_diff": total / max(1, count),
+        "worst_photo_mean_abs_diff": worst_photo,
+        "photos": per_photo,
+    }
 
 
 def quantize_onnx(
@@ -288,6 +297,7 @@ def quantize_onnx(
             "holdout_photos": len(held),
             "max_abs_diff": diffs["max_abs_diff"],
             "mean_abs_diff": diffs["mean_abs_diff"],
+            "worst_photo_mean_abs_diff": diffs["worst_photo_mean_abs_diff"],
             "max_diff_bound": max_diff,
             "per_photo": diffs["photos"],
             "fp32_bytes": model.stat().st_size,
@@ -295,16 +305,18 @@ def quantize_onnx(
         }
         line = (
             f"int8 vs fp32 on {len(held)} held-out photo(s) at {size} px: max abs diff "
-            f"{diffs['max_abs_diff']:.4f}, mean abs diff {diffs['mean_abs_diff']:.4f} (bound {max_diff:g})"
+            f"{diffs['max_abs_diff']:.4f}, mean abs diff {diffs['mean_abs_diff']:.4f}, worst photo's "
+            f"{diffs['worst_photo_mean_abs_diff']:.4f} (bound {max_diff:g} on every photo)"
         )
-        if not diffs["mean_abs_diff"] <= max_diff:
+        if not diffs["worst_photo_mean_abs_diff"] <= max_diff:
             if not force:
                 raise UsageError(
                     f"{line}: above --max-diff, so {out} was not written (--force writes it anyway; "
                     "more or more typical calibration photos may help)"
                 )
             print(f"warning: {line}: above --max-diff; written anyway (--force)", file=sys.stderr)
-        summary = {k: report[k] for k in ("max_abs_diff", "mean_abs_diff", "holdout_photos", "max_diff_bound")}
+        keys = ("max_abs_diff", "mean_abs_diff", "worst_photo_mean_abs_diff", "holdout_photos", "max_diff_bound")
+        summary = {k: report[k] for k in keys}
         write_onnx_metadata(tmp_out, {**fp32.metadata, "quantization": "int8 static", "int8": summary})
         report["int8_bytes"] = tmp_out.stat().st_size  # the file as written, metadata included
         os.replace(tmp_out, out)

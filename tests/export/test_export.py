@@ -325,3 +325,26 @@ def test_int8_copy_failing_its_check_is_not_shipped(model_file, tmp_path) -> Non
     assert not stale.exists() and not stale.with_suffix(".json").exists()
     assert report["int8"]["shipped"] is False and "above --max-diff" in report["int8"]["reason"]
     assert json.loads(copy.with_suffix(".export.json").read_text()) == report
+
+
+def test_int8_bound_holds_for_every_held_out_photo_not_their_mean(model_file, tmp_path) -> None:
+    """A bound between the photos' pooled mean difference and the worst photo's refuses the int8 copy (the
+    pooled mean let Johnson's 32-channel net ship at 0.01999 while one held-out photo was at 0.027)."""
+    from fastst.export.convert import write_fast_files
+    from tests.conftest import synthetic_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):  # the last 20% (2) are held out
+        synthetic_image(3 * i, (72, 64)).save(photos / f"p{i}.png")
+    copy = tmp_path / "export" / model_file.name
+    copy.parent.mkdir()
+    copy.write_bytes(model_file.read_bytes())
+    loose = write_fast_files(copy, photos, size=64, count=4, max_diff=1.0)["int8"]
+    check = json.loads(copy.with_name(copy.stem + ".int8.json").read_text())
+    per_photo = [d["mean_abs_diff"] for d in check["per_photo"].values()]
+    assert loose["shipped"] and len(per_photo) == 2 and loose["worst_photo_mean_abs_diff"] == max(per_photo)
+    assert loose["mean_abs_diff"] < max(per_photo)  # the photos differ, so a bound can fall between the two
+    between = (loose["mean_abs_diff"] + max(per_photo)) / 2
+    strict = write_fast_files(copy, photos, size=64, count=4, max_diff=between)["int8"]
+    assert strict["shipped"] is False and "worst photo's" in strict["reason"], strict

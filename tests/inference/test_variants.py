@@ -65,9 +65,15 @@ def test_an_int8_copy_without_a_passed_check_is_not_used(run_dir, tmp_path) -> N
     export = _copy(run_dir, tmp_path, "starry_night.safetensors", "starry_night.onnx", "starry_night.int8.onnx")
     report = export / "starry_night.int8.json"
     check = json.loads(report.read_text())
-    report.write_text(json.dumps({**check, "mean_abs_diff": check["max_diff_bound"] * 2}))  # as --force writes it
+    over = check["max_diff_bound"] * 1.5  # one photo over the bound, as --force writes it
+    report.write_text(json.dumps({**check, "worst_photo_mean_abs_diff": over}))
     v = choose_variant(export)
-    assert v.kind == "fp32 onnx" and "failed its check" in v.note
+    assert v.kind == "fp32 onnx" and "failed its check" in v.note and "worst held-out photo" in v.note
+    old = {k: v for k, v in check.items() if k != "worst_photo_mean_abs_diff"}  # quantized before the per-photo bound
+    report.write_text(json.dumps({**old, "mean_abs_diff": over}))
+    assert choose_variant(export).kind == "fp32 onnx"
+    report.write_text(json.dumps(old))
+    assert choose_variant(export).kind == "int8"
 
 
 def test_backend_insists_and_torch_only_options_pick_torch(run_dir) -> None:
