@@ -291,10 +291,8 @@ def write_fast_files(
                 )
             check = json.loads(int8_path.with_suffix(".json").read_text())
             shipped, reason = True, ""
-            report["int8"] = {"file": int8_path.name, "shipped": True} | {
-                k: check[k]
-                for k in ("mean_abs_diff", "worst_photo_mean_abs_diff", "max_abs_diff", "max_diff_bound", "holdout_photos")
-            }
+            keys = ("mean_abs_diff", "worst_photo_mean_abs_diff", "max_abs_diff", "max_diff_bound", "holdout_photos")
+            report["int8"] = {"file": int8_path.name, "shipped": True} | {k: check[k] for k in keys}
         except (UserError, OSError) as e:
             reason = first_line(e, 400)
     if not shipped:

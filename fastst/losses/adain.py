@@ -7,7 +7,12 @@ Real-time with Adaptive Instance Normalization", sec. 6.2), on the net's own fro
   ``loss.style_layers`` (relu1_1 .. relu4_1; :func:`fastst.losses.functional.mean_std_loss`);
 * student (the fast variant only): ``MSE(student(photo), relu4_1(photo))``, the distillation term that
   teaches the small content encoder VGG's features (Wang et al. 2020);
-* ``total = content_weight * content + style_weight * style + student_weight * student``.
+* photo content (off by default): ``MSE(phi(out), phi(photo))`` at ``loss.photo_content_layer`` (relu2_2),
+  a content term against the photo itself. AdaIN's own content target ``t`` is the photo's relu4_1 with the
+  painting's statistics, so nothing in the paper's criterion asks the decoder to keep the photo's finer
+  structure (docs/arbitrary_training.md, "Keeping the photo");
+* ``total = content_weight * content + style_weight * style + student_weight * student
+  + photo_content_weight * photo_content``.
 
 Scales, stated because they differ from fastst's other criteria: these terms are AdaIN's plain mean
 squared errors, *not* fastst's relative ones, so they grow with the square of the encoder's activations
@@ -46,10 +51,12 @@ class AdaINLoss(nn.Module):
         layers = list(config.style_layers)
         weights = config.style_layer_weights or [1.0] * len(layers)
         self.style_layers = dict(zip(layers, (float(w) for w in weights)))
-        self.layers = list(dict.fromkeys([*layers, self.CONTENT_LAYER]))
+        self.photo_layer = config.photo_content_layer if config.photo_content_weight > 0 else None
+        extra = [self.photo_layer] if self.photo_layer else []
+        self.layers = list(dict.fromkeys([*layers, self.CONTENT_LAYER, *extra]))
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """RGB [0,1] -> ``{layer: features}`` for the style layers and relu4_1."""
+        """RGB [0,1] -> ``{layer: features}`` for the style layers, relu4_1 and the photo-content layer."""
         return dict(self.encoder(images))
 
     def forward(
@@ -59,12 +66,15 @@ class AdaINLoss(nn.Module):
         style_features: Mapping[str, torch.Tensor],
         student: torch.Tensor | None = None,
         photo_features: torch.Tensor | None = None,
+        photo_layer_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Named terms: ``content``, ``style``, ``style/<layer>``, ``student`` (with a student) and ``total`` (fp32).
+        """Named terms: ``content``, ``style``, ``style/<layer>``, ``student`` (with a student),
+        ``photo_content`` (with ``loss.photo_content_weight`` > 0) and ``total`` (fp32).
 
         ``output_features``: the encoder's features of the stylized output; ``target``: t (B x 512 x h x w);
         ``style_features``: the paintings' features (no autograd needed); ``student`` and ``photo_features``:
-        the student's features of the photo and VGG's relu4_1 of it (the distillation pair).
+        the student's features of the photo and VGG's relu4_1 of it (the distillation pair);
+        ``photo_layer_features``: the photo's features at ``loss.photo_content_layer`` (needed when its weight > 0).
         """
         c = self.config
         terms: dict[str, torch.Tensor] = {"content": F.feature_mse(output_features[self.CONTENT_LAYER], target)}
@@ -78,5 +88,10 @@ class AdaINLoss(nn.Module):
         if student is not None and photo_features is not None:
             terms["student"] = F.feature_mse(student, photo_features)
             total = total + float(c.student_weight or 0.0) * terms["student"]
+        if self.photo_layer:
+            if photo_layer_features is None:
+                raise ValueError(f"loss.photo_content_weight > 0 needs the photo's {self.photo_layer} features")
+            terms["photo_content"] = F.feature_mse(output_features[self.photo_layer], photo_layer_features)
+            total = total + c.photo_content_weight * terms["photo_content"]
         terms["total"] = total
         return terms

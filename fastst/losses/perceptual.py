@@ -56,6 +56,11 @@ class LossConfig:
     # mean squared difference between the student encoder's features of the photo and VGG's relu4_1;
     # None = 1.0 for a student net, unused otherwise.
     student_weight: float | None = None
+    # Arbitrary style (fastst.losses.adain): weight of the mean squared difference between the output's and
+    # the photo's features at photo_content_layer, a content term against the photo itself (AdaIN's content
+    # target is t, the photo's relu4_1 with the painting's statistics); 0 = AdaIN's criterion as published.
+    photo_content_weight: float = 0.0
+    photo_content_layer: str = "relu2_2"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
@@ -79,6 +84,7 @@ class LossConfig:
             "temporal_weight",
             "distill_weight",
             "student_weight",
+            "photo_content_weight",
         ):
             value = getattr(self, name)
             if name in ("distill_weight", "student_weight") and value is None:
@@ -98,6 +104,9 @@ class LossConfig:
                     )
                 if not all(isinstance(w, (int, float)) and w >= 0 for w in weights):
                     raise ConfigError(f"loss.{group}_layer_weights must be numbers >= 0, got {weights!r}")
+        if not isinstance(self.photo_content_layer, str) or not self.photo_content_layer:
+            layer = self.photo_content_layer
+            raise ConfigError(f"loss.photo_content_layer must be a layer name like relu2_2, got {layer!r}")
         if self.style_size is not None and (not isinstance(self.style_size, int) or self.style_size < 16):
             raise ConfigError(f"loss.style_size must be an integer >= 16 or null, got {self.style_size!r}")
         if not isinstance(self.style_ramp_steps, int) or self.style_ramp_steps < 0:

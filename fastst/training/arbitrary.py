@@ -24,9 +24,11 @@ from torch import nn
 
 from fastst.errors import ConfigError
 from fastst.losses.adain import AdaINLoss
+from fastst.losses.perceptual import LossConfig
 from fastst.losses.vgg import VGGEncoder
 from fastst.models.arbitrary import adain, mean_std
 from fastst.training.module import StyleTransferModule
+from fastst.training.specs import NetSpec, StyleTargets
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +43,14 @@ class NetFeatures(nn.Module):
         super().__init__()
         self.__dict__["net"] = net
         self.layers = list(layers)
-        names = [n for n, _ in net.encoder.named_children()]
+        # relu outputs only: a conv's output is overwritten by the in-place ReLU after it
+        names = [n for n, _ in net.encoder.named_children() if not n.startswith("conv")]
         missing = [n for n in self.layers if n not in names]
         if missing:
-            raise ConfigError(f"loss.style_layers: {missing} are not layers of the net's encoder (up to relu4_1)")
+            raise ConfigError(
+                f"loss.style_layers / loss.photo_content_layer: {missing} are not layers of the net's encoder "
+                "(VGG up to relu4_1: relu1_1, relu1_2, relu2_1, relu2_2, relu3_1 .. relu3_3 or relu4_1)"
+            )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.net.preprocess(images)
@@ -78,15 +84,22 @@ def copy_loss_weights(net: nn.Module, vgg: VGGEncoder, network: str, preprocessi
 class ArbitraryStyleModule(StyleTransferModule):
     """A net of the ``arbitrary`` family trained on photo x painting pairs; see the module docstring."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, net: NetSpec, loss: LossConfig, targets: StyleTargets, *args: Any, **kwargs: Any) -> None:
+        super().__init__(net, loss, targets, *args, **kwargs)
         vgg = self.criterion.encoder  # the base module built it from loss.* (weights loaded): copy, then drop it
         copy_loss_weights(self.net, vgg, self.loss_config.network, self.loss_config.preprocessing)
+        if targets.init_state is not None:  # init_from: its decoder learned on that encoder
+            own = self.net.encoder.state_dict()
+            if any(not torch.equal(v, targets.init_state[f"encoder.{k}"]) for k, v in own.items()):
+                raise ConfigError(
+                    "init_from: the model was trained on other VGG weights than "
+                    f"loss.weights={self.loss_config.weights}; pass the loss.weights it was trained with"
+                )
         self.student_net = self.net.student is not None
         if self.loss_config.student_weight is None:
             self.loss_config.student_weight = 1.0 if self.student_net else 0.0
-        layers = list(dict.fromkeys([*self.loss_config.style_layers, AdaINLoss.CONTENT_LAYER]))
-        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, layers))
+        probe = AdaINLoss(self.loss_config, nn.Identity())  # which layers its criterion reads
+        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, probe.layers))
         self.training_data = dict(self.hparams.get("training_data") or {})
 
     # -- the loss ---------------------------------------------------------------------
@@ -105,7 +118,8 @@ class ArbitraryStyleModule(StyleTransferModule):
             style_features = self.criterion.features(p)
             mean, std = mean_std(style_features[AdaINLoss.CONTENT_LAYER])
             code = torch.cat([mean, std], 1)  # = net.style_code(p), from the same pass
-            photo = net.encode(x)  # VGG relu4_1 of the photo
+            photo_features = self.criterion.features(x)  # one VGG pass: relu4_1, and the photo-content layer
+            photo = photo_features[AdaINLoss.CONTENT_LAYER]  # = net.encode(x)
             t = adain(photo, code)  # the content target, also for the student
         student = None
         if self.student_net:
@@ -115,7 +129,15 @@ class ArbitraryStyleModule(StyleTransferModule):
             y = net.decode(adain(student.detach(), code))
         else:
             y = net.decode(t)
-        terms = self.criterion(self.criterion.features(y), t, style_features, student=student, photo_features=photo)
+        photo_layer = self.criterion.photo_layer
+        terms = self.criterion(
+            self.criterion.features(y),
+            t,
+            style_features,
+            student=student,
+            photo_features=photo,
+            photo_layer_features=photo_features[photo_layer] if photo_layer else None,
+        )
         return terms
 
     # -- validation, previews ---------------------------------------------------------------

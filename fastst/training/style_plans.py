@@ -168,14 +168,9 @@ class ManyStyles:
         self, init_from: str, net_cfg: dict[str, Any], count: int
     ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
         """The styles of ``init_from`` and its weights with ``count`` new rows; ``net_cfg`` takes its architecture."""
-        if not Path(init_from).is_file():
-            raise ConfigError(f"init_from={init_from}: no such model file or checkpoint")
-        if Path(init_from).suffix == ".safetensors":
-            net, metadata = load_model_file(init_from)
-            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            state, metadata = read_checkpoint(init_from)
-            net_from_metadata(metadata, state, where=init_from)  # refuses weights that do not fit the config
+        state, metadata = _starting_weights(init_from)
+        if models.takes_paintings(metadata.get("family") or models.DEFAULT_FAMILY):
+            raise ConfigError(f"init_from={init_from}: an any-painting model (model=arbitrary) cannot take style rows")
         if not models.takes_style_mix(metadata.get("family") or models.DEFAULT_FAMILY):
             if metadata["net"].get("norm", "instance") != "instance":
                 raise ConfigError(f"init_from={init_from}: a batch-norm net cannot take more styles")
@@ -186,6 +181,18 @@ class ManyStyles:
             log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
         net_cfg.update(src_net)
         return model_styles(metadata), append_styles(state, count)
+
+
+def _starting_weights(init_from: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``init_from``'s net weights and metadata (a model file or a training checkpoint), checked to fit its config."""
+    if not Path(init_from).is_file():
+        raise ConfigError(f"init_from={init_from}: no such model file or checkpoint")
+    if Path(init_from).suffix == ".safetensors":
+        net, metadata = load_model_file(init_from)
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}, metadata
+    state, metadata = read_checkpoint(init_from)
+    net_from_metadata(metadata, state, where=init_from)  # refuses weights that do not fit the config
+    return state, metadata
 
 
 def stroke_scale_list(value: Any) -> list[float]:
@@ -236,7 +243,8 @@ class AnyPainting:
 
     No painting is fixed: the data pairs each photo with one drawn from the folder. The net's encoder is
     the loss network, so ``model.net.encoder`` and ``model.net.preprocessing`` follow ``loss.network`` and
-    ``loss.preprocessing``.
+    ``loss.preprocessing``. ``init_from=MODEL`` starts from a trained arbitrary-style model (file or
+    checkpoint), whose architecture the net keeps: fine-tuning on one's own paintings or with another loss.
     """
 
     NAME = "arbitrary"  # the style record's name: the model file is <export_dir>/arbitrary.safetensors
@@ -253,7 +261,6 @@ class AnyPainting:
             )
         for key, what in (
             ("styles", "styles=[...]"),
-            ("init_from", "init_from"),
             ("distill_from", "distill_from"),
             ("stroke_scales", "stroke_scales"),
         ):
@@ -277,7 +284,29 @@ class AnyPainting:
                     f"the net's encoder is the loss network; drop model.net.{key}"
                 )
             net_cfg[key] = value
-        return NetSpec(self.family, net_cfg), StyleTargets({"name": self.NAME}, [])
+        init_state = None
+        init_from = cfg.get("init_from")
+        if init_from:  # fine-tune a trained net (a released model on your own paintings, or with another loss)
+            init_state, metadata = _starting_weights(str(init_from))
+            family = metadata.get("family") or models.DEFAULT_FAMILY
+            if family != self.family:
+                raise ConfigError(
+                    f"init_from={init_from} is a {family} model; model={self.family} starts only from a model "
+                    f"file or checkpoint of its own family ({self.family})"
+                )
+            src_net = dict(metadata["net"])
+            for key, value in follows.items():
+                if src_net.get(key) != value:
+                    raise ConfigError(
+                        f"init_from={init_from} encodes with {src_net.get(key)} ({key}) but the loss network is "
+                        f"{value}: its encoder is the loss network, so set loss.network / loss.preprocessing to "
+                        "what it was trained with"
+                    )
+            differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
+            if differs:
+                log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
+            net_cfg.update(src_net)
+        return NetSpec(self.family, net_cfg), StyleTargets({"name": self.NAME}, [], init_state=init_state)
 
 
 def style_plan(family: str) -> StylePlan:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from fastst.errors import ConfigError
 from fastst.losses import functional as F
 from fastst.losses.adain import AdaINLoss
 from fastst.losses.perceptual import LossConfig
@@ -35,3 +37,29 @@ def test_terms_and_weights() -> None:
     torch.testing.assert_close(terms["content"], content)
     torch.testing.assert_close(terms["style"], style_sum)  # layer weights are not normalized (the paper sums)
     torch.testing.assert_close(terms["total"], content + 10 * style_sum + 3 * distill)
+
+
+def test_photo_content_term_is_off_by_default_and_adds_its_weighted_mse() -> None:
+    torch.manual_seed(1)
+    layers = ["relu1_1", "relu4_1"]
+    out = {k: torch.rand(2, 4, 5, 5) for k in [*layers, "relu2_2"]}
+    style = {k: torch.rand(2, 4, 7, 7) for k in layers}
+    t, photo_22 = torch.rand(2, 4, 5, 5), torch.rand(2, 4, 5, 5)
+    plain = AdaINLoss(LossConfig(style_layers=layers), torch.nn.Identity())
+    assert plain.photo_layer is None and "relu2_2" not in plain.layers
+    base = plain(out, t, style)
+    assert "photo_content" not in base
+    cfg = LossConfig(style_layers=layers, photo_content_weight=0.5, photo_content_layer="relu2_2")
+    loss = AdaINLoss(cfg, torch.nn.Identity())
+    assert loss.layers == ["relu1_1", "relu4_1", "relu2_2"]  # the features it asks the encoder for
+    terms = loss(out, t, style, photo_layer_features=photo_22)
+    torch.testing.assert_close(terms["photo_content"], ((out["relu2_2"] - photo_22) ** 2).mean())
+    torch.testing.assert_close(terms["total"], base["total"] + 0.5 * terms["photo_content"])
+    with pytest.raises(ValueError, match="relu2_2"):
+        loss(out, t, style)
+
+
+@pytest.mark.parametrize(("key", "value"), [("photo_content_weight", -1.0), ("photo_content_layer", "")])
+def test_bad_photo_content_keys_name_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"loss.{key}"):
+        LossConfig.from_dict({key: value})

@@ -182,3 +182,79 @@ def test_painting_validation_does_not_evaluate_the_resumed_step_again(tmp_path) 
     assert calls == [] and csv.read_text().count("\n4,") == 1
     callback.on_train_end(SimpleNamespace(global_step=6, loggers=[]), module)  # later steps are evaluated
     assert calls == [1] and csv.read_text().splitlines()[-1].startswith("6,")
+
+
+def test_photo_content_term_measures_the_output_against_the_photo(photos_dir, tmp_path) -> None:
+    """loss.photo_content_weight > 0 adds MSE(relu2_2(out), relu2_2(photo)) on the net's own encoder, weighted."""
+    paintings = paintings_dir(tmp_path / "p")
+    plain = build(compose(arbitrary_overrides(photos_dir, paintings), tmp_path / "a"))[1]
+    on = ["loss.photo_content_weight=2.0", "loss.photo_content_layer=relu2_2"]
+    module = build(compose(arbitrary_overrides(photos_dir, paintings, *on), tmp_path / "b"))[1]
+    module.net.load_state_dict(plain.net.state_dict())
+    torch.manual_seed(0)
+    x, p = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    base = plain.pair_terms(x, p)
+    torch.manual_seed(1)
+    terms = module.pair_terms(x, p)
+    assert "photo_content" not in base
+    y = module.net(x, module.net.style_code(p))  # training mode: not clamped, as in pair_terms
+    features = module.criterion.features
+    expected = ((features(y)["relu2_2"] - features(x)["relu2_2"]) ** 2).mean()
+    torch.testing.assert_close(terms["photo_content"], expected)
+    torch.testing.assert_close(terms["total"], base["total"] + 2.0 * expected)
+    for bad in ("conv2_2", "relu5_1"):  # a conv's output is overwritten in place; VGG stops at relu4_1
+        with pytest.raises(ConfigError, match=f"loss.photo_content_layer: \\['{bad}'\\]"):
+            build(compose(arbitrary_overrides(photos_dir, paintings, *on, f"loss.photo_content_layer={bad}"), tmp_path))
+
+
+def _vgg16_file(path: Path, seed: int) -> Path:
+    """A random VGG-16 state dict in torchvision's key layout (what loss.weights=FILE reads)."""
+    from fastst.losses.vgg import VGGEncoder
+
+    torch.manual_seed(seed)
+    vgg = VGGEncoder("vgg16", layers=["relu4_1"], weights="random")
+    names = [n for n, _ in vgg.body.named_children()]
+    torch.save(
+        {f"features.{names.index(k.split('.')[0])}.{k.split('.')[1]}": v for k, v in vgg.body.state_dict().items()},
+        path,
+    )
+    return path
+
+
+def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
+    photos_dir, tmp_path, trained_model
+) -> None:
+    """init_from=MODEL fine-tunes: the net starts from the file's decoder (and keeps its architecture); a
+    one-painting model, or one trained on other VGG weights than loss.weights, is one clear ConfigError."""
+    paintings = paintings_dir(tmp_path / "p")
+    vgg, other = _vgg16_file(tmp_path / "vgg.pth", 1), _vgg16_file(tmp_path / "other.pth", 2)
+    first = tmp_path / "first"
+    train(compose(arbitrary_overrides(photos_dir, paintings, f"loss.weights={vgg}", "trainer.max_steps=2"), first))
+    model = first / "export" / "arbitrary.safetensors"
+    trained, meta = load_model_file(model)
+    fine = arbitrary_overrides(
+        photos_dir, paintings, f"loss.weights={vgg}", f"init_from={model}", "model.net.decoder_width=0.25"
+    )
+    module = build(compose(fine, tmp_path / "fine"))[1]
+    assert module.net_config.decoder_width == meta["net"]["decoder_width"] == 0.125  # the file's architecture
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(module.net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    fresh = build(compose(arbitrary_overrides(photos_dir, paintings, f"loss.weights={vgg}"), tmp_path / "fresh"))[1]
+    assert not torch.equal(fresh.net.decoder[1].weight, module.net.decoder[1].weight)
+    with pytest.raises(
+        ConfigError, match="is a johnson model; model=arbitrary starts only from a model file or checkpoint of its own"
+    ):
+        build(
+            compose(arbitrary_overrides(photos_dir, paintings, f"init_from={trained_model.model_file}"), tmp_path / "j")
+        )
+    multi = fast_overrides(photos_dir, photos_dir, "model=multistyle", f"init_from={model}", "styles=[udnie]")
+    with pytest.raises(ConfigError, match="an any-painting model \\(model=arbitrary\\) cannot take style rows"):
+        build(compose(multi, tmp_path / "m"))
+    with pytest.raises(ConfigError, match="other VGG weights than loss.weights"):
+        build(
+            compose(
+                arbitrary_overrides(photos_dir, paintings, f"loss.weights={other}", f"init_from={model}"),
+                tmp_path / "v",
+            )
+        )
