@@ -98,6 +98,9 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
             f"  trained on {data.get('paintings', '?')} paintings of {data.get('style_root', '?')}/ and "
             f"{data.get('photos', '?')} photos of {data.get('photo_root', '?')}/"
         )
+        start = data.get("init_from")
+        if isinstance(start, dict):
+            print(f"  fine-tuned from {start.get('file', '?')} ({start.get('steps', '?')} steps before these)")
     encoder = metadata.get("encoder") or {}
     if encoder:
         print(f"  encoders: {', '.join(f'{k}: {v}' for k, v in encoder.items())}")

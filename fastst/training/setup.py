@@ -78,7 +78,9 @@ def prepare(cfg: DictConfig) -> TrainingSetup:
     data = ContentDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=int(cfg.seed))
     data.setup("fit")
     net, targets = plan.plan(cfg, teacher)
-    targets.training_data = data.painting_summary()  # arbitrary style: what the model file says it learned from
+    # arbitrary style: what the model file says it learned from (and, fine-tuned, what it started from)
+    summary = data.painting_summary()
+    targets.training_data = {**summary, **(targets.training_data or {})} if summary else targets.training_data
     data.num_styles = targets.data_slots  # a multi-style run: every sample carries its style slot
     ckpt_path = find_checkpoint(cfg.get("ckpt_path"), output_dir, net=(net.family, net.config))
     if ckpt_path:

@@ -284,7 +284,7 @@ class AnyPainting:
                     f"the net's encoder is the loss network; drop model.net.{key}"
                 )
             net_cfg[key] = value
-        init_state = None
+        init_state, start = None, None
         init_from = cfg.get("init_from")
         if init_from:  # fine-tune a trained net (a released model on your own paintings, or with another loss)
             init_state, metadata = _starting_weights(str(init_from))
@@ -306,7 +306,10 @@ class AnyPainting:
             if differs:
                 log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
             net_cfg.update(src_net)
-        return NetSpec(self.family, net_cfg), StyleTargets({"name": self.NAME}, [], init_state=init_state)
+            steps = (metadata.get("training") or {}).get("steps")
+            start = {"init_from": {"file": Path(str(init_from)).name, "steps": steps}}  # the model file says so
+        targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
+        return NetSpec(self.family, net_cfg), targets
 
 
 def style_plan(family: str) -> StylePlan:

@@ -223,7 +223,7 @@ def _vgg16_file(path: Path, seed: int) -> Path:
 
 
 def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
-    photos_dir, tmp_path, trained_model
+    photos_dir, tmp_path, trained_model, capsys
 ) -> None:
     """init_from=MODEL fine-tunes: the net starts from the file's decoder (and keeps its architecture); a
     one-painting model, or one trained on other VGG weights than loss.weights, is one clear ConfigError."""
@@ -240,6 +240,14 @@ def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
     assert module.net_config.decoder_width == meta["net"]["decoder_width"] == 0.125  # the file's architecture
     for key, value in trained.state_dict().items():
         torch.testing.assert_close(module.net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # the fine-tuned model file says what it started from (fastst styles --model prints it)
+    train(compose([*fine, "trainer.max_steps=1"], tmp_path / "fine"))
+    _, tuned = load_model_file(tmp_path / "fine" / "export" / "arbitrary.safetensors")
+    assert tuned["training_data"]["init_from"] == {"file": "arbitrary.safetensors", "steps": 2}
+    assert tuned["training_data"]["paintings"] == 6
+    capsys.readouterr()
+    assert run_fastst("styles", "--model", tmp_path / "fine" / "export" / "arbitrary.safetensors") == 0
+    assert "fine-tuned from arbitrary.safetensors (2 steps before these)" in capsys.readouterr().out
     fresh = build(compose(arbitrary_overrides(photos_dir, paintings, f"loss.weights={vgg}"), tmp_path / "fresh"))[1]
     assert not torch.equal(fresh.net.decoder[1].weight, module.net.decoder[1].weight)
     with pytest.raises(
