@@ -52,8 +52,14 @@ class AdaINLoss(nn.Module):
         weights = config.style_layer_weights or [1.0] * len(layers)
         self.style_layers = dict(zip(layers, (float(w) for w in weights)))
         self.photo_layer = config.photo_content_layer if config.photo_content_weight > 0 else None
-        extra = [self.photo_layer] if self.photo_layer else []
-        self.layers = list(dict.fromkeys([*layers, self.CONTENT_LAYER, *extra]))
+        self.layers = self.layers_for(config)
+
+    @classmethod
+    def layers_for(cls, config: LossConfig) -> list[str]:
+        """The encoder layers the criterion of ``config`` reads: the style layers, relu4_1 and, when its
+        weight is > 0, the photo-content layer (what the encoder passed to it must return)."""
+        photo = [config.photo_content_layer] if config.photo_content_weight > 0 else []
+        return list(dict.fromkeys([*config.style_layers, cls.CONTENT_LAYER, *photo]))
 
     def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """RGB [0,1] -> ``{layer: features}`` for the style layers, relu4_1 and the photo-content layer."""

@@ -98,8 +98,7 @@ class ArbitraryStyleModule(StyleTransferModule):
         self.student_net = self.net.student is not None
         if self.loss_config.student_weight is None:
             self.loss_config.student_weight = 1.0 if self.student_net else 0.0
-        probe = AdaINLoss(self.loss_config, nn.Identity())  # which layers its criterion reads
-        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, probe.layers))
+        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, AdaINLoss.layers_for(self.loss_config)))
         self.training_data = dict(self.hparams.get("training_data") or {})
 
     # -- the loss ---------------------------------------------------------------------

@@ -176,10 +176,7 @@ class ManyStyles:
                 raise ConfigError(f"init_from={init_from}: a batch-norm net cannot take more styles")
             state = from_single_style(state)
         src_net = {k: v for k, v in metadata["net"].items() if k not in ("norm", "num_styles")}
-        differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
-        if differs:
-            log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
-        net_cfg.update(src_net)
+        _keep_architecture(init_from, net_cfg, src_net)
         return model_styles(metadata), append_styles(state, count)
 
 
@@ -193,6 +190,14 @@ def _starting_weights(init_from: str) -> tuple[dict[str, torch.Tensor], dict[str
     state, metadata = read_checkpoint(init_from)
     net_from_metadata(metadata, state, where=init_from)  # refuses weights that do not fit the config
     return state, metadata
+
+
+def _keep_architecture(init_from: str, net_cfg: dict[str, Any], src_net: dict[str, Any]) -> None:
+    """``net_cfg`` takes ``init_from``'s architecture ``src_net``; what the command line asked otherwise is logged."""
+    differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
+    if differs:
+        log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
+    net_cfg.update(src_net)
 
 
 def stroke_scale_list(value: Any) -> list[float]:
@@ -302,10 +307,7 @@ class AnyPainting:
                         f"{value}: its encoder is the loss network, so set loss.network / loss.preprocessing to "
                         "what it was trained with"
                     )
-            differs = {k: (net_cfg.get(k), v) for k, v in src_net.items() if net_cfg.get(k) != v}
-            if differs:
-                log.info("init_from: the net keeps the architecture of %s (%s)", init_from, differs)
-            net_cfg.update(src_net)
+            _keep_architecture(str(init_from), net_cfg, src_net)
             steps = (metadata.get("training") or {}).get("steps")
             start = {"init_from": {"file": Path(str(init_from)).name, "steps": steps}}  # the model file says so
         targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
