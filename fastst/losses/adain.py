@@ -11,8 +11,13 @@ Real-time with Adaptive Instance Normalization", sec. 6.2), on the net's own fro
   a content term against the photo itself. AdaIN's own content target ``t`` is the photo's relu4_1 with the
   painting's statistics, so nothing in the paper's criterion asks the decoder to keep the photo's finer
   structure (docs/arbitrary_training.md, "Keeping the photo");
+* Gram style (off by default): fastst's own style term, ``sum_l b_l ||G_l(out) - G_l(painting)||^2 /
+  ||G_l(painting)||^2`` over the style layers (``b`` normalized to sum 1, the relative Gram error of
+  configs/loss/fastst.yaml), against each pair's own painting: the criterion magenta's arbitrary-style net
+  trains on (Ghiasi et al. 2017). AdaIN's mean/std term matches each channel alone; the Gram term also asks
+  for the painting's channel correlations (docs/arbitrary_training.md, "Gram style term");
 * ``total = content_weight * content + style_weight * style + student_weight * student
-  + photo_content_weight * photo_content``.
+  + photo_content_weight * photo_content + gram_style_weight * gram_style``.
 
 Scales, stated because they differ from fastst's other criteria: these terms are AdaIN's plain mean
 squared errors, *not* fastst's relative ones, so they grow with the square of the encoder's activations
@@ -52,6 +57,7 @@ class AdaINLoss(nn.Module):
         weights = config.style_layer_weights or [1.0] * len(layers)
         self.style_layers = dict(zip(layers, (float(w) for w in weights)))
         self.photo_layer = config.photo_content_layer if config.photo_content_weight > 0 else None
+        self.gram_layers = config.layer_weights("style") if config.gram_style_weight > 0 else {}
         self.layers = self.layers_for(config)
 
     @classmethod
@@ -75,7 +81,8 @@ class AdaINLoss(nn.Module):
         photo_layer_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named terms: ``content``, ``style``, ``style/<layer>``, ``student`` (with a student),
-        ``photo_content`` (with ``loss.photo_content_weight`` > 0) and ``total`` (fp32).
+        ``photo_content`` (with ``loss.photo_content_weight`` > 0), ``gram_style`` (with
+        ``loss.gram_style_weight`` > 0) and ``total`` (fp32).
 
         ``output_features``: the encoder's features of the stylized output; ``target``: t (B x 512 x h x w);
         ``style_features``: the paintings' features (no autograd needed); ``student`` and ``photo_features``:
@@ -99,5 +106,12 @@ class AdaINLoss(nn.Module):
                 raise ValueError(f"loss.photo_content_weight > 0 needs the photo's {self.photo_layer} features")
             terms["photo_content"] = F.feature_mse(output_features[self.photo_layer], photo_layer_features)
             total = total + c.photo_content_weight * terms["photo_content"]
+        if self.gram_layers:
+            gram = style.new_zeros(())
+            for layer, w in self.gram_layers.items():
+                target = F.gram_matrix(style_features[layer]).detach()
+                gram = gram + w * F.style_loss(output_features[layer], target)
+            terms["gram_style"] = gram
+            total = total + c.gram_style_weight * gram
         terms["total"] = total
         return terms

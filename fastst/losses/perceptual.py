@@ -61,6 +61,10 @@ class LossConfig:
     # target is t, the photo's relu4_1 with the painting's statistics); 0 = AdaIN's criterion as published.
     photo_content_weight: float = 0.0
     photo_content_layer: str = "relu2_2"
+    # Arbitrary style (fastst.losses.adain): weight of fastst's own style term (relative Gram error at the
+    # style layers, as in configs/loss/fastst.yaml) against each pair's painting, beside AdaIN's mean/std
+    # term; the Gram criterion of magenta's arbitrary-style net (Ghiasi et al. 2017). 0 = AdaIN's as published.
+    gram_style_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
@@ -85,6 +89,7 @@ class LossConfig:
             "distill_weight",
             "student_weight",
             "photo_content_weight",
+            "gram_style_weight",
         ):
             value = getattr(self, name)
             if name in ("distill_weight", "student_weight") and value is None:

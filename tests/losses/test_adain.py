@@ -59,7 +59,36 @@ def test_photo_content_term_is_off_by_default_and_adds_its_weighted_mse() -> Non
         loss(out, t, style)
 
 
-@pytest.mark.parametrize(("key", "value"), [("photo_content_weight", -1.0), ("photo_content_layer", "")])
+def test_gram_style_term_is_off_by_default_and_matches_each_pairs_own_painting() -> None:
+    torch.manual_seed(2)
+    layers = ["relu1_1", "relu4_1"]
+    out = {k: torch.rand(3, 4, 5, 5) for k in layers}
+    style = {k: torch.rand(3, 4, 7, 6) * torch.arange(1.0, 4.0)[:, None, None, None] for k in layers}
+    t = torch.rand(3, 4, 5, 5)
+    plain = LossConfig(style_layers=layers, style_layer_weights=[3.0, 1.0])
+    base = AdaINLoss(plain, torch.nn.Identity())(out, t, style)
+    assert "gram_style" not in base
+    cfg = LossConfig(style_layers=layers, style_layer_weights=[3.0, 1.0], gram_style_weight=7.0)
+    terms = AdaINLoss(cfg, torch.nn.Identity())(out, t, style)
+
+    def relative_gram_error(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # one image, written out
+        fy, fs = y.flatten(1), s.flatten(1)
+        gy, gs = fy @ fy.T / fy.numel(), fs @ fs.T / fs.numel()
+        return ((gy - gs) ** 2).sum() / (gs**2).sum()
+
+    per_pair = [
+        0.75 * relative_gram_error(out["relu1_1"][i], style["relu1_1"][i])  # layer weights normalized to sum 1
+        + 0.25 * relative_gram_error(out["relu4_1"][i], style["relu4_1"][i])
+        for i in range(3)
+    ]
+    torch.testing.assert_close(terms["gram_style"], torch.stack(per_pair).mean())
+    torch.testing.assert_close(terms["total"], base["total"] + 7.0 * terms["gram_style"])
+    torch.testing.assert_close(terms["style"], base["style"])  # AdaIN's own term is unchanged
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("photo_content_weight", -1.0), ("photo_content_layer", ""), ("gram_style_weight", -1)]
+)
 def test_bad_photo_content_keys_name_the_key(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"loss.{key}"):
         LossConfig.from_dict({key: value})

@@ -208,6 +208,27 @@ def test_photo_content_term_measures_the_output_against_the_photo(photos_dir, tm
             build(compose(arbitrary_overrides(photos_dir, paintings, *on, f"loss.photo_content_layer={bad}"), tmp_path))
 
 
+def test_gram_style_term_measures_the_output_against_its_own_painting(photos_dir, tmp_path) -> None:
+    """loss.gram_style_weight > 0 adds fastst's relative Gram error of each output against its pair's painting."""
+    from fastst.losses import functional as F
+
+    paintings = paintings_dir(tmp_path / "p")
+    plain = build(compose(arbitrary_overrides(photos_dir, paintings), tmp_path / "a"))[1]
+    module = build(compose(arbitrary_overrides(photos_dir, paintings, "loss.gram_style_weight=5.0"), tmp_path / "b"))[1]
+    module.net.load_state_dict(plain.net.state_dict())
+    torch.manual_seed(0)
+    x, p = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    p[1] = p[1] * 0.3  # two different paintings: a swapped pairing would show
+    base, terms = plain.pair_terms(x, p), module.pair_terms(x, p)
+    assert "gram_style" not in base
+    y = module.net(x, module.net.style_code(p))
+    fy, fp = module.criterion.features(y), module.criterion.features(p)
+    layers = module.loss_config.style_layers
+    expected = sum(F.style_loss(fy[k], F.gram_matrix(fp[k])) for k in layers) / len(layers)
+    torch.testing.assert_close(terms["gram_style"], expected)
+    torch.testing.assert_close(terms["total"], base["total"] + 5.0 * expected)
+
+
 def _vgg16_file(path: Path, seed: int) -> Path:
     """A random VGG-16 state dict in torchvision's key layout (what loss.weights=FILE reads)."""
     from fastst.losses.vgg import VGGEncoder
