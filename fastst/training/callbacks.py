@@ -241,9 +241,11 @@ class PaintingValidation(pl.Callback):
 
     ``photos`` and ``paintings``: folders; the first ``count`` / ``paintings_count`` usable images (sorted),
     short side resized to ``size`` and centre-cropped. The CSV has step, training wall time (s, summed
-    over resumes) and the terms: the curve of docs/arbitrary_training.md. A no-op for other nets or with
-    no folders. Rank zero only.
+    over resumes) and the terms (content, style, loss, then those of ``EXTRA_TERMS`` the criterion has): the
+    curve of docs/arbitrary_training.md. A no-op for other nets or with no folders. Rank zero only.
     """
+
+    EXTRA_TERMS = ("student", "photo_content", "gram_style")
 
     def __init__(
         self,
@@ -307,8 +309,7 @@ class PaintingValidation(pl.Callback):
         elapsed = self._before + started - self._t0  # training time so far, without the evaluations
         terms = module.validation_terms(*self._sets)
         row = {"content": terms["content"], "style": terms["style"], "loss": terms["total"]}
-        if "student" in terms:
-            row["student"] = terms["student"]
+        row.update({k: terms[k] for k in self.EXTRA_TERMS if k in terms})
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_scalar"):
@@ -318,8 +319,11 @@ class PaintingValidation(pl.Callback):
         if self.csv is not None:
             self.csv.parent.mkdir(parents=True, exist_ok=True)
             new = not self.csv.is_file()
+            # a resumed run keeps the file's columns (a term switched on since has no column: it stays in loss)
+            columns = list(row) if new else self.csv.read_text().splitlines()[0].split(",")[2:]
             with self.csv.open("a") as f:
                 if new:
-                    f.write("step,train_seconds," + ",".join(row) + "\n")
-                f.write(f"{step},{elapsed:.1f}," + ",".join(f"{v:.6g}" for v in row.values()) + "\n")
+                    f.write("step,train_seconds," + ",".join(columns) + "\n")
+                values = (f"{row[k]:.6g}" if k in row else "" for k in columns)
+                f.write(f"{step},{elapsed:.1f}," + ",".join(values) + "\n")
         self._t0 += time.perf_counter() - started  # evaluation time is not training time

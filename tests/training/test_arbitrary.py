@@ -184,6 +184,25 @@ def test_painting_validation_does_not_evaluate_the_resumed_step_again(tmp_path) 
     assert calls == [1] and csv.read_text().splitlines()[-1].startswith("6,")
 
 
+def test_painting_validation_csv_has_the_criterion_s_extra_terms_and_a_resume_keeps_its_columns(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fastst.training.callbacks import PaintingValidation
+
+    terms = {"content": 1.0, "style": 2.0, "total": 9.0, "photo_content": 3.0, "gram_style": 0.5, "style/relu1_1": 7}
+    module = SimpleNamespace(validation_terms=lambda *sets: terms)
+    fresh, old = tmp_path / "fresh.csv", tmp_path / "old.csv"
+    old.write_text("step,train_seconds,content,style,loss\n0,0.0,3,2,23\n")  # written before the terms existed
+    for csv in (fresh, old):
+        callback = PaintingValidation(photos="p", paintings="q", csv=str(csv))
+        callback._sets = (torch.zeros(1), torch.zeros(1))  # no folders read
+        callback.on_train_end(SimpleNamespace(global_step=5, loggers=[]), module)
+    header, row = fresh.read_text().splitlines()
+    assert header == "step,train_seconds,content,style,loss,photo_content,gram_style"
+    assert row.split(",")[2:] == ["1", "2", "9", "3", "0.5"]
+    assert old.read_text().splitlines()[-1].split(",")[2:] == ["1", "2", "9"]  # its header's columns only
+
+
 def test_photo_content_term_measures_the_output_against_the_photo(photos_dir, tmp_path) -> None:
     """loss.photo_content_weight > 0 adds MSE(relu2_2(out), relu2_2(photo)) on the net's own encoder, weighted."""
     paintings = paintings_dir(tmp_path / "p")
