@@ -318,9 +318,10 @@ class PaintingValidation(pl.Callback):
         log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
         if self.csv is not None:
             self.csv.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.csv.is_file()
+            header = self.csv.read_text().partition("\n")[0] if self.csv.is_file() else ""
+            new = not header
             # a resumed run keeps the file's columns (a term switched on since has no column: it stays in loss)
-            columns = list(row) if new else self.csv.read_text().splitlines()[0].split(",")[2:]
+            columns = list(row) if new else header.split(",")[2:]
             with self.csv.open("a") as f:
                 if new:
                     f.write("step,train_seconds," + ",".join(columns) + "\n")
