@@ -98,9 +98,17 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
             f"  trained on {data.get('paintings', '?')} paintings of {data.get('style_root', '?')}/ and "
             f"{data.get('photos', '?')} photos of {data.get('photo_root', '?')}/"
         )
-        start = data.get("init_from")
-        if isinstance(start, dict):
-            print(f"  fine-tuned from {start.get('file', '?')} ({start.get('steps', '?')} steps before these)")
+        chain, start = [], data.get("init_from")
+        while isinstance(start, dict):  # the model it started from, that model's own start, ...
+            chain.append(start)
+            start = start.get("init_from")
+        if len(chain) == 1:
+            print(f"  fine-tuned from {chain[0].get('file', '?')} ({chain[0].get('steps', '?')} steps before these)")
+        elif chain:
+            links = ", which started from ".join(f"{s.get('file', '?')} ({s.get('steps', '?')} steps)" for s in chain)
+            steps = [s.get("steps") for s in chain]
+            total = sum(steps) if all(isinstance(n, int) for n in steps) else "?"
+            print(f"  fine-tuned from {links}: {total} steps before these")
     encoder = metadata.get("encoder") or {}
     if encoder:
         print(f"  encoders: {', '.join(f'{k}: {v}' for k, v in encoder.items())}")

@@ -309,7 +309,11 @@ class AnyPainting:
                     )
             _keep_architecture(str(init_from), net_cfg, src_net)
             steps = (metadata.get("training") or {}).get("steps")
-            start = {"init_from": {"file": Path(str(init_from)).name, "steps": steps}}  # the model file says so
+            record = {"file": Path(str(init_from)).name, "steps": steps}  # the model file says so
+            earlier = (metadata.get("training_data") or {}).get("init_from")
+            if isinstance(earlier, dict):  # it was fine-tuned itself: keep the chain back to the first run
+                record["init_from"] = earlier
+            start = {"init_from": record}
         targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
         return NetSpec(self.family, net_cfg), targets
 

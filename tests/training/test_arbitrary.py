@@ -288,6 +288,13 @@ def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
     capsys.readouterr()
     assert run_fastst("styles", "--model", tmp_path / "fine" / "export" / "arbitrary.safetensors") == 0
     assert "fine-tuned from arbitrary.safetensors (2 steps before these)" in capsys.readouterr().out
+    again = arbitrary_overrides(photos_dir, paintings, f"loss.weights={vgg}", "trainer.max_steps=1")
+    train(compose([*again, f"init_from={tmp_path / 'fine' / 'export' / 'arbitrary.safetensors'}"], tmp_path / "again"))
+    assert run_fastst("styles", "--model", tmp_path / "again" / "export" / "arbitrary.safetensors") == 0
+    assert (
+        "fine-tuned from arbitrary.safetensors (1 steps), which started from arbitrary.safetensors (2 steps): "
+        "3 steps before these"
+    ) in capsys.readouterr().out  # a chain of fine-tunes counts back to the first run
     fresh = build(compose(arbitrary_overrides(photos_dir, paintings, f"loss.weights={vgg}"), tmp_path / "fresh"))[1]
     assert not torch.equal(fresh.net.decoder[1].weight, module.net.decoder[1].weight)
     with pytest.raises(
