@@ -318,7 +318,10 @@ class PaintingValidation(pl.Callback):
         log.info("val at step %d: %s", step, "  ".join(f"{k} {v:.4g}" for k, v in row.items()))
         if self.csv is not None:
             self.csv.parent.mkdir(parents=True, exist_ok=True)
-            header = self.csv.read_text().partition("\n")[0] if self.csv.is_file() else ""
+            header = ""
+            if self.csv.is_file():
+                with self.csv.open() as f:  # the first line only: the file grows by a row per evaluation
+                    header = f.readline().rstrip("\n")
             new = not header
             # a resumed run keeps the file's columns (a term switched on since has no column: it stays in loss)
             columns = list(row) if new else header.split(",")[2:]
