@@ -11,7 +11,10 @@ handling, skipped-image reports and logging are the base module's. Differences:
 * the content target is AdaIN's ``t = AdaIN(VGG(photo), code(painting))``, also for the fast variant,
   whose decoder renders ``AdaIN(student(photo), code)``; the student learns VGG's relu4_1 through the
   ``student`` term alone (:class:`~fastst.losses.adain.AdaINLoss`; detached before the decoder);
-* only the decoder (and the student) train; previews are photos x paintings.
+* only the decoder (and the student) train; previews are photos x paintings;
+* distillation (``distill_from`` an arbitrary-style model, docs/arbitrary_training.md "Distilling the fast
+  variant"): the teacher renders each photo with the same pair's painting, and ``loss.distill_weight`` (null:
+  :data:`DISTILL_WEIGHT`) x the mean squared [0,1] RGB difference joins the loss as ``distill``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from fastst.training.module import StyleTransferModule
 from fastst.training.specs import NetSpec, StyleTargets
 
 log = logging.getLogger(__name__)
+
+# loss.distill_weight's default with a teacher (null). AdaIN's terms are plain MSEs of caffe VGG-16 features
+# (a trained net's total is about 1e6), so the per-style default (100, for fastst's relative terms) would
+# be lost in them: at 1e8 an RMS difference of 0.1 (a tenth of the [0,1] range) weighs 1e6, as much as the rest.
+DISTILL_WEIGHT = 1.0e8
 
 
 class NetFeatures(nn.Module):
@@ -100,6 +108,15 @@ class ArbitraryStyleModule(StyleTransferModule):
             self.loss_config.student_weight = 1.0 if self.student_net else 0.0
         self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, AdaINLoss.layers_for(self.loss_config)))
         self.training_data = dict(self.hparams.get("training_data") or {})
+        self.teacher_shares_code = False
+        if self.teacher is not None:
+            if loss.distill_weight is None:  # the base module filled in the per-style default
+                self.loss_config.distill_weight = self.distill_weight = DISTILL_WEIGHT
+            theirs, own = self.teacher.encoder.state_dict(), self.net.encoder.state_dict()
+            # the same VGG (and convention) encodes the painting for both: the student's code is the teacher's
+            self.teacher_shares_code = self.teacher.config.preprocessing == self.net_config.preprocessing and (
+                theirs.keys() == own.keys() and all(torch.equal(theirs[k], own[k]) for k in own)
+            )
 
     # -- the loss ---------------------------------------------------------------------
     def _loss_terms(
@@ -137,6 +154,12 @@ class ArbitraryStyleModule(StyleTransferModule):
             photo_features=photo,
             photo_layer_features=photo_features[photo_layer] if photo_layer else None,
         )
+        if self.teacher is not None:
+            with torch.no_grad():  # the teacher renders the same pair (eval mode: clamped to [0, 1])
+                teacher_code = code if self.teacher_shares_code else self.teacher.style_code(p)
+                target = self.teacher(x, teacher_code)
+            terms["distill"] = torch.mean((y.float() - target.float()) ** 2)
+            terms["total"] = terms["total"] + self.distill_weight * terms["distill"]
         return terms
 
     # -- validation, previews ---------------------------------------------------------------

@@ -245,7 +245,7 @@ class PaintingValidation(pl.Callback):
     curve of docs/arbitrary_training.md. A no-op for other nets or with no folders. Rank zero only.
     """
 
-    EXTRA_TERMS = ("student", "photo_content", "gram_style")
+    EXTRA_TERMS = ("student", "photo_content", "gram_style", "distill")
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from fastst.training.precision import resolve_matmul_precision, resolve_precisio
 from fastst.training.resume import check_same_teacher, find_checkpoint
 from fastst.training.specs import NetSpec, SpeedOptions, StyleTargets, Teacher
 from fastst.training.style_plans import style_plan
-from fastst.training.teacher import load_teacher
+from fastst.training.teacher import check_teacher_family, load_teacher
 
 
 @dataclass
@@ -72,9 +72,12 @@ def prepare(cfg: DictConfig) -> TrainingSetup:
     speed = speed_options(cfg)
     if speed.pop("keep_freed_memory", False):  # process-wide, before the data and networks allocate
         keep_freed_memory()
-    plan = style_plan(str(cfg.model.get("family") or "johnson"))
+    family = str(cfg.model.get("family") or "johnson")
+    plan = style_plan(family)
     plan.check(cfg)
     teacher = load_teacher(str(cfg.distill_from)) if cfg.get("distill_from") else None
+    if teacher is not None:
+        check_teacher_family(teacher, family)
     data = ContentDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seed=int(cfg.seed))
     data.setup("fit")
     net, targets = plan.plan(cfg, teacher)

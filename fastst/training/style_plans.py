@@ -266,7 +266,6 @@ class AnyPainting:
             )
         for key, what in (
             ("styles", "styles=[...]"),
-            ("distill_from", "distill_from"),
             ("stroke_scales", "stroke_scales"),
         ):
             if cfg.get(key):

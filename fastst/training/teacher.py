@@ -60,3 +60,21 @@ def load_teacher(path: str) -> Teacher:
         "style": str(styles[0].get("name")) if styles else None,
     }
     return Teacher(net.eval().requires_grad_(False), record, styles[0] if styles else None)
+
+
+def check_teacher_family(teacher: Teacher, family: str) -> None:
+    """Refuse a teacher that cannot teach a ``family`` net: an any-painting net learns only from an
+    any-painting teacher (every step renders each photo with its own painting), and a net of fixed
+    paintings cannot learn from one (the teacher would need a painting at every step)."""
+    theirs = str(teacher.record["family"])
+    if models.takes_paintings(family) == models.takes_paintings(theirs):
+        return
+    if models.takes_paintings(family):
+        raise ConfigError(
+            f"distill_from={teacher.record['path']} is a {theirs} model of its own painting(s); model={family} "
+            f"renders any painting, so it learns only from a {family} teacher (an arbitrary-style model file)"
+        )
+    raise ConfigError(
+        f"distill_from={teacher.record['path']} renders any painting (an {theirs} model): it cannot teach a "
+        f"{family} net of one painting; distil it into model=arbitrary_fast, or pass a model of the painting"
+    )
