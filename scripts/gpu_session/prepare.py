@@ -8,7 +8,7 @@ paintings at 256 px (AdaIN crops 256 px of them), the 50 held-out photos as they
 the shipped starry_night and the_scream (run3.sh).
 
     python scripts/gpu_session/prepare.py --train-photos /tmp/photos_train --val-photos /tmp/photos_val
-    cp scripts/gpu_session/run*.sh gpu/   # then, on the device: bash gpu/run.sh ; bash gpu/run2.sh ; bash gpu/run3.sh
+    cp scripts/gpu_session/*.sh gpu/   # then, on the device: bash gpu/run.sh ; bash gpu/run2.sh ; bash gpu/run3.sh
 """
 
 from __future__ import annotations

@@ -4,13 +4,7 @@
 set -u
 T0=$(date +%s); DEV=${DEV:-cuda}; N=${N:-568}; T=${T:-00:00:01:45}; HO=${HO:-50}
 OUT=${OUT:-/tmp/gpu_out2}; mkdir -p $OUT/res
-R=$PWD/gpu/runs2; rm -rf $R; mkdir -p $R
-if [ "$DEV" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else export PYTHONPATH=$PWD; fi
-export PYTHONUNBUFFERED=1
-el() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/res/timeline.txt; }
+. "$(dirname "$0")/prelude.sh" runs2
 W=gpu/vgg16_c4.pth; VG=gpu/pair/vincent_van_gogh_001.jpg; MO=gpu/pair/claude_monet_001.jpg
 COMMON="data.root=gpu/photos_train loss.network=vgg16 loss.weights=$W loss.preprocessing=caffe logger=none progress=plain seed=0 callbacks.export.onnx=false +trainer.max_time=$T trainer.log_every_n_steps=100"
 [ "$DEV" = cpu ] && COMMON="$COMMON trainer=cpu data.image_size=64"

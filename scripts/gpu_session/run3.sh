@@ -10,13 +10,8 @@ set -u
 T0=$(date +%s); DEV=${DEV:-cuda}; N=${N:-4000}; T=${T:-00:00:04:30}; HO=${HO:-0}
 PAINTINGS=${PAINTINGS:-starry scream marc boccioni}; H9=${H9:-1}; TH=${TH:-1}; NW=${NW:-1}
 OUT=${OUT:-/tmp/gpu_out3}; mkdir -p $OUT/res
-R=$PWD/gpu/runs3; rm -rf $R; mkdir -p $R
-if [ "$DEV" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else export PYTHONPATH=$PWD; fi
-export PYTHONUNBUFFERED=1 FASTST_STYLE_DIR=$PWD/gpu/styles
-el() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/res/timeline.txt; }
+. "$(dirname "$0")/prelude.sh" runs3
+export FASTST_STYLE_DIR=$PWD/gpu/styles
 el "start on $(hostname); $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 W=gpu/vgg16_c4.pth; V1=gpu/paint_val/franz_marc_001.jpg; V2=gpu/paint_val/umberto_boccioni_001.jpg
 COMMON="data.root=gpu/photos_train loss.network=vgg16 loss.weights=$W loss.preprocessing=caffe logger=none progress=plain seed=0 callbacks.export.onnx=false +trainer.max_time=$T trainer.log_every_n_steps=500 data.num_workers=$NW"

