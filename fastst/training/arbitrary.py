@@ -35,9 +35,10 @@ from fastst.training.specs import NetSpec, StyleTargets
 
 log = logging.getLogger(__name__)
 
-# loss.distill_weight's default with a teacher (null). AdaIN's terms are plain MSEs of caffe VGG-16 features
-# (a trained net's total is about 1e6), so the per-style default (100, for fastst's relative terms) would
-# be lost in them: at 1e8 an RMS difference of 0.1 (a tenth of the [0,1] range) weighs 1e6, as much as the rest.
+# loss.distill_weight's default with a teacher (null; ArbitraryStyleModule.default_distill_weight). AdaIN's
+# terms are plain MSEs of caffe VGG-16 features (a trained net's total is about 1e6), so the per-style default
+# (100, for fastst's relative terms) would be lost in them: at 1e8 an RMS difference of 0.1 (a tenth of the
+# [0,1] range) weighs 1e6, as much as the rest.
 DISTILL_WEIGHT = 1.0e8
 
 
@@ -92,6 +93,8 @@ def copy_loss_weights(net: nn.Module, vgg: VGGEncoder, network: str, preprocessi
 class ArbitraryStyleModule(StyleTransferModule):
     """A net of the ``arbitrary`` family trained on photo x painting pairs; see the module docstring."""
 
+    default_distill_weight = DISTILL_WEIGHT
+
     def __init__(self, net: NetSpec, loss: LossConfig, targets: StyleTargets, *args: Any, **kwargs: Any) -> None:
         super().__init__(net, loss, targets, *args, **kwargs)
         vgg = self.criterion.encoder  # the base module built it from loss.* (weights loaded): copy, then drop it
@@ -110,8 +113,6 @@ class ArbitraryStyleModule(StyleTransferModule):
         self.training_data = dict(self.hparams.get("training_data") or {})
         self.teacher_shares_code = False
         if self.teacher is not None:
-            if loss.distill_weight is None:  # the base module filled in the per-style default
-                self.loss_config.distill_weight = self.distill_weight = DISTILL_WEIGHT
             theirs, own = self.teacher.encoder.state_dict(), self.net.encoder.state_dict()
             # the same VGG (and convention) encodes the painting for both: the student's code is the teacher's
             self.teacher_shares_code = self.teacher.config.preprocessing == self.net_config.preprocessing and (
@@ -154,11 +155,10 @@ class ArbitraryStyleModule(StyleTransferModule):
             photo_features=photo,
             photo_layer_features=photo_features[photo_layer] if photo_layer else None,
         )
-        if self.teacher is not None:
-            with torch.no_grad():  # the teacher renders the same pair (eval mode: clamped to [0, 1])
+        if self.teacher is not None:  # the teacher renders the same pair (eval mode: clamped to [0, 1])
+            with torch.no_grad():
                 teacher_code = code if self.teacher_shares_code else self.teacher.style_code(p)
-                target = self.teacher(x, teacher_code)
-            terms["distill"] = torch.mean((y.float() - target.float()) ** 2)
+            terms["distill"] = self._distill_term(y, x, teacher_code)
             terms["total"] = terms["total"] + self.distill_weight * terms["distill"]
         return terms
 

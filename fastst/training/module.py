@@ -66,6 +66,10 @@ class StyleTransferModule(pl.LightningModule):
     checkpoints; ``distill_from`` (its path, sha256, family and net config) is what they record.
     """
 
+    # loss.distill_weight with a teacher when the config leaves it null (a family whose criterion has other
+    # scales sets its own: fastst.training.arbitrary)
+    default_distill_weight: float = DEFAULT_DISTILL_WEIGHT
+
     def __init__(
         self,
         net: NetSpec,
@@ -118,7 +122,7 @@ class StyleTransferModule(pl.LightningModule):
             raise ConfigError("distill_from: a multi-style net cannot be distilled (yet); use a single-style model")
         self.distill_from = dict(teacher.record) if teacher is not None else None
         if self.loss_config.distill_weight is None:  # null: the default with a teacher, off without one
-            self.loss_config.distill_weight = DEFAULT_DISTILL_WEIGHT if teacher is not None else 0.0
+            self.loss_config.distill_weight = self.default_distill_weight if teacher is not None else 0.0
         if teacher is None and self.loss_config.distill_weight > 0:
             raise ConfigError(
                 f"loss.distill_weight={self.loss_config.distill_weight} needs a teacher: add distill_from=MODEL"
@@ -212,7 +216,7 @@ class StyleTransferModule(pl.LightningModule):
             if self.loss_config.temporal_keep_style:
                 terms["total"] = terms["total"] + self._keep_style(terms, scale)
         if self.teacher is not None:
-            terms["distill"] = self._distill_term(x, y)
+            terms["distill"] = self._distill_term(y, x)
             terms["total"] = terms["total"] + self.distill_weight * terms["distill"]
         return terms
 
@@ -238,15 +242,16 @@ class StyleTransferModule(pl.LightningModule):
         terms["keep_style"] = k.detach()
         return k.detach() * style
 
-    def _distill_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean squared [0,1] RGB difference between the net's output and the frozen teacher's (fp32).
+    def _distill_term(self, y: torch.Tensor, *teacher_inputs: torch.Tensor) -> torch.Tensor:
+        """Mean squared [0,1] RGB difference between the net's output ``y`` and the frozen teacher's on
+        ``teacher_inputs`` (the photos; an any-painting teacher also takes the paintings' codes), in fp32.
 
         Squared rather than L1: the teacher's output is a fixed target (no noise to be robust to),
         large departures early on should pull hardest, and it is the same scale as the temporal term.
-        The teacher runs without autograd in eval mode, so its output is a pure function of ``x``.
+        The teacher runs without autograd in eval mode, so its output is a pure function of its inputs.
         """
         with torch.no_grad():
-            target = self.teacher(x)
+            target = self.teacher(*teacher_inputs)
         return torch.mean((y.float() - target.float()) ** 2)
 
     def _motion_generator(self) -> torch.Generator:
