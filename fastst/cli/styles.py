@@ -109,6 +109,12 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
             steps = [s.get("steps") for s in chain]
             total = sum(steps) if all(isinstance(n, int) for n in steps) else "?"
             print(f"  fine-tuned from {links}: {total} steps before these")
+    teacher = metadata.get("distilled_from")
+    if isinstance(teacher, dict):  # distill_from=MODEL: the teacher's file name, architecture and hash
+        arch = teacher.get("net") or {}
+        what = ", ".join(f"{k}={arch[k]}" for k in ("content_encoder", "decoder", "decoder_width") if k in arch)
+        sha = str(teacher.get("sha256") or "?")[:12]
+        print(f"  distilled from {teacher.get('name', '?')} ({what}; sha256 {sha})")
     encoder = metadata.get("encoder") or {}
     if encoder:
         print(f"  encoders: {', '.join(f'{k}: {v}' for k, v in encoder.items())}")

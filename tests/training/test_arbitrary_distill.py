@@ -11,7 +11,7 @@ from fastst.modelfile.weights import load_model_file
 from fastst.models.arbitrary import adain
 from fastst.training.arbitrary import DISTILL_WEIGHT
 from fastst.training.pipeline import build, train
-from tests.conftest import compose, fast_overrides
+from tests.conftest import compose, fast_overrides, run_fastst
 from tests.data.test_paintings import paintings_dir
 from tests.training.test_arbitrary import _vgg16_file, arbitrary_overrides
 
@@ -64,7 +64,7 @@ def test_distill_term_is_the_mse_to_the_teacher_rendering_the_same_pair(
     torch.testing.assert_close(terms["total"].detach(), base["total"] + DISTILL_WEIGHT * expected, rtol=1e-5, atol=0)
 
 
-def test_distillation_trains_records_the_teacher_and_logs_the_term(photos_dir, tmp_path, teacher_run) -> None:
+def test_distillation_trains_records_the_teacher_and_logs_the_term(photos_dir, tmp_path, teacher_run, capsys) -> None:
     model, vgg, paintings = teacher_run
     out = tmp_path / "run"
     overrides = arbitrary_overrides(
@@ -88,6 +88,9 @@ def test_distillation_trains_records_the_teacher_and_logs_the_term(photos_dir, t
     _, meta = load_model_file(out / "export" / "arbitrary.safetensors")
     assert meta["distilled_from"]["family"] == "arbitrary" and meta["distilled_from"]["name"] == model.name
     assert meta["distilled_from"]["net"]["content_encoder"] == "vgg" and meta["net"]["content_encoder"] == "student"
+    assert run_fastst("styles", "--model", out / "export" / "arbitrary.safetensors") == 0
+    said = capsys.readouterr().out  # fastst styles --model says so
+    assert f"distilled from {model.name} (content_encoder=vgg, decoder=full" in said
 
 
 def test_a_teacher_of_the_other_kind_is_refused(photos_dir, tmp_path, teacher_run, trained_model) -> None:
