@@ -189,24 +189,18 @@ class CodeModulation(nn.Module):
     (the style modulation of MicroAST, Wang et al. 2023, and of dynamic instance normalisation,
     Jing et al. 2020, in its simplest form). It is zero-initialised: a net grown from one without it
     starts as that net (``init_from``). Its cost is one B x 2C by 2C x 2K product per image.
-
-    The map's output is scaled by ``1 / sqrt(2C)`` (an equalised learning rate, as in StyleGAN's
-    mapping layers): Adam moves each weight by about the learning rate whatever its gradient, and
-    over 1,024 inputs unscaled steps moved every scale by ~1 a step; the first CPU run diverged
-    within 50 steps.
     """
 
     def __init__(self, code_dim: int, channels: list[int]) -> None:
         super().__init__()
         self.channels = list(channels)
-        self.gain = code_dim**-0.5
         self.linear = nn.Linear(code_dim, 2 * sum(self.channels))
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Codes (B x 2C) -> per layer (scale, shift), each B x K x 1 x 1."""
-        out = self.linear(torch.log1p(code.float().clamp_min(0.0))) * self.gain
+        out = self.linear(torch.log1p(code.float().clamp_min(0.0)))
         scale, shift = out.split(sum(self.channels), dim=1)
         return [
             (1.0 + g[..., None, None], b[..., None, None])

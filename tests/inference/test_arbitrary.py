@@ -30,7 +30,7 @@ def make_arbitrary_file(path: Path, seed: int = 0, **extra: str) -> Path:
             m.bias.zero_()
         convs[-1].weight.mul_(0.2)  # keep the sigmoid out of saturation
         if net.modulation is not None:  # as if trained (it starts at zero)
-            torch.nn.init.normal_(net.modulation.linear.weight, std=0.5)
+            torch.nn.init.normal_(net.modulation.linear.weight, std=0.02)
     meta = {"family": "arbitrary", "net": net.config.to_dict(), "style": {"name": "any"}, "loss": {}}
     return save_model_file(path, net.state_dict(), make_metadata(meta, steps=7, checkpoint="test.ckpt"))
 

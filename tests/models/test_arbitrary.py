@@ -104,7 +104,7 @@ def test_film_modulation_starts_as_the_plain_net_and_carries_the_painting_to_eve
     photos, paintings = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     code = film.style_code(paintings)
     torch.testing.assert_close(film(photos, code), plain(photos, code), rtol=0, atol=0)
-    torch.nn.init.normal_(film.modulation.linear.weight, std=1.0)
+    torch.nn.init.normal_(film.modulation.linear.weight, std=0.05)
     features = torch.rand(1, 512, 4, 4).expand(2, -1, -1, -1)
     a, b = film.decode(features, code)
     assert float((a - b).abs().max()) > 1e-3  # the same features, two codes: two images
@@ -120,17 +120,3 @@ def test_film_modulation_starts_as_the_plain_net_and_carries_the_painting_to_eve
     # strength 0: the decoder is modulated by the photo's own code, as AdaIN's target is
     own = torch.cat(mean_std(film.encode_content(photos)), 1)
     torch.testing.assert_close(film(photos, code, 0.0), film(photos, own), atol=1e-5, rtol=1e-5)
-
-
-def test_one_adam_step_moves_the_film_scales_a_little() -> None:
-    """The modulation's equalised learning rate: without the 1/sqrt(2C) gain one Adam step at the CPU preset's
-    lr moved every scale by ~1 (1,024 inputs of log(1 + code) ~ 1 each), and the first CPU run diverged."""
-    torch.manual_seed(0)
-    net = ArbitraryNet(ArbitraryConfig(**FAST, modulation="film"))
-    code = net.style_code(torch.rand(2, 3, 32, 32)) * 50  # caffe-VGG relu4_1 statistics reach tens
-    opt = torch.optim.Adam(net.modulation.parameters(), lr=5e-4)
-    loss = sum((scale - 3).square().sum() + shift.square().sum() for scale, shift in net.modulation(code))
-    loss.backward()
-    opt.step()
-    moved = max(float((scale - 1).abs().max()) for scale, _ in net.modulation(code))
-    assert 1e-4 < moved < 0.05
