@@ -65,7 +65,6 @@ class ArbitraryConfig(NetConfig):
     content_encoder: Literal["vgg", "student"] = "vgg"  # the photo's encoder: VGG (AdaIN) or a distilled student
     student_width: int = 32  # the student's widths w, 2w, 4w (stride 2 each), then a 1x1 projection to 512
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
-    modulation: Literal["none", "film"] = "none"  # film: the code also scales and shifts each decoder layer
 
     def __post_init__(self) -> None:
         if not isinstance(self.student_width, int) or not 4 <= self.student_width <= 256:
@@ -76,7 +75,6 @@ class ArbitraryConfig(NetConfig):
             ("output", ("sigmoid", "clamp")),
             ("content_encoder", ("vgg", "student")),
             ("decoder", ("full", "light")),
-            ("modulation", ("none", "film")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -179,46 +177,6 @@ def _light_decoder(width: float) -> nn.Sequential:
     )  # fmt: skip
 
 
-class CodeModulation(nn.Module):
-    """Per-channel scale and shift of every decoder layer, computed from the style code (FiLM).
-
-    AdaIN hands the decoder the painting only through the statistics of relu4_1, at H/8. A narrow
-    decoder (the fast variant's) then rendered every painting in much the same muted colours. Here
-    one linear map of ``log(1 + code)`` gives each ReLU'd decoder layer, and the RGB output, a
-    ``1 + gamma`` scale and a ``beta`` shift per channel, so the painting reaches every scale
-    (the style modulation of MicroAST, Wang et al. 2023, and of dynamic instance normalisation,
-    Jing et al. 2020, in its simplest form). It is zero-initialised: a net grown from one without it
-    starts as that net (``init_from``). Its cost is one B x 2C by 2C x 2K product per image.
-    """
-
-    def __init__(self, code_dim: int, channels: list[int]) -> None:
-        super().__init__()
-        self.channels = list(channels)
-        self.linear = nn.Linear(code_dim, 2 * sum(self.channels))
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Codes (B x 2C) -> per layer (scale, shift), each B x K x 1 x 1."""
-        out = self.linear(torch.log1p(code.float().clamp_min(0.0)))
-        scale, shift = out.split(sum(self.channels), dim=1)
-        return [
-            (1.0 + g[..., None, None], b[..., None, None])
-            for g, b in zip(scale.split(self.channels, 1), shift.split(self.channels, 1), strict=True)
-        ]
-
-
-def _modulated_channels(decoder: nn.Sequential) -> list[int]:
-    """The channels after each ReLU of ``decoder`` and of its output: where CodeModulation acts."""
-    channels, last = [], 0
-    for m in decoder:
-        if isinstance(m, nn.Conv2d):
-            last = m.out_channels
-        elif isinstance(m, nn.ReLU):
-            channels.append(last)
-    return channels + [last]
-
-
 def mean_std(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image, per-channel mean and standard deviation (B x C each) of B x C x H x W features, in fp32."""
     f = features.float().flatten(2)
@@ -247,11 +205,6 @@ class ArbitraryNet(nn.Module):
         self.encoder.requires_grad_(False)
         self.student = student_encoder(self.config.student_width) if self.config.content_encoder == "student" else None
         self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(self.config.decoder_width)
-        self.modulation = (
-            CodeModulation(self.code_dim, _modulated_channels(self.decoder))
-            if self.config.modulation == "film"
-            else None
-        )
 
     @property
     def code_dim(self) -> int:
@@ -273,25 +226,9 @@ class ArbitraryNet(nn.Module):
         mean, std = mean_std(self.encode(paintings))
         return torch.cat([mean, std], 1)
 
-    def decode(self, features: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
-        """relu4_1-shaped features -> RGB (B x 3 x 8h x 8w); in [0, 1] except a training ``clamp`` net.
-
-        ``code`` (B x 2C, the code the features were normalised to) is needed by a ``film`` net.
-        """
-        if self.modulation is None:
-            y = self.decoder(features)
-        else:
-            if code is None:
-                raise ValueError("a modulation='film' net decodes with the style code: decode(features, code)")
-            films = iter(self.modulation(code))
-            y = features
-            for m in self.decoder:
-                y = m(y)
-                if isinstance(m, nn.ReLU):
-                    scale, shift = next(films)
-                    y = y * scale.to(y.dtype) + shift.to(y.dtype)
-            scale, shift = next(films)
-            y = y * scale.to(y.dtype) + shift.to(y.dtype)
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """relu4_1-shaped features -> RGB (B x 3 x 8h x 8w); in [0, 1] except a training ``clamp`` net."""
+        y = self.decoder(features)
         if self.config.output == "sigmoid":
             return torch.sigmoid(y)
         return y if self.training else y.clamp(0.0, 1.0)
@@ -301,24 +238,17 @@ class ArbitraryNet(nn.Module):
 
         ``strength`` is a float or a B-vector in [0, 1] (1: the painting's statistics, 0: the photo's own).
         """
-        return self._target(photos, code, strength)[0]
-
-    def _target(
-        self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The AdaIN features and the code they were normalised to (``strength`` applied)."""
         f = self.encode_content(photos)
         if isinstance(strength, (int, float)) and strength == 1.0:
-            return adain(f, code), code
+            return adain(f, code)
         s = torch.as_tensor(strength, dtype=torch.float32, device=f.device).reshape(-1, 1)
         mean, std = mean_std(f)
         own = torch.cat([mean, std], 1)
-        code = s * code.float() + (1 - s) * own
-        return adain(f, code), code
+        return adain(f, s * code.float() + (1 - s) * own)
 
     def forward(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Photos (B x 3 x H x W in [0, 1], H and W divisible by 8) and style codes (B x 2C) -> stylized photos."""
-        return self.decode(*self._target(photos, code, strength))
+        return self.decode(self.target(photos, code, strength))
 
     def train(self, mode: bool = True) -> ArbitraryNet:
         """The encoder stays in eval mode and frozen; only the decoder trains."""
@@ -327,10 +257,9 @@ class ArbitraryNet(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The decoder's parameters (with its modulation), and the student encoder's (VGG stays frozen)."""
+        """The decoder's parameters, and the student encoder's in the fast variant (VGG stays frozen)."""
         student = list(self.student.parameters()) if self.student is not None else []
-        film = list(self.modulation.parameters()) if self.modulation is not None else []
-        return student + list(self.decoder.parameters()) + film
+        return student + list(self.decoder.parameters())
 
 
 def mix_codes(codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

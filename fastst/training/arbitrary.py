@@ -143,9 +143,9 @@ class ArbitraryStyleModule(StyleTransferModule):
             student = net.encode_content(x)
             # The student learns from the distillation term alone (detached here): through the decoder the
             # style term's large gradients pushed it to a constant output in the first CPU run.
-            y = net.decode(adain(student.detach(), code), code)
+            y = net.decode(adain(student.detach(), code))
         else:
-            y = net.decode(t, code)
+            y = net.decode(t)
         photo_layer = self.criterion.photo_layer
         terms = self.criterion(
             self.criterion.features(y),

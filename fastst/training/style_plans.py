@@ -306,13 +306,7 @@ class AnyPainting:
                         f"{value}: its encoder is the loss network, so set loss.network / loss.preprocessing to "
                         "what it was trained with"
                     )
-            grow = net_cfg.get("modulation") == "film" and src_net.get("modulation", "none") == "none"
             _keep_architecture(str(init_from), net_cfg, src_net)
-            if grow:  # the one change init_from allows: add the code modulation, zero-initialised (the same net)
-                net_cfg["modulation"] = "film"
-                fresh = models.build_net(self.family, models.build_config(self.family, net_cfg))
-                init_state.update({k: v for k, v in fresh.state_dict().items() if k.startswith("modulation.")})
-                log.info("init_from: added the code modulation (model.net.modulation=film) to %s's net", init_from)
             steps = (metadata.get("training") or {}).get("steps")
             record = {"file": Path(str(init_from)).name, "steps": steps}  # the model file says so
             earlier = (metadata.get("training_data") or {}).get("init_from")

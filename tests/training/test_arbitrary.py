@@ -313,29 +313,3 @@ def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
                 tmp_path / "v",
             )
         )
-
-
-def test_init_from_can_add_the_code_modulation_and_the_grown_net_starts_as_the_file(photos_dir, tmp_path) -> None:
-    """init_from=MODEL model.net.modulation=film: the one architecture change init_from makes. The modulation is
-    zero-initialised, so the grown net renders as the file did; the new file says film; a film file stays film."""
-    paintings = paintings_dir(tmp_path / "p")
-    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
-    fast = ("model=arbitrary_fast", "model.net.decoder_width=0.125", "model.net.student_width=4", vgg)
-    first = tmp_path / "first"
-    train(compose([*arbitrary_overrides(photos_dir, paintings, "trainer.max_steps=2"), *fast], first))
-    model = first / "export" / "arbitrary.safetensors"
-    plain, meta = load_model_file(model)
-    assert meta["net"]["modulation"] == "none" and plain.modulation is None
-    grow = [*arbitrary_overrides(photos_dir, paintings, f"init_from={model}"), *fast, "model.net.modulation=film"]
-    module = build(compose(grow, tmp_path / "grown"))[1]
-    assert module.net.modulation is not None and module.net_config.content_encoder == "student"
-    plain.eval(), module.net.eval()
-    x, p = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    code = plain.style_code(p)
-    torch.testing.assert_close(module.net(x, code), plain(x, code), rtol=0, atol=0)
-    train(compose([*grow, "trainer.max_steps=1"], tmp_path / "grown"))
-    grown, meta = load_model_file(tmp_path / "grown" / "export" / "arbitrary.safetensors")
-    assert meta["net"]["modulation"] == "film" and float(grown.modulation.linear.weight.abs().max()) > 0  # it trained
-    grown_file = tmp_path / "grown" / "export" / "arbitrary.safetensors"
-    again = [*arbitrary_overrides(photos_dir, paintings, f"init_from={grown_file}"), *fast]
-    assert build(compose(again, tmp_path / "again"))[1].net_config.modulation == "film"  # the file's architecture
