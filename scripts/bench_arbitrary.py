@@ -38,12 +38,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fastst.evaluation.arbitrary import criterion_config  # noqa: E402
-from fastst.evaluation.images import image_grid, loss_terms  # noqa: E402
+from fastst.evaluation.images import image_grid  # noqa: E402
 from fastst.io.tensors import load_image_tensor  # noqa: E402
 from fastst.losses.perceptual import PerceptualLoss  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 EXTS = (".jpg", ".jpeg", ".png")
+
+
+def loss_terms(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
+    """The criterion's style and content terms, and the style term of each layer (``style/relu1_1``, ...)."""
+    with torch.no_grad():
+        terms = loss(image, content=content)
+    keys = ["style", "content", *(k for k in terms if k.startswith("style/"))]
+    return {k: float(terms[k]) for k in keys}
 
 
 def images(folder: Path) -> list[Path]:
@@ -164,13 +172,12 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
         peer_terms, peer_images = [], []
         for src, x, f in zip(inputs, xs, peer_files):
             z = None
-            if src.stem not in known:
+            if not {"style", *(f"style/{layer}" for layer in loss.style_layers)} <= set(known.get(src.stem, {})):
                 z = load_image_tensor(f, None)
                 if z.shape != x.shape:  # the peer rounds its size its own way: compare at the photo's grid
                     z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bicubic", antialias=True)
                     z = z.clamp(0, 1)
-                t = loss_terms(loss, z, x)
-                known[src.stem] = {"style": t["style"], "content": t["content"]}
+                known[src.stem] = loss_terms(loss, z, x)
             peer_terms.append(known[src.stem])
             peer_images.append(z)
         cache.save()
@@ -188,8 +195,8 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             cells += [ys[i][0], z[0]]
         row = {"painting": painting.name}
         for who, ts in terms.items():
-            row[f"{who}_style"] = statistics.fmean(t["style"] for t in ts)
-            row[f"{who}_content"] = statistics.fmean(t["content"] for t in ts)
+            for key in ts[0]:
+                row[f"{who}_{key}"] = statistics.fmean(t[key] for t in ts)
         if ceiling is not None and args.ceiling_painting and painting.name == Path(args.ceiling_painting).name:
             cs = [loss_terms(loss, ceiling(x), x) for x in xs]
             row["ceiling_style"] = statistics.fmean(t["style"] for t in cs)
@@ -205,10 +212,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
     if model is None:
         print(f"peer cache filled: {cache.root} ({cache.seconds:.0f} s of peer runs)")
         return None
-    mean = {
-        k: statistics.fmean(r[k] for r in rows)
-        for k in ("fastst_style", "peer_style", "fastst_content", "peer_content")
-    }
+    mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k.startswith(("fastst_", "peer_"))}
     n_photos = len(photos)
     print(
         f"\n### (a) quality: {len(rows)} paintings x {n_photos} held-out photos at {args.size} px\n\n"
@@ -229,6 +233,15 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
         f"| **mean** | {mean['fastst_style']:.4g} | {mean['peer_style']:.4g} | **{sr:.2f}x** | "
         f"{mean['fastst_content']:.4g} | {mean['peer_content']:.4g} | **{cr:.2f}x** |"
     )
+    layers = list(loss.style_layers)
+    print(
+        "\nThe style term by layer (mean over paintings and photos; the style term is their mean, layer weights "
+        "equal):\n\n| | " + " | ".join(layers) + " |\n| --- |" + " --- |" * len(layers)
+    )
+    for who in ("fastst", "peer"):
+        print(f"| {who} | " + " | ".join(f"{mean[f'{who}_style/{la}']:.4g}" for la in layers) + " |")
+    ratios = (f"{mean[f'fastst_style/{la}'] / mean[f'peer_style/{la}']:.2f}x" for la in layers)
+    print("| fastst / peer | " + " | ".join(ratios) + " |")
     ceil = [r for r in rows if "ceiling_style" in r]
     if ceil:
         r = ceil[0]
