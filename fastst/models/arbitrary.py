@@ -65,6 +65,7 @@ class ArbitraryConfig(NetConfig):
     content_encoder: Literal["vgg", "student"] = "vgg"  # the photo's encoder: VGG (AdaIN) or a distilled student
     student_width: int = 32  # the student's widths w, 2w, 4w (stride 2 each), then a 1x1 projection to 512
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
+    color: Literal["none", "match"] = "none"  # match: the output's RGB mean and std set to the painting's
 
     def __post_init__(self) -> None:
         if not isinstance(self.student_width, int) or not 4 <= self.student_width <= 256:
@@ -75,6 +76,7 @@ class ArbitraryConfig(NetConfig):
             ("output", ("sigmoid", "clamp")),
             ("content_encoder", ("vgg", "student")),
             ("decoder", ("full", "light")),
+            ("color", ("none", "match")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -189,7 +191,7 @@ def adain(features: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     """Adaptive instance normalization: ``features`` (B x C x H x W) with the statistics of ``code`` (B x 2C)."""
     c = features.shape[1]
     mean, std = mean_std(features)
-    target_mean, target_std = code[:, :c].float(), code[:, c:].float()
+    target_mean, target_std = code[:, :c].float(), code[:, c : 2 * c].float()
     normalized = (features.float() - mean[..., None, None]) / std[..., None, None]
     return (normalized * target_std[..., None, None] + target_mean[..., None, None]).to(features.dtype)
 
@@ -208,8 +210,26 @@ class ArbitraryNet(nn.Module):
 
     @property
     def code_dim(self) -> int:
-        """Length of a style code: mean and standard deviation of each relu4_1 channel."""
-        return 2 * _CHANNELS[3]
+        """Length of a style code: mean and standard deviation of each relu4_1 channel (and of R, G, B)."""
+        return 2 * _CHANNELS[3] + (6 if self.config.color == "match" else 0)
+
+    def color_code(self, paintings: torch.Tensor) -> torch.Tensor:
+        """The paintings' RGB means and standard deviations (B x 6), the code's tail with ``color: match``."""
+        mean, std = mean_std(paintings)
+        return torch.cat([mean, std], 1)
+
+    def recolor(self, y: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour tail."""
+        if self.config.color != "match":
+            return y
+        tail = code[:, 2 * _CHANNELS[3] :].float()
+        target_mean, target_std = tail[:, :3, None, None], tail[:, 3:, None, None]
+        mean, std = mean_std(y)
+        z = (y.float() - mean[..., None, None]) / std[..., None, None] * target_std + target_mean
+        if isinstance(strength, (int, float)) and strength == 1.0:
+            return z.to(y.dtype)
+        s = torch.as_tensor(strength, dtype=torch.float32, device=y.device).reshape(-1, 1, 1, 1)
+        return (s * z + (1 - s) * y.float()).to(y.dtype)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
@@ -224,13 +244,19 @@ class ArbitraryNet(nn.Module):
     def style_code(self, paintings: torch.Tensor) -> torch.Tensor:
         """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
         mean, std = mean_std(self.encode(paintings))
+        if self.config.color == "match":
+            return torch.cat([mean, std, self.color_code(paintings)], 1)
         return torch.cat([mean, std], 1)
 
-    def decode(self, features: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, features: torch.Tensor, code: torch.Tensor | None = None, strength: float | torch.Tensor = 1.0
+    ) -> torch.Tensor:
         """relu4_1-shaped features -> RGB (B x 3 x 8h x 8w); in [0, 1] except a training ``clamp`` net."""
         y = self.decoder(features)
         if self.config.output == "sigmoid":
-            return torch.sigmoid(y)
+            y = torch.sigmoid(y)
+        if code is not None:  # color: match (a no-op otherwise)
+            y = self.recolor(y, code, strength)
         return y if self.training else y.clamp(0.0, 1.0)
 
     def target(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -244,11 +270,11 @@ class ArbitraryNet(nn.Module):
         s = torch.as_tensor(strength, dtype=torch.float32, device=f.device).reshape(-1, 1)
         mean, std = mean_std(f)
         own = torch.cat([mean, std], 1)
-        return adain(f, s * code.float() + (1 - s) * own)
+        return adain(f, s * code[:, : own.shape[1]].float() + (1 - s) * own)
 
     def forward(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Photos (B x 3 x H x W in [0, 1], H and W divisible by 8) and style codes (B x 2C) -> stylized photos."""
-        return self.decode(self.target(photos, code, strength))
+        return self.decode(self.target(photos, code, strength), code, strength)
 
     def train(self, mode: bool = True) -> ArbitraryNet:
         """The encoder stays in eval mode and frozen; only the decoder trains."""

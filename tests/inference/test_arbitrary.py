@@ -15,13 +15,13 @@ from PIL import Image
 from tests.conftest import ROOT, run_fastst, synthetic_image
 
 
-def make_arbitrary_file(path: Path, seed: int = 0) -> Path:
+def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none") -> Path:
     """A random-weight arbitrary-style model file: a narrow decoder with a sigmoid output, so outputs vary."""
     from fastst import models
     from fastst.modelfile.weights import make_metadata, save_model_file
 
     torch.manual_seed(seed)
-    config = {"decoder_width": 0.125, "output": "sigmoid", "preprocessing": "torchvision"}
+    config = {"decoder_width": 0.125, "output": "sigmoid", "preprocessing": "torchvision", "color": color}
     net = models.build_net("arbitrary", config)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():  # variance-preserving weights: PyTorch's default init fades features to a constant output
@@ -190,6 +190,26 @@ def test_onnx_runtime_matches_torch_and_imports_no_torch(files, onnx_model, tmp_
     assert proc.stdout.strip().splitlines()[-1] == "False"  # the ONNX path never imported torch
     a, b = (np.asarray(Image.open(p), dtype=np.int16) for p in (torch_out, ort_out))
     assert a.shape == b.shape and np.abs(a - b).max() <= 2
+
+
+def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path) -> None:
+    """model.net.color=match: the code carries the painting's RGB statistics (1030 numbers) in both graphs."""
+    pytest.importorskip("onnxruntime")
+    from fastst import load_stylizer
+    from fastst.export.convert import export_onnx
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.modelfile.weights import load_model_file
+
+    model = make_arbitrary_file(tmp_path / "color.safetensors", color="match")
+    net, metadata = load_model_file(model)
+    export_onnx(net, tmp_path / "color.onnx", check_sizes=((32, 32),), metadata=metadata)
+    on_ort = load_ort_stylizer(tmp_path / "color.onnx")
+    assert on_ort.code_dim == 1030
+    x = torch.rand(1, 3, 40, 48)
+    want = load_stylizer(model, dtype="fp32")(x, style_image=files["a"], strength=0.6)
+    got = on_ort(x.numpy(), style_image=files["a"], strength=0.6)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    assert abs(float(want.mean()) - float(load_stylizer(model, dtype="fp32")(x, style_image=files["b"]).mean())) > 0.01
 
 
 def test_styles_says_an_arbitrary_model_takes_any_painting(files, capsys) -> None:

@@ -19,7 +19,8 @@ def test_family_is_registered_and_takes_paintings() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"content_encoder": "resnet"}, {"decoder": "tiny"}, {"student_width": 2}, {"decoder_width": 0}]
+    "bad",
+    [{"content_encoder": "resnet"}, {"decoder": "tiny"}, {"student_width": 2}, {"decoder_width": 0}, {"color": "rgb"}],
 )
 def test_bad_config_values_are_config_errors(bad) -> None:
     with pytest.raises(ConfigError, match=f"model.net.{next(iter(bad))}"):
@@ -59,6 +60,34 @@ def test_strength_zero_keeps_the_photos_own_statistics() -> None:
     code = net.style_code(torch.rand(1, 3, 32, 32))
     own = net.encode_content(photos)
     torch.testing.assert_close(net.target(photos, code, 0.0), own, atol=1e-4, rtol=1e-4)
+
+
+def test_color_match_gives_the_output_the_paintings_rgb_mean_and_std() -> None:
+    torch.manual_seed(0)
+    net = ArbitraryNet(ArbitraryConfig(**FAST, color="match")).train()  # training mode: not clamped
+    with torch.no_grad():
+        net.decoder[-1].weight.mul_(1000)  # an untrained decoder's output is nearly flat
+    photos = torch.rand(2, 3, 32, 32)
+    paintings = torch.rand(2, 3, 40, 40) * torch.tensor([0.9, 0.5, 0.2])[:, None, None]
+    paintings[1] = 1 - paintings[1]
+    code = net.style_code(paintings)
+    assert code.shape == (2, net.code_dim) == (2, 1030)
+    want_mean, want_std = mean_std(paintings)
+    torch.testing.assert_close(code[:, 1024:], torch.cat([want_mean, want_std], 1))
+    mean, std = mean_std(net(photos, code))
+    torch.testing.assert_close(mean, want_mean, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(std, want_std, atol=1e-3, rtol=1e-2)
+    plain = ArbitraryNet(ArbitraryConfig(**FAST)).train()
+    plain.load_state_dict(net.state_dict())
+    assert (mean_std(plain(photos, code[:, :1024]))[1] - want_std).abs().max() > 0.05  # the match did the work
+    # strength 0: neither the features nor the colours take the painting's
+    torch.testing.assert_close(net(photos, code, 0.0), plain(photos, code[:, :1024], 0.0))
+    half = net(photos, code, 0.5)
+    torch.testing.assert_close(
+        half,
+        0.5 * net.decoder(net.target(photos, code, 0.5))
+        + 0.5 * net.recolor(net.decoder(net.target(photos, code, 0.5)), code),
+    )
 
 
 def test_fast_variant_is_far_cheaper() -> None:

@@ -313,3 +313,35 @@ def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
                 tmp_path / "v",
             )
         )
+
+
+def test_color_match_is_added_by_init_from_kept_after_and_in_the_training_output(photos_dir, tmp_path) -> None:
+    """model.net.color=match has no weights: init_from a plain net takes it, a later init_from keeps it unless
+    told otherwise, and the training loss sees the recoloured output (the pair's painting's RGB statistics)."""
+    from fastst.losses import functional as F
+
+    paintings = paintings_dir(tmp_path / "p")
+    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
+    first = tmp_path / "first"
+    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
+    plain = first / "export" / "arbitrary.safetensors"
+    assert load_model_file(plain)[1]["net"]["color"] == "none"
+    grow = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={plain}", "model.net.color=match")
+    module = build(compose([*grow, "loss.gram_style_weight=5.0"], tmp_path / "g"))[1]
+    assert module.net.config.color == "match" and module.net.code_dim == 1030
+    torch.manual_seed(0)
+    x, p = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    p[1] = p[1] * 0.3  # two different paintings
+    terms = module.pair_terms(x, p)
+    y = module.net(x, module.net.style_code(p))
+    fy, fp = module.criterion.features(y), module.criterion.features(p)
+    layers = module.loss_config.style_layers
+    expected = sum(F.style_loss(fy[k], F.gram_matrix(fp[k])) for k in layers) / len(layers)
+    torch.testing.assert_close(terms["gram_style"], expected)
+    train(compose([*grow, "trainer.max_steps=1"], tmp_path / "grown"))
+    grown = tmp_path / "grown" / "export" / "arbitrary.safetensors"
+    assert load_model_file(grown)[1]["net"]["color"] == "match"
+    again = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={grown}")
+    assert build(compose(again, tmp_path / "a"))[1].net.config.color == "match"
+    off = build(compose([*again, "model.net.color=none"], tmp_path / "b"))[1]
+    assert off.net.config.color == "none" and off.net.code_dim == 1024
