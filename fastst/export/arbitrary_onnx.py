@@ -44,7 +44,7 @@ class StylizeGraph(nn.Module):
 
 
 class CodeGraph(nn.Module):
-    """``painting -> code`` (B x 2C: relu4_1 means, then stds)."""
+    """``painting -> code`` (B x 2C: relu4_1 means, then stds; then RGB means and stds with ``color: match``)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

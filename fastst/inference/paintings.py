@@ -1,7 +1,8 @@
 """Paintings as styles for an arbitrary-style model (``family: arbitrary``): NumPy and Pillow only.
 
 An arbitrary-style net (:mod:`fastst.models.arbitrary`) takes the painting at inference time as a
-*style code* (the per-channel mean and std of its relu4_1 features, ``1 x 2C``). Both backends (torch,
+*style code* (the per-channel mean and std of its relu4_1 features, ``1 x 2C``; and of R, G, B for a net
+with ``color: match``). Both backends (torch,
 :class:`fastst.inference.stylizer.ArbitraryStylizer`; ONNX Runtime, :mod:`fastst.inference.ort`) share what is here:
 
 * reading a painting (a path or a PIL image): EXIF upright, RGB, long side ``style_size`` (default

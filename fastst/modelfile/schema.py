@@ -26,7 +26,8 @@ The ``.onnx`` files of an arbitrary-style model (``family: arbitrary``) also car
 is two graphs, written side by side, so a painting is encoded once and a mix of paintings is a weighted
 sum of codes outside the graph: ``style_code`` (``X.code.onnx``, ``painting`` 1 x 3 x H x W -> ``code``
 1 x 2C) and ``stylize`` (``X.onnx``, ``image`` B x 3 x H x W with H, W multiples of 8, ``code`` B x 2C,
-``strength`` B -> ``stylized``); see :func:`code_graph_path`.
+``strength`` B -> ``stylized``); see :func:`code_graph_path`. A net with ``color: match`` adds the painting's
+RGB means and stds to the code (2C + 6).
 
 Only the standard library: the ONNX Runtime path reads the schema without torch (onnx is imported
 only to write ONNX metadata).

@@ -30,6 +30,11 @@ for deployment; the same file format holds both (the student's weights are the `
 The encoder here has the layer names of
 :mod:`fastst.losses.vgg` (``conv1_1``, ``relu1_1``, ...), so training copies the loss network's
 weights into it one to one.
+
+``color="match"`` appends the painting's RGB means and standard deviations to the code (2C + 6) and
+sets the output's to them after the decoder (``recolor``): the colours are the painting's by
+construction, and the decoder, trained with it, learns the rest. ``strength`` blends the matched
+output with the unmatched one. It has no weights, so ``init_from`` can add it to a trained net.
 """
 
 from __future__ import annotations
