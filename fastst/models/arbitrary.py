@@ -70,9 +70,11 @@ class ArbitraryConfig(NetConfig):
     content_encoder: Literal["vgg", "student"] = "vgg"  # the photo's encoder: VGG (AdaIN) or a distilled student
     student_width: int = 32  # the student's widths w, 2w, 4w (stride 2 each), then a 1x1 projection to 512
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
-    color: Literal["none", "match"] = "none"  # match: the output's RGB mean and std set to the painting's
+    color: Literal["none", "match"] | None = "none"  # match: the output's RGB mean and std set to the painting's
 
     def __post_init__(self) -> None:
+        if self.color is None:  # the config's null: none (a run with init_from takes the file's: style_plans)
+            object.__setattr__(self, "color", "none")
         if not isinstance(self.student_width, int) or not 4 <= self.student_width <= 256:
             raise ConfigError(f"model.net.student_width must be an integer in [4, 256], got {self.student_width!r}")
         for name, allowed in (
