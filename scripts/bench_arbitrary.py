@@ -38,20 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fastst.evaluation.arbitrary import criterion_config  # noqa: E402
-from fastst.evaluation.images import image_grid  # noqa: E402
+from fastst.evaluation.images import image_grid, loss_terms  # noqa: E402
 from fastst.io.tensors import load_image_tensor  # noqa: E402
 from fastst.losses.perceptual import PerceptualLoss  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 EXTS = (".jpg", ".jpeg", ".png")
-
-
-def loss_terms(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
-    """The criterion's style and content terms, and the style term of each layer (``style/relu1_1``, ...)."""
-    with torch.no_grad():
-        terms = loss(image, content=content)
-    keys = ["style", "content", *(k for k in terms if k.startswith("style/"))]
-    return {k: float(terms[k]) for k in keys}
 
 
 def images(folder: Path) -> list[Path]:
@@ -163,6 +155,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
     loss = PerceptualLoss(cfg)
     xs = [load_image_tensor(p, None) for p in inputs]
     rows, grid_rows = [], []
+    cached = {"style", "content", *(f"style/{layer}" for layer in loss.style_layers)}  # a peer entry has these
     t_fastst = 0.0
     strength = {} if args.strength == 1.0 else {"strength": args.strength}
     for painting in paintings:
@@ -172,12 +165,12 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
         peer_terms, peer_images = [], []
         for src, x, f in zip(inputs, xs, peer_files):
             z = None
-            if not {"style", *(f"style/{layer}" for layer in loss.style_layers)} <= set(known.get(src.stem, {})):
+            if not cached <= set(known.get(src.stem, {})):
                 z = load_image_tensor(f, None)
                 if z.shape != x.shape:  # the peer rounds its size its own way: compare at the photo's grid
                     z = torch.nn.functional.interpolate(z, size=x.shape[-2:], mode="bicubic", antialias=True)
                     z = z.clamp(0, 1)
-                known[src.stem] = loss_terms(loss, z, x)
+                known[src.stem] = loss_terms(loss, z, x, layers=True)
             peer_terms.append(known[src.stem])
             peer_images.append(z)
         cache.save()
@@ -188,14 +181,14 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
         code = model.encode(painting, args.style_size or None)
         ys = [model(x, style_code=code, **strength) for x in xs]
         t_fastst += time.perf_counter() - t
-        terms = {"fastst": [loss_terms(loss, y, x) for x, y in zip(xs, ys)], "peer": peer_terms}
+        terms = {"fastst": [loss_terms(loss, y, x, layers=True) for x, y in zip(xs, ys)], "peer": peer_terms}
         cells = []
         for i in range(min(args.grid_photos, len(xs))):
             z = peer_images[i] if peer_images[i] is not None else load_image_tensor(peer_files[i], None)
             cells += [ys[i][0], z[0]]
         row = {"painting": painting.name}
         for who, ts in terms.items():
-            for key in ts[0]:
+            for key in cached:
                 row[f"{who}_{key}"] = statistics.fmean(t[key] for t in ts)
         if ceiling is not None and args.ceiling_painting and painting.name == Path(args.ceiling_painting).name:
             cs = [loss_terms(loss, ceiling(x), x) for x in xs]

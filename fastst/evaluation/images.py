@@ -93,10 +93,16 @@ def model_style_path(model: Any, style: str | None, style_dir: str | None) -> Pa
     return resolve_style_path(entry, style_dir or os.environ.get(STYLE_DIR_ENV, "styles"), hints=COMMAND_HINTS)
 
 
-def loss_terms(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor) -> dict[str, float]:
+def loss_terms(
+    loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, layers: bool = False
+) -> dict[str, float]:
+    """The criterion's terms of ``image``; ``layers``: also each layer's (``style/relu1_1``, ``content/relu2_2``)."""
     with torch.no_grad():
         terms = loss(image, content=content)
-    return {k: float(terms[k]) for k in ("content", "style", "tv", "total")}
+    keys = ["content", "style", "tv", "total"]
+    if layers:
+        keys += [k for k in terms if k.startswith(("content/", "style/"))]
+    return {k: float(terms[k]) for k in keys}
 
 
 def build_criterion(args: argparse.Namespace) -> tuple[Any, PerceptualLoss, Path, LossConfig]:
