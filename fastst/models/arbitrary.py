@@ -220,11 +220,6 @@ class ArbitraryNet(nn.Module):
         """Length of a style code: mean and standard deviation of each relu4_1 channel (and of R, G, B)."""
         return 2 * _CHANNELS[3] + (6 if self.config.color == "match" else 0)
 
-    def color_code(self, paintings: torch.Tensor) -> torch.Tensor:
-        """The paintings' RGB means and standard deviations (B x 6), the code's tail with ``color: match``."""
-        mean, std = mean_std(paintings)
-        return torch.cat([mean, std], 1)
-
     def recolor(self, y: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour tail."""
         if self.config.color != "match":
@@ -250,10 +245,13 @@ class ArbitraryNet(nn.Module):
 
     def style_code(self, paintings: torch.Tensor) -> torch.Tensor:
         """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
-        mean, std = mean_std(self.encode(paintings))
-        if self.config.color == "match":
-            return torch.cat([mean, std, self.color_code(paintings)], 1)
-        return torch.cat([mean, std], 1)
+        return self.code_of(self.encode(paintings), paintings)
+
+    def code_of(self, features: torch.Tensor, paintings: torch.Tensor) -> torch.Tensor:
+        """The style codes of ``paintings`` from their relu4_1 ``features``; with ``color: match`` the
+        paintings' RGB means and standard deviations follow (B x 2C + 6)."""
+        stats = [*mean_std(features), *(mean_std(paintings) if self.config.color == "match" else ())]
+        return torch.cat(stats, 1)
 
     def decode(
         self, features: torch.Tensor, code: torch.Tensor | None = None, strength: float | torch.Tensor = 1.0

@@ -29,7 +29,7 @@ from fastst.errors import ConfigError
 from fastst.losses.adain import AdaINLoss
 from fastst.losses.perceptual import LossConfig
 from fastst.losses.vgg import VGGEncoder
-from fastst.models.arbitrary import adain, mean_std
+from fastst.models.arbitrary import adain
 from fastst.training.module import StyleTransferModule
 from fastst.training.specs import NetSpec, StyleTargets
 
@@ -136,10 +136,7 @@ class ArbitraryStyleModule(StyleTransferModule):
         net = self.net
         with torch.no_grad():
             style_features = self.criterion.features(p)
-            mean, std = mean_std(style_features[AdaINLoss.CONTENT_LAYER])
-            code = torch.cat([mean, std], 1)  # = net.style_code(p), from the same pass
-            if net.config.color == "match":
-                code = torch.cat([code, net.color_code(p)], 1)
+            code = net.code_of(style_features[AdaINLoss.CONTENT_LAYER], p)  # = net.style_code(p), from the same pass
             photo_features = self.criterion.features(x)  # one VGG pass: relu4_1, and the photo-content layer
             photo = photo_features[AdaINLoss.CONTENT_LAYER]  # = net.encode(x)
             t = adain(photo, code)  # the content target, also for the student
