@@ -40,6 +40,7 @@ output with the unmatched one. It has no weights, so ``init_from`` can add it to
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,10 +72,16 @@ class ArbitraryConfig(NetConfig):
     student_width: int = 32  # the student's widths w, 2w, 4w (stride 2 each), then a 1x1 projection to 512
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
     color: Literal["none", "match"] | None = "none"  # match: the output's RGB mean and std set to the painting's
+    decoder_blocks: int | None = 0  # residual blocks the decoder adds at each of H/8, H/4 and H/2 (0: none)
 
     def __post_init__(self) -> None:
         if self.color is None:  # the config's null: none (a run with init_from takes the file's: style_plans)
             object.__setattr__(self, "color", "none")
+        if self.decoder_blocks is None:  # the same for the blocks: 0, or init_from's
+            object.__setattr__(self, "decoder_blocks", 0)
+        blocks = self.decoder_blocks
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= 8:
+            raise ConfigError(f"model.net.decoder_blocks must be an integer in [0, 8], got {blocks!r}")
         if not isinstance(self.student_width, int) or not 4 <= self.student_width <= 256:
             raise ConfigError(f"model.net.student_width must be an integer in [4, 256], got {self.student_width!r}")
         for name, allowed in (
@@ -155,35 +162,66 @@ def _reflect_conv(cin: int, cout: int, relu: bool = True) -> list[nn.Module]:
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
-def _decoder(width: float) -> nn.Sequential:
+class _Residual(nn.Module):
+    """x + conv(relu(conv(x))), 3x3 with reflection padding; the second conv starts at zero, so a block added
+    to a trained decoder (``init_from``) leaves its output as it was until training moves it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_reflect_conv(channels, channels), *_reflect_conv(channels, channels, relu=False))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _with_blocks(layers: list[nn.Module], after: dict[int, tuple[str, int]], blocks: int) -> nn.Sequential:
+    """``layers`` as a Sequential keyed 0, 1, ... (the keys of files without blocks), with ``blocks`` residual
+    blocks (keys ``res8_0``, ...) after each layer index in ``after`` (index -> (scale name, channels))."""
+    named: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, layer in enumerate(layers):
+        named[str(i)] = layer
+        if i in after:
+            scale, channels = after[i]
+            for b in range(blocks):
+                named[f"res{scale}_{b}"] = _Residual(channels)
+    return nn.Sequential(named)
+
+
+def _decoder(width: float, blocks: int = 0) -> nn.Sequential:
     """The encoder mirrored (Huang and Belongie's decoder): nearest x2 upsampling, reflection padding."""
 
     w, conv = functools.partial(_scaled, width=width), _reflect_conv
     up = [nn.Upsample(scale_factor=2, mode="nearest")]
-    return nn.Sequential(
+    layers = [
         *conv(512, w(256)), *up,  # H/8 -> H/4
         *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(256)), *conv(w(256), w(128)), *up,
         *conv(w(128), w(128)), *conv(w(128), w(64)), *up,  # -> H
         *conv(w(64), w(64)), *conv(w(64), 3, relu=False),
-    )  # fmt: skip
+    ]  # fmt: skip
+    # after the ReLU that ends each scale's convs (the blocks at H/8 follow the first conv)
+    return _with_blocks(layers, {2: ("8", w(256)), 15: ("4", w(128)), 22: ("2", w(64))}, blocks)
 
 
-def _light_decoder(width: float) -> nn.Sequential:
+def _light_decoder(width: float, blocks: int = 0) -> nn.Sequential:
     """The fast variant's decoder: a 1x1 reduction of the 512 channels, then one 3x3 conv per scale.
 
     About a twelfth of the full decoder's work at width 0.25: the full decoder's five 3x3 convs at
     H/4 and two at each finer scale are what cost at 1024 px (docs/arbitrary_training.md).
+    ``blocks`` residual blocks at each of H/8, H/4 and H/2 add depth where the fine scales are cheap.
     """
 
     w, conv = functools.partial(_scaled, width=width), _reflect_conv
     up = [nn.Upsample(scale_factor=2, mode="nearest")]
-    return nn.Sequential(
+    layers = [
         nn.Conv2d(512, w(256), 1), nn.ReLU(inplace=True),
         *conv(w(256), w(256)), *up,  # H/8 -> H/4
         *conv(w(256), w(128)), *up,  # -> H/2
         *conv(w(128), w(64)), *up,  # -> H
         *conv(w(64), 3, relu=False),
-    )  # fmt: skip
+    ]  # fmt: skip
+    return _with_blocks(layers, {4: ("8", w(256)), 8: ("4", w(128)), 12: ("2", w(64))}, blocks)
 
 
 def mean_std(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +251,9 @@ class ArbitraryNet(nn.Module):
         self.encoder = vgg_encoder(self.config.encoder)
         self.encoder.requires_grad_(False)
         self.student = student_encoder(self.config.student_width) if self.config.content_encoder == "student" else None
-        self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(self.config.decoder_width)
+        self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(
+            self.config.decoder_width, self.config.decoder_blocks
+        )
 
     @property
     def code_dim(self) -> int:

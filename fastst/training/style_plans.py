@@ -290,6 +290,7 @@ class AnyPainting:
             net_cfg[key] = value
         # color has no weights: an explicit choice holds with init_from too (a trained net can learn to use it)
         color = net_cfg.pop("color", None)
+        blocks = net_cfg.pop("decoder_blocks", None)  # init_from can add residual blocks (zero-started) too
         init_state, start = None, None
         init_from = cfg.get("init_from")
         if init_from:  # fine-tune a trained net (a released model on your own paintings, or with another loss)
@@ -309,6 +310,17 @@ class AnyPainting:
                         "what it was trained with"
                     )
             _keep_architecture(str(init_from), net_cfg, src_net)
+            had = int(src_net.get("decoder_blocks") or 0)
+            if blocks is not None and blocks != had:
+                if not isinstance(blocks, int) or blocks < had:
+                    raise ConfigError(
+                        f"model.net.decoder_blocks={blocks} but init_from={init_from} has {had} residual blocks "
+                        f"a scale: init_from can add blocks, not remove them; set it to {had} or more, or drop it"
+                    )
+                net_cfg["decoder_blocks"] = blocks  # the grown net starts as the file's (the new blocks are zero)
+                fresh = models.build_net(self.family, models.build_config(self.family, net_cfg))
+                init_state = {**fresh.state_dict(), **init_state}
+                log.info("init_from: %s grows from %d to %d decoder blocks a scale", init_from, had, blocks)
             steps = (metadata.get("training") or {}).get("steps")
             record = {"file": Path(str(init_from)).name, "steps": steps}  # the model file says so
             earlier = (metadata.get("training_data") or {}).get("init_from")
@@ -317,6 +329,8 @@ class AnyPainting:
             start = {"init_from": record}
         if color is not None or "color" not in net_cfg:
             net_cfg["color"] = color or "none"
+        if "decoder_blocks" not in net_cfg:
+            net_cfg["decoder_blocks"] = blocks or 0
         targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
         return NetSpec(self.family, net_cfg), targets
 

@@ -15,13 +15,13 @@ from PIL import Image
 from tests.conftest import ROOT, run_fastst, synthetic_image
 
 
-def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none") -> Path:
+def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none", **net_config) -> Path:
     """A random-weight arbitrary-style model file: a narrow decoder with a sigmoid output, so outputs vary."""
     from fastst import models
     from fastst.modelfile.weights import make_metadata, save_model_file
 
     torch.manual_seed(seed)
-    config = {"decoder_width": 0.125, "output": "sigmoid", "preprocessing": "torchvision", "color": color}
+    config = {"decoder_width": 0.125, "output": "sigmoid", "preprocessing": "torchvision", "color": color, **net_config}
     net = models.build_net("arbitrary", config)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():  # variance-preserving weights: PyTorch's default init fades features to a constant output
@@ -192,16 +192,19 @@ def test_onnx_runtime_matches_torch_and_imports_no_torch(files, onnx_model, tmp_
     assert a.shape == b.shape and np.abs(a - b).max() <= 2
 
 
-def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path) -> None:
-    """model.net.color=match: the code carries the painting's RGB statistics (1030 numbers) in both graphs."""
+@pytest.mark.parametrize("blocks", [0, 1], ids=["plain", "decoder_blocks"])
+def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path, blocks) -> None:
+    """model.net.color=match: the code carries the painting's RGB statistics (1030 numbers) in both graphs;
+    with decoder_blocks the residual blocks (all weights non-zero here) are in the graph too."""
     pytest.importorskip("onnxruntime")
     from fastst import load_stylizer
     from fastst.export.convert import export_onnx
     from fastst.inference.ort import load_ort_stylizer
     from fastst.modelfile.weights import load_model_file
 
-    model = make_arbitrary_file(tmp_path / "color.safetensors", color="match")
+    model = make_arbitrary_file(tmp_path / "color.safetensors", color="match", decoder_blocks=blocks)
     net, metadata = load_model_file(model)
+    assert sum(name.startswith("res") for name, _ in net.decoder.named_children()) == 3 * blocks
     export_onnx(net, tmp_path / "color.onnx", check_sizes=((32, 32),), metadata=metadata)
     on_ort = load_ort_stylizer(tmp_path / "color.onnx")
     assert on_ort.code_dim == 1030

@@ -20,7 +20,15 @@ def test_family_is_registered_and_takes_paintings() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"content_encoder": "resnet"}, {"decoder": "tiny"}, {"student_width": 2}, {"decoder_width": 0}, {"color": "rgb"}],
+    [
+        {"content_encoder": "resnet"},
+        {"decoder": "tiny"},
+        {"student_width": 2},
+        {"decoder_width": 0},
+        {"color": "rgb"},
+        {"decoder_blocks": -1},
+        {"decoder_blocks": 1.5},
+    ],
 )
 def test_bad_config_values_are_config_errors(bad) -> None:
     with pytest.raises(ConfigError, match=f"model.net.{next(iter(bad))}"):
@@ -51,6 +59,32 @@ def test_shapes_and_what_trains(kw) -> None:
     if net.student is not None:
         assert net.encode_content(photos).shape == net.encode(photos).shape == (2, 512, 6, 8)
         assert not torch.allclose(net.encode_content(photos), net.encode(photos))
+
+
+@pytest.mark.parametrize("decoder", ["full", "light"])
+def test_decoder_blocks_sit_at_three_scales_and_start_as_the_net_without_them(decoder) -> None:
+    """decoder_blocks=N adds N residual blocks at each of H/8, H/4 and H/2; their last conv starts at zero, so a
+    net given a plain net's weights renders what it does, and the plain net's weights keep their names."""
+    torch.manual_seed(0)
+    kw = {**FAST, "decoder": decoder}
+    plain = ArbitraryNet(ArbitraryConfig(**kw)).eval()
+    grown = ArbitraryNet(ArbitraryConfig(**kw, decoder_blocks=2)).eval()
+    new = set(grown.state_dict()) - set(plain.state_dict())
+    assert set(plain.state_dict()) <= set(grown.state_dict())
+    assert {k.split(".")[1] for k in new} == {f"res{s}_{b}" for s in (8, 4, 2) for b in (0, 1)}
+    seen: dict[str, tuple[int, int]] = {}
+    for name, block in grown.decoder.named_children():
+        if name.startswith("res"):
+            block.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape[-2:])))
+    grown.load_state_dict({**grown.state_dict(), **plain.state_dict()})
+    photos, code = torch.rand(1, 3, 64, 96), plain.style_code(torch.rand(1, 3, 40, 40))
+    torch.testing.assert_close(grown(photos, code), plain(photos, code), rtol=0, atol=0)
+    assert seen["res8_1"] == (8, 12) and seen["res4_0"] == (16, 24) and seen["res2_1"] == (32, 48)
+    with torch.no_grad():  # and the blocks are in the path: moved, they change the output
+        for k, v in grown.named_parameters():
+            if ".res4_0." in k:
+                v.add_(0.1)
+    assert not torch.allclose(grown(photos, code), plain(photos, code))
 
 
 def test_strength_zero_keeps_the_photos_own_statistics() -> None:

@@ -345,3 +345,32 @@ def test_color_match_is_added_by_init_from_kept_after_and_in_the_training_output
     assert build(compose(again, tmp_path / "a"))[1].net.config.color == "match"
     off = build(compose([*again, "model.net.color=none"], tmp_path / "b"))[1]
     assert off.net.config.color == "none" and off.net.code_dim == 1024
+
+
+def test_init_from_adds_decoder_blocks_that_start_as_the_file_and_never_removes_them(photos_dir, tmp_path) -> None:
+    """model.net.decoder_blocks=N with init_from grows the file's decoder: its weights kept, the new blocks
+    starting at zero (the first output is the file's), kept by a later init_from; fewer blocks is one line."""
+    paintings = paintings_dir(tmp_path / "p")
+    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
+    first = tmp_path / "first"
+    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
+    plain = first / "export" / "arbitrary.safetensors"
+    net, meta = load_model_file(plain)
+    assert meta["net"]["decoder_blocks"] == 0
+    grow = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={plain}", "model.net.decoder_blocks=1")
+    module = build(compose(grow, tmp_path / "g"))[1]
+    assert module.net.config.decoder_blocks == 1
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(module.net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    torch.manual_seed(0)
+    x, code = torch.rand(1, 3, 32, 32), net.style_code(torch.rand(1, 3, 32, 32))
+    torch.testing.assert_close(module.net.eval()(x, code), net.eval()(x, code), rtol=0, atol=0)
+    train(compose([*grow, "trainer.max_steps=2"], tmp_path / "grown"))
+    grown = tmp_path / "grown" / "export" / "arbitrary.safetensors"
+    trained, meta = load_model_file(grown)
+    assert meta["net"]["decoder_blocks"] == 1
+    assert float(trained.decoder.res4_0.body[-1].weight.detach().abs().sum()) > 0  # the blocks trained
+    again = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={grown}")
+    assert build(compose(again, tmp_path / "a"))[1].net.config.decoder_blocks == 1
+    with pytest.raises(ConfigError, match="decoder_blocks=0 but init_from=.* has 1 residual blocks"):
+        build(compose([*again, "model.net.decoder_blocks=0"], tmp_path / "b"))
