@@ -312,7 +312,7 @@ class AnyPainting:
             _keep_architecture(str(init_from), net_cfg, src_net)
             had = int(src_net.get("decoder_blocks") or 0)
             if blocks is not None and blocks != had:
-                if not isinstance(blocks, int) or blocks < had:
+                if isinstance(blocks, int) and blocks < had:  # (a value that is no count: the config's error)
                     raise ConfigError(
                         f"model.net.decoder_blocks={blocks} but init_from={init_from} has {had} residual blocks "
                         f"a scale: init_from can add blocks, not remove them; set it to {had} or more, or drop it"
