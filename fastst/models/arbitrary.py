@@ -264,14 +264,11 @@ class ArbitraryNet(nn.Module):
         """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour tail."""
         if self.config.color != "match":
             return y
-        tail = code[:, 2 * _CHANNELS[3] :].float()
-        target_mean, target_std = tail[:, :3, None, None], tail[:, 3:, None, None]
-        mean, std = mean_std(y)
-        z = (y.float() - mean[..., None, None]) / std[..., None, None] * target_std + target_mean
+        z = adain(y, code[:, 2 * _CHANNELS[3] :])  # the colour tail is a 3-channel code: RGB means, then stds
         if isinstance(strength, (int, float)) and strength == 1.0:
-            return z.to(y.dtype)
+            return z
         s = torch.as_tensor(strength, dtype=torch.float32, device=y.device).reshape(-1, 1, 1, 1)
-        return (s * z + (1 - s) * y.float()).to(y.dtype)
+        return (s * z.float() + (1 - s) * y.float()).to(y.dtype)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
