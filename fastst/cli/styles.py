@@ -112,7 +112,7 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
     teacher = metadata.get("distilled_from")
     if isinstance(teacher, dict):  # distill_from=MODEL: the teacher's file name, architecture and hash
         arch = teacher.get("net") or {}
-        keys = ("content_encoder", "decoder", "decoder_width", "decoder_blocks")
+        keys = ("content_encoder", "decoder", "decoder_width", "decoder_blocks", "modulation")
         what = ", ".join(f"{k}={arch[k]}" for k in keys if arch.get(k))
         sha = str(teacher.get("sha256") or "?")[:12]
         print(f"  distilled from {teacher.get('name', '?')} ({what}; sha256 {sha})")

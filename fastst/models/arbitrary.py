@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +57,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 _TORCHVISION_STD = (0.229, 0.224, 0.225)
 EPS = 1e-5
+FILM_LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # the painting's statistics modulation: film adds to the code
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,16 @@ class ArbitraryConfig(NetConfig):
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
     color: Literal["none", "match"] | None = "none"  # match: the output's RGB mean and std set to the painting's
     decoder_blocks: int | None = 0  # residual blocks the decoder adds at each of H/8, H/4 and H/2 (0: none)
+    modulation: Literal["none", "film"] | None = "none"  # film: the painting's relu1-4 statistics scale and shift
+    # the decoder's channels at H/8, H/4 and H/2 (the code grows by relu1_1..relu3_1's means and stds)
 
     def __post_init__(self) -> None:
         if self.color is None:  # the config's null: none (a run with init_from takes the file's: style_plans)
             object.__setattr__(self, "color", "none")
         if self.decoder_blocks is None:  # the same for the blocks: 0, or init_from's
             object.__setattr__(self, "decoder_blocks", 0)
+        if self.modulation is None:  # and for the modulation: none, or init_from's
+            object.__setattr__(self, "modulation", "none")
         blocks = self.decoder_blocks
         if not isinstance(blocks, int) or isinstance(blocks, bool) or not 0 <= blocks <= 8:
             raise ConfigError(f"model.net.decoder_blocks must be an integer in [0, 8], got {blocks!r}")
@@ -91,6 +97,7 @@ class ArbitraryConfig(NetConfig):
             ("content_encoder", ("vgg", "student")),
             ("decoder", ("full", "light")),
             ("color", ("none", "match")),
+            ("modulation", ("none", "film")),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -178,15 +185,52 @@ class _Residual(nn.Module):
 
 def _with_blocks(layers: list[nn.Module], after: dict[int, tuple[str, int]], blocks: int) -> nn.Sequential:
     """``layers`` as a Sequential keyed 0, 1, ... (the keys of files without blocks), with ``blocks`` residual
-    blocks (keys ``res8_0``, ...) after each layer index in ``after`` (index -> (scale name, channels))."""
+    blocks (keys ``res8_0``, ...) after each layer index in ``after`` (index -> (scale name, channels)).
+
+    The Sequential's ``scale_ends`` maps the key of each scale's last module (its last block, else the layer)
+    to its channels: where ``modulation: film`` scales and shifts the features."""
     named: OrderedDict[str, nn.Module] = OrderedDict()
+    ends: dict[str, int] = {}
     for i, layer in enumerate(layers):
         named[str(i)] = layer
         if i in after:
             scale, channels = after[i]
             for b in range(blocks):
                 named[f"res{scale}_{b}"] = _Residual(channels)
-    return nn.Sequential(named)
+            ends[next(reversed(named))] = channels
+    seq = nn.Sequential(named)
+    seq.scale_ends = ends
+    return seq
+
+
+class _Film(nn.Module):
+    """The painting's statistics -> a per-channel scale and shift of the decoder's features at each scale's end.
+
+    Feature-wise linear modulation (Perez et al. 2018), fed as Ghiasi et al.'s (2017) conditional instance
+    norms are, by the style: ``x * (1 + s * a) + s * b``, with ``(a, b)`` a linear map of the layer-normalised
+    ``log(1 + code)`` (the code's means and standard deviations are non-negative and span decades) and ``s`` the
+    strength. The map starts at zero, so ``init_from`` can add it to a trained net and start from its output.
+    """
+
+    def __init__(self, code_dim: int, channels: list[int]) -> None:
+        super().__init__()
+        self.channels = list(channels)
+        self.norm = nn.LayerNorm(code_dim, elementwise_affine=False)
+        self.linear = nn.Linear(code_dim, 2 * sum(self.channels))
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> list[tuple[torch.Tensor, ...]]:
+        """Codes (B x D) -> per scale end, (scale, shift), each B x C x 1 x 1 (the scale is 1 + s * a)."""
+        z = self.linear(self.norm(torch.log(1.0 + code.float().clamp_min(0.0))))
+        if not (isinstance(strength, (int, float)) and strength == 1.0):
+            z = z * torch.as_tensor(strength, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        out, at = [], 0
+        for c in self.channels:
+            a, b = z[:, at : at + c], z[:, at + c : at + 2 * c]
+            out.append((1.0 + a[..., None, None], b[..., None, None]))
+            at += 2 * c
+        return out
 
 
 def _decoder(width: float, blocks: int = 0) -> nn.Sequential:
@@ -254,17 +298,22 @@ class ArbitraryNet(nn.Module):
         self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(
             self.config.decoder_width, self.config.decoder_blocks
         )
+        self.film = (
+            _Film(self.code_dim, list(self.decoder.scale_ends.values())) if self.config.modulation == "film" else None
+        )
 
     @property
     def code_dim(self) -> int:
-        """Length of a style code: mean and standard deviation of each relu4_1 channel (and of R, G, B)."""
-        return 2 * _CHANNELS[3] + (6 if self.config.color == "match" else 0)
+        """Length of a style code: mean and standard deviation of each relu4_1 channel (and of R, G, B; and of
+        each relu1_1, relu2_1 and relu3_1 channel with ``modulation: film``)."""
+        return code_layout(self.config)[-1][2]
 
     def recolor(self, y: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour tail."""
         if self.config.color != "match":
             return y
-        z = adain(y, code[:, 2 * _CHANNELS[3] :])  # the colour tail is a 3-channel code: RGB means, then stds
+        rgb = 2 * _CHANNELS[3]
+        z = adain(y, code[:, rgb : rgb + 6])  # the colour part is a 3-channel code: RGB means, then stds
         if isinstance(strength, (int, float)) and strength == 1.0:
             return z
         s = torch.as_tensor(strength, dtype=torch.float32, device=y.device).reshape(-1, 1, 1, 1)
@@ -282,19 +331,41 @@ class ArbitraryNet(nn.Module):
 
     def style_code(self, paintings: torch.Tensor) -> torch.Tensor:
         """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
-        return self.code_of(self.encode(paintings), paintings)
+        if self.film is None:
+            return self.code_of(self.encode(paintings), paintings)
+        features, x = {}, self.preprocess(paintings)
+        for name, layer in self.encoder.named_children():
+            x = layer(x)
+            if name in FILM_LAYERS or name == "relu4_1":
+                features[name] = x
+        return self.code_of(features, paintings)
 
-    def code_of(self, features: torch.Tensor, paintings: torch.Tensor) -> torch.Tensor:
-        """The style codes of ``paintings`` from their relu4_1 ``features``; with ``color: match`` the
-        paintings' RGB means and standard deviations follow (B x 2C + 6)."""
-        stats = [*mean_std(features), *(mean_std(paintings) if self.config.color == "match" else ())]
+    def code_of(self, features: torch.Tensor | Mapping[str, torch.Tensor], paintings: torch.Tensor) -> torch.Tensor:
+        """The style codes of ``paintings`` from their encoder ``features`` (relu4_1's, or a mapping of layer
+        names to features), laid out as :func:`code_layout` says: relu4_1's means and stds; with ``color: match``
+        the paintings' RGB means and stds; with ``modulation: film`` relu1_1's, relu2_1's and relu3_1's."""
+        named = features if isinstance(features, Mapping) else {"relu4_1": features}
+        stats = [*mean_std(named["relu4_1"]), *(mean_std(paintings) if self.config.color == "match" else ())]
+        if self.film is not None:
+            stats += [t for name in FILM_LAYERS for t in mean_std(named[name])]
         return torch.cat(stats, 1)
 
     def decode(
         self, features: torch.Tensor, code: torch.Tensor | None = None, strength: float | torch.Tensor = 1.0
     ) -> torch.Tensor:
         """relu4_1-shaped features -> RGB (B x 3 x 8h x 8w); in [0, 1] except a training ``clamp`` net."""
-        y = self.decoder(features)
+        if self.film is None:
+            y = self.decoder(features)
+        else:
+            if code is None:
+                raise ValueError("a modulation: film net decodes with the style code")
+            params, y = iter(self.film(code, strength)), features
+            # (_modules, as Sequential.forward: named_children() skips the shared Upsample's repeats)
+            for name, layer in self.decoder._modules.items():
+                y = layer(y)
+                if name in self.decoder.scale_ends:
+                    scale, shift = next(params)
+                    y = y * scale.to(y.dtype) + shift.to(y.dtype)
         if self.config.output == "sigmoid":
             y = torch.sigmoid(y)
         if code is not None:  # color: match (a no-op otherwise)
@@ -325,9 +396,30 @@ class ArbitraryNet(nn.Module):
         return self
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The decoder's parameters, and the student encoder's in the fast variant (VGG stays frozen)."""
+        """The decoder's parameters (with the modulation's), and the student encoder's in the fast variant (VGG
+        stays frozen)."""
         student = list(self.student.parameters()) if self.student is not None else []
-        return student + list(self.decoder.parameters())
+        film = list(self.film.parameters()) if self.film is not None else []
+        return student + list(self.decoder.parameters()) + film
+
+
+def code_layout(config: ArbitraryConfig) -> list[tuple[str, int, int]]:
+    """The parts of a style code of a ``config`` net, in order: (name, start, end); the last end is its length.
+
+    ``relu4_1`` (its channels' means, then stds), ``rgb`` (``color: match``), ``relu1_1``, ``relu2_1``,
+    ``relu3_1`` (``modulation: film``; each means, then stds). A code of one net is a prefix of another's (as a
+    distillation teacher's code can be its student's) when its parts are the first parts of the other's.
+    """
+    parts = [("relu4_1", 2 * _CHANNELS[3])]
+    if config.color == "match":
+        parts.append(("rgb", 6))
+    if config.modulation == "film":
+        parts += [(name, 2 * c) for name, c in zip(FILM_LAYERS, _CHANNELS[:3], strict=True)]
+    out, at = [], 0
+    for name, n in parts:
+        out.append((name, at, at + n))
+        at += n
+    return out
 
 
 def mix_codes(codes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from fastst.errors import ConfigError
 from fastst.losses.adain import AdaINLoss
 from fastst.losses.perceptual import LossConfig
 from fastst.losses.vgg import VGGEncoder
-from fastst.models.arbitrary import adain
+from fastst.models.arbitrary import FILM_LAYERS, ArbitraryConfig, adain, code_layout
 from fastst.training.module import StyleTransferModule
 from fastst.training.specs import NetSpec, StyleTargets
 
@@ -90,6 +90,12 @@ def copy_loss_weights(net: nn.Module, vgg: VGGEncoder, network: str, preprocessi
     net.encoder.load_state_dict({k: theirs[k] for k in own})
 
 
+def _code_prefix(teacher: ArbitraryConfig, student: ArbitraryConfig) -> bool:
+    """Whether a ``teacher`` net's style code is the first part of a ``student`` net's (parts and places)."""
+    theirs, own = code_layout(teacher), code_layout(student)
+    return len(theirs) <= len(own) and own[: len(theirs)] == theirs
+
+
 class ArbitraryStyleModule(StyleTransferModule):
     """A net of the ``arbitrary`` family trained on photo x painting pairs; see the module docstring."""
 
@@ -109,7 +115,10 @@ class ArbitraryStyleModule(StyleTransferModule):
         self.student_net = self.net.student is not None
         if self.loss_config.student_weight is None:
             self.loss_config.student_weight = 1.0 if self.student_net else 0.0
-        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, AdaINLoss.layers_for(self.loss_config)))
+        layers = AdaINLoss.layers_for(self.loss_config)
+        if self.net.film is not None:  # the painting's code has their statistics (modulation: film)
+            layers = list(dict.fromkeys([*layers, *FILM_LAYERS]))
+        self.criterion = AdaINLoss(self.loss_config, NetFeatures(self.net, layers))
         self.training_data = dict(self.hparams.get("training_data") or {})
         self.teacher_shares_code = False
         if self.teacher is not None:
@@ -117,7 +126,7 @@ class ArbitraryStyleModule(StyleTransferModule):
             # the same VGG (and convention) encodes the painting for both: the student's code is the teacher's
             self.teacher_shares_code = (
                 self.teacher.config.preprocessing == self.net_config.preprocessing
-                and self.teacher.code_dim <= self.net.code_dim  # a color: match teacher needs the colour tail
+                and _code_prefix(self.teacher.config, self.net_config)  # e.g. a color: match teacher: the colours
                 and theirs.keys() == own.keys()
                 and all(torch.equal(theirs[k], own[k]) for k in own)
             )
@@ -136,7 +145,7 @@ class ArbitraryStyleModule(StyleTransferModule):
         net = self.net
         with torch.no_grad():
             style_features = self.criterion.features(p)
-            code = net.code_of(style_features[AdaINLoss.CONTENT_LAYER], p)  # = net.style_code(p), from the same pass
+            code = net.code_of(style_features, p)  # = net.style_code(p), from the same pass
             photo_features = self.criterion.features(x)  # one VGG pass: relu4_1, and the photo-content layer
             photo = photo_features[AdaINLoss.CONTENT_LAYER]  # = net.encode(x)
             t = adain(photo, code)  # the content target, also for the student

@@ -291,6 +291,7 @@ class AnyPainting:
         # color has no weights: an explicit choice holds with init_from too (a trained net can learn to use it)
         color = net_cfg.pop("color", None)
         blocks = net_cfg.pop("decoder_blocks", None)  # init_from can add residual blocks (zero-started) too
+        modulation = net_cfg.pop("modulation", None)  # and the modulation (zero-started)
         init_state, start = None, None
         init_from = cfg.get("init_from")
         if init_from:  # fine-tune a trained net (a released model on your own paintings, or with another loss)
@@ -310,6 +311,7 @@ class AnyPainting:
                         "what it was trained with"
                     )
             _keep_architecture(str(init_from), net_cfg, src_net)
+            grown = []
             had = int(src_net.get("decoder_blocks") or 0)
             if blocks is not None and blocks != had:
                 if isinstance(blocks, int) and blocks < had:  # (a value that is no count: the config's error)
@@ -317,10 +319,21 @@ class AnyPainting:
                         f"model.net.decoder_blocks={blocks} but init_from={init_from} has {had} residual blocks "
                         f"a scale: init_from can add blocks, not remove them; set it to {had} or more, or drop it"
                     )
-                net_cfg["decoder_blocks"] = blocks  # the grown net starts as the file's (the new blocks are zero)
+                net_cfg["decoder_blocks"] = blocks
+                grown.append(f"from {had} to {blocks} decoder blocks a scale")
+            had_film = src_net.get("modulation") or "none"
+            if modulation is not None and modulation != had_film:
+                if had_film == "film" and modulation == "none":
+                    raise ConfigError(
+                        f"model.net.modulation=none but init_from={init_from} has modulation=film: init_from can "
+                        "add the modulation, not remove it; set model.net.modulation=film, or drop it"
+                    )
+                net_cfg["modulation"] = modulation  # (a value that is neither: the config's error)
+                grown.append(f"modulation {had_film} -> {modulation}")
+            if grown:  # the grown net starts as the file's (the new weights start at zero)
                 fresh = models.build_net(self.family, models.build_config(self.family, net_cfg))
                 init_state = {**fresh.state_dict(), **init_state}
-                log.info("init_from: %s grows from %d to %d decoder blocks a scale", init_from, had, blocks)
+                log.info("init_from: %s grows: %s", init_from, "; ".join(grown))
             steps = (metadata.get("training") or {}).get("steps")
             record = {"file": Path(str(init_from)).name, "steps": steps}  # the model file says so
             earlier = (metadata.get("training_data") or {}).get("init_from")
@@ -331,6 +344,8 @@ class AnyPainting:
             net_cfg["color"] = color or "none"
         if "decoder_blocks" not in net_cfg:
             net_cfg["decoder_blocks"] = blocks or 0
+        if "modulation" not in net_cfg:
+            net_cfg["modulation"] = modulation or "none"
         targets = StyleTargets({"name": self.NAME}, [], init_state=init_state, training_data=start)
         return NetSpec(self.family, net_cfg), targets
 

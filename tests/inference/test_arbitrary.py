@@ -29,6 +29,8 @@ def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none", **net_co
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             m.bias.zero_()
         convs[-1].weight.mul_(0.2)  # keep the sigmoid out of saturation
+        if net.film is not None:  # modulation: film starts at zero; here it modulates
+            torch.nn.init.normal_(net.film.linear.weight, std=0.02)
     meta = {"family": "arbitrary", "net": net.config.to_dict(), "style": {"name": "any"}, "loss": {}}
     return save_model_file(path, net.state_dict(), make_metadata(meta, steps=7, checkpoint="test.ckpt"))
 
@@ -192,22 +194,27 @@ def test_onnx_runtime_matches_torch_and_imports_no_torch(files, onnx_model, tmp_
     assert a.shape == b.shape and np.abs(a - b).max() <= 2
 
 
-@pytest.mark.parametrize("blocks", [0, 1], ids=["plain", "decoder_blocks"])
-def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path, blocks) -> None:
+@pytest.mark.parametrize(
+    "blocks, modulation", [(0, "none"), (1, "none"), (1, "film")], ids=["plain", "decoder_blocks", "film"]
+)
+def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path, blocks, modulation) -> None:
     """model.net.color=match: the code carries the painting's RGB statistics (1030 numbers) in both graphs;
-    with decoder_blocks the residual blocks (all weights non-zero here) are in the graph too."""
+    with decoder_blocks the residual blocks (all weights non-zero here) are in the graph too, and with
+    modulation=film the finer layers' statistics (896 more numbers) and the modulation."""
     pytest.importorskip("onnxruntime")
     from fastst import load_stylizer
     from fastst.export.convert import export_onnx
     from fastst.inference.ort import load_ort_stylizer
     from fastst.modelfile.weights import load_model_file
 
-    model = make_arbitrary_file(tmp_path / "color.safetensors", color="match", decoder_blocks=blocks)
+    model = make_arbitrary_file(
+        tmp_path / "color.safetensors", color="match", decoder_blocks=blocks, modulation=modulation
+    )
     net, metadata = load_model_file(model)
     assert sum(name.startswith("res") for name, _ in net.decoder.named_children()) == 3 * blocks
     export_onnx(net, tmp_path / "color.onnx", check_sizes=((32, 32),), metadata=metadata)
     on_ort = load_ort_stylizer(tmp_path / "color.onnx")
-    assert on_ort.code_dim == 1030
+    assert on_ort.code_dim == 1030 + (896 if modulation == "film" else 0)
     x = torch.rand(1, 3, 40, 48)
     want = load_stylizer(model, dtype="fp32")(x, style_image=files["a"], strength=0.6)
     got = on_ort(x.numpy(), style_image=files["a"], strength=0.6)

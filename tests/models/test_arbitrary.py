@@ -7,7 +7,7 @@ import torch
 
 from fastst import models
 from fastst.errors import ConfigError
-from fastst.models.arbitrary import ArbitraryConfig, ArbitraryNet, mean_std
+from fastst.models.arbitrary import ArbitraryConfig, ArbitraryNet, code_layout, mean_std
 
 FAST = dict(content_encoder="student", student_width=8, decoder="light", decoder_width=0.125)
 
@@ -28,6 +28,7 @@ def test_family_is_registered_and_takes_paintings() -> None:
         {"color": "rgb"},
         {"decoder_blocks": -1},
         {"decoder_blocks": 1.5},
+        {"modulation": "cin"},
     ],
 )
 def test_bad_config_values_are_config_errors(bad) -> None:
@@ -85,6 +86,55 @@ def test_decoder_blocks_sit_at_three_scales_and_start_as_the_net_without_them(de
             if ".res4_0." in k:
                 v.add_(0.1)
     assert not torch.allclose(grown(photos, code), plain(photos, code))
+
+
+@pytest.mark.parametrize("decoder", ["full", "light"])
+def test_film_codes_carry_the_finer_layers_and_start_as_the_net_without_them(decoder) -> None:
+    """modulation=film: the code adds relu1_1..relu3_1's means and stds after relu4_1's and the colours; the
+    modulation starts at zero (the plain net's weights render what the plain net does) and, moved, scales the
+    decoder's features at the end of H/8, H/4 and H/2 by the painting's statistics (strength 0: not at all)."""
+    torch.manual_seed(0)
+    kw = {**FAST, "decoder": decoder, "color": "match", "decoder_blocks": 1}
+    plain = ArbitraryNet(ArbitraryConfig(**kw)).eval()
+    film = ArbitraryNet(ArbitraryConfig(**kw, modulation="film")).eval()
+    assert [n for n, _, _ in code_layout(film.config)] == ["relu4_1", "rgb", "relu1_1", "relu2_1", "relu3_1"]
+    assert set(plain.state_dict()) < set(film.state_dict())
+    film.load_state_dict({**film.state_dict(), **plain.state_dict()})  # the same VGG, decoder and blocks
+    paintings = torch.rand(2, 3, 40, 40)
+    paintings[1] = paintings[1] ** 3
+    code = film.style_code(paintings)
+    assert code.shape == (2, film.code_dim) == (2, 1030 + 2 * (64 + 128 + 256))
+    torch.testing.assert_close(code[:, :1030], plain.style_code(paintings))  # the plain code is its prefix
+    h, features = film.preprocess(paintings), {}
+    for name, layer in film.encoder.named_children():
+        h = features[name] = layer(h).clone()
+    for name, start, end in code_layout(film.config)[2:]:
+        torch.testing.assert_close(code[:, start:end], torch.cat(mean_std(features[name]), 1), msg=name)
+    photos = torch.rand(2, 3, 64, 96)
+    torch.testing.assert_close(film(photos, code), plain(photos, code[:, :1030]), rtol=0, atol=0)
+    assert list(film.decoder.scale_ends) == ["res8_0", "res4_0", "res2_0"]  # after each scale's blocks
+    seen: dict[str, tuple[int, ...]] = {}
+    for name in film.decoder.scale_ends:
+        film.decoder.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape[1:]))
+        )
+    with torch.no_grad():  # only relu2_1's statistics move the H/2 features' scale
+        start, end = code_layout(film.config)[3][1:]
+        a = sum(film.decoder.scale_ends.values())  # the H/8, H/4, H/2 scales come first, then the shifts
+        c2 = list(film.decoder.scale_ends.values())[-1]
+        film.film.linear.weight[a - c2 : a, start:end].normal_(0, 0.5)
+    moved = film(photos, code)
+    assert list(seen.values()) == [
+        (c, 64 // 8 * 2**k, 96 // 8 * 2**k) for k, c in enumerate(film.decoder.scale_ends.values())
+    ]
+    assert not torch.allclose(moved, plain(photos, code[:, :1030]))
+    other = code.clone()
+    other[:, start:end] = code[[1, 0], start:end]  # the other painting's relu2_1 statistics
+    assert not torch.allclose(film(photos, other), moved)
+    torch.testing.assert_close(film(photos, code, 0.0), plain(photos, code[:, :1030], 0.0), rtol=0, atol=0)
+    assert not torch.allclose(film(photos, code, 0.5), plain(photos, code[:, :1030], 0.5))
+    trained = {id(p) for p in film.trainable_parameters()}
+    assert all(id(p) in trained for p in film.film.parameters())
 
 
 def test_strength_zero_keeps_the_photos_own_statistics() -> None:

@@ -374,3 +374,43 @@ def test_init_from_adds_decoder_blocks_that_start_as_the_file_and_never_removes_
     assert build(compose(again, tmp_path / "a"))[1].net.config.decoder_blocks == 1
     with pytest.raises(ConfigError, match="decoder_blocks=0 but init_from=.* has 1 residual blocks"):
         build(compose([*again, "model.net.decoder_blocks=0"], tmp_path / "b"))
+
+
+def test_init_from_adds_film_modulation_that_starts_as_the_file_trains_and_is_never_removed(
+    photos_dir, tmp_path
+) -> None:
+    """model.net.modulation=film with init_from: the file's weights kept, the modulation starting at zero (the
+    first output is the file's), the training pass reading the painting's finer layers into its code, the
+    modulation trained, kept by a later init_from; modulation=none on a film file is one line."""
+    paintings = paintings_dir(tmp_path / "p")
+    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
+    first = tmp_path / "first"
+    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
+    plain = first / "export" / "arbitrary.safetensors"
+    net, meta = load_model_file(plain)
+    assert meta["net"]["modulation"] == "none"
+    grow = arbitrary_overrides(
+        photos_dir, paintings, vgg, f"init_from={plain}", "model.net.modulation=film", "loss.style_layers=[relu4_1]"
+    )
+    module = build(compose(grow, tmp_path / "g"))[1]
+    assert module.net.config.modulation == "film" and module.net.code_dim == 1024 + 896
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(module.net.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    torch.manual_seed(0)
+    x, p = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    code = module.net.style_code(p)
+    torch.testing.assert_close(module.net.eval()(x, code), net.eval()(x, code[:, :1024]), rtol=0, atol=0)
+    seen = []
+    module.net.film.register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
+    module.net.train()
+    module.pair_terms(x, p)  # the code comes from the loss's pass over the painting, relu1_1..relu3_1 included
+    torch.testing.assert_close(seen[-1], code)
+    train(compose([*grow, "trainer.max_steps=2"], tmp_path / "grown"))
+    grown = tmp_path / "grown" / "export" / "arbitrary.safetensors"
+    trained, meta = load_model_file(grown)
+    assert meta["net"]["modulation"] == "film"
+    assert float(trained.film.linear.weight.detach().abs().sum()) > 0  # the modulation trained
+    again = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={grown}")
+    assert build(compose(again, tmp_path / "a"))[1].net.config.modulation == "film"
+    with pytest.raises(ConfigError, match="modulation=none but init_from=.* has modulation=film"):
+        build(compose([*again, "model.net.modulation=none"], tmp_path / "b"))
