@@ -57,6 +57,7 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 _TORCHVISION_STD = (0.229, 0.224, 0.225)
 EPS = 1e-5
+MODULATIONS = ("none", "film", "film_blocks")  # in the order init_from can grow them
 FILM_LAYERS = ("relu1_1", "relu2_1", "relu3_1")  # the painting's statistics modulation: film adds to the code
 
 
@@ -75,8 +76,9 @@ class ArbitraryConfig(NetConfig):
     decoder: Literal["full", "light"] = "full"  # full: AdaIN's mirrored decoder; light: one conv per scale (fast)
     color: Literal["none", "match"] | None = "none"  # match: the output's RGB mean and std set to the painting's
     decoder_blocks: int | None = 0  # residual blocks the decoder adds at each of H/8, H/4 and H/2 (0: none)
-    modulation: Literal["none", "film"] | None = "none"  # film: the painting's relu1-4 statistics scale and shift
-    # the decoder's channels at H/8, H/4 and H/2 (the code grows by relu1_1..relu3_1's means and stds)
+    modulation: Literal["none", "film", "film_blocks"] | None = "none"  # film: the painting's relu1-4 statistics
+    # scale and shift the decoder's channels at H/8, H/4 and H/2 (the code grows by relu1_1..relu3_1's means and
+    # stds); film_blocks: and inside each residual block (after its ReLU)
 
     def __post_init__(self) -> None:
         if self.color is None:  # the config's null: none (a run with init_from takes the file's: style_plans)
@@ -97,10 +99,15 @@ class ArbitraryConfig(NetConfig):
             ("content_encoder", ("vgg", "student")),
             ("decoder", ("full", "light")),
             ("color", ("none", "match")),
-            ("modulation", ("none", "film")),
+            ("modulation", MODULATIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.net.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.modulation == "film_blocks" and self.decoder_blocks == 0:
+            raise ConfigError(
+                "model.net.modulation=film_blocks modulates inside the residual blocks, and "
+                "model.net.decoder_blocks is 0: set decoder_blocks to 1 or more, or use modulation=film"
+            )
         if not isinstance(self.decoder_width, (int, float)) or not 0 < self.decoder_width <= 4:
             raise ConfigError(f"model.net.decoder_width must be a number in (0, 4], got {self.decoder_width!r}")
 
@@ -179,8 +186,12 @@ class _Residual(nn.Module):
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``film``: (scale, shift) applied after the block's ReLU (``modulation: film_blocks``)."""
+        if film is None:
+            return x + self.body(x)
+        h = self.body[:3](x)
+        return x + self.body[3:](h * film[0].to(h.dtype) + film[1].to(h.dtype))
 
 
 def _with_blocks(layers: list[nn.Module], after: dict[int, tuple[str, int]], blocks: int) -> nn.Sequential:
@@ -209,28 +220,42 @@ class _Film(nn.Module):
     Feature-wise linear modulation (Perez et al. 2018), fed as Ghiasi et al.'s (2017) conditional instance
     norms are, by the style: ``x * (1 + s * a) + s * b``, with ``(a, b)`` a linear map of the layer-normalised
     ``log(1 + code)`` (the code's means and standard deviations are non-negative and span decades) and ``s`` the
-    strength. The map starts at zero, so ``init_from`` can add it to a trained net and start from its output.
+    strength. The maps start at zero, so ``init_from`` can add them to a trained net and start from its output:
+    ``linear`` for the scale ends, ``inner`` (``film_blocks``) for the residual blocks' insides.
     """
 
-    def __init__(self, code_dim: int, channels: list[int]) -> None:
+    def __init__(self, code_dim: int, channels: list[int], inner: list[int] | None = None) -> None:
         super().__init__()
-        self.channels = list(channels)
+        self.channels, self.inner_channels = list(channels), list(inner or [])
         self.norm = nn.LayerNorm(code_dim, elementwise_affine=False)
         self.linear = nn.Linear(code_dim, 2 * sum(self.channels))
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.inner = nn.Linear(code_dim, 2 * sum(self.inner_channels)) if self.inner_channels else None
+        for layer in (self.linear, self.inner):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    def forward(self, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> list[tuple[torch.Tensor, ...]]:
-        """Codes (B x D) -> per scale end, (scale, shift), each B x C x 1 x 1 (the scale is 1 + s * a)."""
-        z = self.linear(self.norm(torch.log(1.0 + code.float().clamp_min(0.0))))
+    def forward(
+        self, code: torch.Tensor, strength: float | torch.Tensor = 1.0
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Codes (B x D) -> (scale, shift) per scale end, and per residual block (``film_blocks``; else []),
+        each B x C x 1 x 1 (the scale is 1 + s * a)."""
+        n = self.norm(torch.log(1.0 + code.float().clamp_min(0.0)))
+        s = None
         if not (isinstance(strength, (int, float)) and strength == 1.0):
-            z = z * torch.as_tensor(strength, dtype=z.dtype, device=z.device).reshape(-1, 1)
-        out, at = [], 0
-        for c in self.channels:
-            a, b = z[:, at : at + c], z[:, at + c : at + 2 * c]
-            out.append((1.0 + a[..., None, None], b[..., None, None]))
-            at += 2 * c
-        return out
+            s = torch.as_tensor(strength, dtype=n.dtype, device=n.device).reshape(-1, 1)
+
+        def split(layer: nn.Linear, channels: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            z = layer(n) if s is None else layer(n) * s
+            out, at = [], 0
+            for c in channels:
+                a, b = z[:, at : at + c], z[:, at + c : at + 2 * c]
+                out.append((1.0 + a[..., None, None], b[..., None, None]))
+                at += 2 * c
+            return out
+
+        inner = split(self.inner, self.inner_channels) if self.inner is not None else []
+        return split(self.linear, self.channels), inner
 
 
 def _decoder(width: float, blocks: int = 0) -> nn.Sequential:
@@ -298,9 +323,11 @@ class ArbitraryNet(nn.Module):
         self.decoder = (_decoder if self.config.decoder == "full" else _light_decoder)(
             self.config.decoder_width, self.config.decoder_blocks
         )
-        self.film = (
-            _Film(self.code_dim, list(self.decoder.scale_ends.values())) if self.config.modulation == "film" else None
-        )
+        self.film = None
+        if self.config.modulation != "none":
+            blocks = [m.body[1].out_channels for m in self.decoder if isinstance(m, _Residual)]
+            inner = blocks if self.config.modulation == "film_blocks" else None
+            self.film = _Film(self.code_dim, list(self.decoder.scale_ends.values()), inner)
 
     @property
     def code_dim(self) -> int:
@@ -359,10 +386,11 @@ class ArbitraryNet(nn.Module):
         else:
             if code is None:
                 raise ValueError("a modulation: film net decodes with the style code")
-            params, y = iter(self.film(code, strength)), features
+            ends, inner = self.film(code, strength)
+            params, inner_params, y = iter(ends), iter(inner), features
             # (_modules, as Sequential.forward: named_children() skips the shared Upsample's repeats)
             for name, layer in self.decoder._modules.items():
-                y = layer(y)
+                y = layer(y, next(inner_params)) if inner and isinstance(layer, _Residual) else layer(y)
                 if name in self.decoder.scale_ends:
                     scale, shift = next(params)
                     y = y * scale.to(y.dtype) + shift.to(y.dtype)
@@ -413,7 +441,7 @@ def code_layout(config: ArbitraryConfig) -> list[tuple[str, int, int]]:
     parts = [("relu4_1", 2 * _CHANNELS[3])]
     if config.color == "match":
         parts.append(("rgb", 6))
-    if config.modulation == "film":
+    if config.modulation != "none":  # film and film_blocks
         parts += [(name, 2 * c) for name, c in zip(FILM_LAYERS, _CHANNELS[:3], strict=True)]
     out, at = [], 0
     for name, n in parts:

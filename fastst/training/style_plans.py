@@ -23,6 +23,7 @@ from fastst.errors import ConfigError
 from fastst.modelfile.checkpoint import read_checkpoint
 from fastst.modelfile.schema import model_styles
 from fastst.modelfile.weights import load_model_file, net_from_metadata
+from fastst.models.arbitrary import MODULATIONS
 from fastst.models.multistyle import append_styles, from_single_style
 from fastst.training.specs import NetSpec, StyleTargets, Teacher
 
@@ -323,10 +324,12 @@ class AnyPainting:
                 grown.append(f"from {had} to {blocks} decoder blocks a scale")
             had_film = src_net.get("modulation") or "none"
             if modulation is not None and modulation != had_film:
-                if had_film == "film" and modulation == "none":
+                order = list(MODULATIONS)
+                if modulation in order and order.index(modulation) < order.index(had_film):
                     raise ConfigError(
-                        f"model.net.modulation=none but init_from={init_from} has modulation=film: init_from can "
-                        "add the modulation, not remove it; set model.net.modulation=film, or drop it"
+                        f"model.net.modulation={modulation} but init_from={init_from} has modulation={had_film}: "
+                        f"init_from can add modulation, not remove it; set model.net.modulation={had_film}, "
+                        "or drop it"
                     )
                 net_cfg["modulation"] = modulation  # (a value that is neither: the config's error)
                 grown.append(f"modulation {had_film} -> {modulation}")

@@ -29,6 +29,7 @@ def test_family_is_registered_and_takes_paintings() -> None:
         {"decoder_blocks": -1},
         {"decoder_blocks": 1.5},
         {"modulation": "cin"},
+        {"modulation": "film_blocks"},  # without decoder blocks
     ],
 )
 def test_bad_config_values_are_config_errors(bad) -> None:
@@ -135,6 +136,38 @@ def test_film_codes_carry_the_finer_layers_and_start_as_the_net_without_them(dec
     assert not torch.allclose(film(photos, code, 0.5), plain(photos, code[:, :1030], 0.5))
     trained = {id(p) for p in film.trainable_parameters()}
     assert all(id(p) in trained for p in film.film.parameters())
+
+
+def test_film_blocks_modulate_inside_each_residual_block_and_start_as_film() -> None:
+    """modulation=film_blocks adds a scale and shift after each residual block's ReLU; its map starts at zero, so
+    a film net's weights render what the film net does; moved for one block, only that block's input changes."""
+    torch.manual_seed(0)
+    kw = {**FAST, "decoder_blocks": 2}
+    film = ArbitraryNet(ArbitraryConfig(**kw, modulation="film")).eval()
+    with torch.no_grad():  # a trained film net: blocks and modulation away from their zero start
+        for k, v in film.named_parameters():
+            if ".res" in k or k.startswith("film."):
+                v.normal_(0, 0.05)
+    blocks = ArbitraryNet(ArbitraryConfig(**kw, modulation="film_blocks")).eval()
+    assert set(blocks.state_dict()) - set(film.state_dict()) == {"film.inner.weight", "film.inner.bias"}
+    blocks.load_state_dict({**blocks.state_dict(), **film.state_dict()})
+    assert blocks.film.inner_channels == [32, 32, 16, 16, 8, 8]  # two blocks at each of H/8, H/4, H/2
+    photos, code = torch.rand(1, 3, 64, 96), film.style_code(torch.rand(1, 3, 40, 40))
+    torch.testing.assert_close(blocks(photos, code), film(photos, code), rtol=0, atol=0)
+    seen: dict[str, torch.Tensor] = {}
+    for name, m in blocks.decoder.named_children():
+        if name.startswith("res"):  # what each block's second conv gets: the modulated ReLU output
+            m.body[3].register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, i[0].clone()))
+    blocks(photos, code)
+    before = dict(seen)
+    with torch.no_grad():  # the map's rows for res4_1's scale (each block has its scales, then its shifts)
+        blocks.film.inner.weight[2 * (32 + 32 + 16) :][:16].normal_(0, 0.5)
+    moved = blocks(photos, code)
+    assert not torch.allclose(moved, film(photos, code))
+    for name in ("res8_0", "res8_1", "res4_0"):
+        torch.testing.assert_close(seen[name], before[name], rtol=0, atol=0)
+    assert not torch.allclose(seen["res4_1"], before["res4_1"])
+    torch.testing.assert_close(blocks(photos, code, 0.0), film(photos, code, 0.0), rtol=0, atol=0)
 
 
 def test_strength_zero_keeps_the_photos_own_statistics() -> None:

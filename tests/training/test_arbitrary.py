@@ -414,3 +414,8 @@ def test_init_from_adds_film_modulation_that_starts_as_the_file_trains_and_is_ne
     assert build(compose(again, tmp_path / "a"))[1].net.config.modulation == "film"
     with pytest.raises(ConfigError, match="modulation=none but init_from=.* has modulation=film"):
         build(compose([*again, "model.net.modulation=none"], tmp_path / "b"))
+    # film -> film_blocks (with the blocks it modulates) grows the same way: the file's weights kept
+    more = build(compose([*again, "model.net.modulation=film_blocks", "model.net.decoder_blocks=1"], tmp_path / "c"))
+    assert more[1].net.config.modulation == "film_blocks" and more[1].net.film.inner is not None
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(more[1].net.state_dict()[key], value, rtol=0, atol=0, msg=key)
