@@ -33,8 +33,9 @@ weights into it one to one.
 
 ``color="match"`` appends the painting's RGB means and standard deviations to the code (2C + 6) and
 sets the output's to them after the decoder (``recolor``): the colours are the painting's by
-construction, and the decoder, trained with it, learns the rest. ``strength`` blends the matched
-output with the unmatched one. It has no weights, so ``init_from`` can add it to a trained net.
+construction, and the decoder, trained with it, learns the rest. ``strength`` s sets them to s of the way
+from the photo's own RGB statistics to the painting's. It has no weights, so ``init_from`` can add it to a
+trained net.
 """
 
 from __future__ import annotations
@@ -335,16 +336,27 @@ class ArbitraryNet(nn.Module):
         each relu1_1, relu2_1 and relu3_1 channel with ``modulation: film``)."""
         return code_layout(self.config)[-1][2]
 
-    def recolor(self, y: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
-        """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour tail."""
+    def recolor(self, y: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour part."""
         if self.config.color != "match":
             return y
         rgb = 2 * _CHANNELS[3]
-        z = adain(y, code[:, rgb : rgb + 6])  # the colour part is a 3-channel code: RGB means, then stds
-        if isinstance(strength, (int, float)) and strength == 1.0:
-            return z
-        s = torch.as_tensor(strength, dtype=torch.float32, device=y.device).reshape(-1, 1, 1, 1)
-        return (s * z.float() + (1 - s) * y.float()).to(y.dtype)
+        return adain(y, code[:, rgb : rgb + 6])  # the colour part is a 3-channel code: RGB means, then stds
+
+    def colours_at(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        """``code`` with its colour part ``strength`` of the way from the photos' own RGB means and stds to the
+        painting's (``color: match``; else ``code``): what ``recolor`` sets at that strength.
+
+        The colours blend as statistics, as the features do (``target``): the decoder's output before
+        ``recolor`` is not an image (a trained net's spans thousands), so it cannot be blended in pixels.
+        """
+        if self.config.color != "match" or (isinstance(strength, (int, float)) and strength == 1.0):
+            return code
+        rgb = 2 * _CHANNELS[3]
+        s = torch.as_tensor(strength, dtype=torch.float32, device=code.device).reshape(-1, 1)
+        own = torch.cat(mean_std(photos), 1)
+        mixed = s * code[:, rgb : rgb + 6].float() + (1 - s) * own
+        return torch.cat([code[:, :rgb].float(), mixed, code[:, rgb + 6 :].float()], 1)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
@@ -397,7 +409,7 @@ class ArbitraryNet(nn.Module):
         if self.config.output == "sigmoid":
             y = torch.sigmoid(y)
         if code is not None:  # color: match (a no-op otherwise)
-            y = self.recolor(y, code, strength)
+            y = self.recolor(y, code)
         return y if self.training else y.clamp(0.0, 1.0)
 
     def target(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -415,7 +427,7 @@ class ArbitraryNet(nn.Module):
 
     def forward(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Photos (B x 3 x H x W in [0, 1], H and W divisible by 8) and style codes (B x 2C) -> stylized photos."""
-        return self.decode(self.target(photos, code, strength), code, strength)
+        return self.decode(self.target(photos, code, strength), self.colours_at(photos, code, strength), strength)
 
     def train(self, mode: bool = True) -> ArbitraryNet:
         """The encoder stays in eval mode and frozen; only the decoder trains."""
