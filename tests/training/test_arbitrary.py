@@ -315,16 +315,21 @@ def test_init_from_starts_from_a_trained_arbitrary_model_and_refuses_others(
         )
 
 
+def _one_step_model(photos_dir: Path, tmp_path: Path) -> tuple[Path, str, Path]:
+    """Paintings, the loss.weights override and a plain arbitrary-style model file trained for one step on them."""
+    paintings = paintings_dir(tmp_path / "p")
+    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
+    first = tmp_path / "first"
+    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
+    return paintings, vgg, first / "export" / "arbitrary.safetensors"
+
+
 def test_color_match_is_added_by_init_from_kept_after_and_in_the_training_output(photos_dir, tmp_path) -> None:
     """model.net.color=match has no weights: init_from a plain net takes it, a later init_from keeps it unless
     told otherwise, and the training loss sees the recoloured output (the pair's painting's RGB statistics)."""
     from fastst.losses import functional as F
 
-    paintings = paintings_dir(tmp_path / "p")
-    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
-    first = tmp_path / "first"
-    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
-    plain = first / "export" / "arbitrary.safetensors"
+    paintings, vgg, plain = _one_step_model(photos_dir, tmp_path)
     assert load_model_file(plain)[1]["net"]["color"] == "none"
     grow = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={plain}", "model.net.color=match")
     module = build(compose([*grow, "loss.gram_style_weight=5.0"], tmp_path / "g"))[1]
@@ -350,11 +355,7 @@ def test_color_match_is_added_by_init_from_kept_after_and_in_the_training_output
 def test_init_from_adds_decoder_blocks_that_start_as_the_file_and_never_removes_them(photos_dir, tmp_path) -> None:
     """model.net.decoder_blocks=N with init_from grows the file's decoder: its weights kept, the new blocks
     starting at zero (the first output is the file's), kept by a later init_from; fewer blocks is one line."""
-    paintings = paintings_dir(tmp_path / "p")
-    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
-    first = tmp_path / "first"
-    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
-    plain = first / "export" / "arbitrary.safetensors"
+    paintings, vgg, plain = _one_step_model(photos_dir, tmp_path)
     net, meta = load_model_file(plain)
     assert meta["net"]["decoder_blocks"] == 0
     grow = arbitrary_overrides(photos_dir, paintings, vgg, f"init_from={plain}", "model.net.decoder_blocks=1")
@@ -382,11 +383,7 @@ def test_init_from_adds_film_modulation_that_starts_as_the_file_trains_and_is_ne
     """model.net.modulation=film with init_from: the file's weights kept, the modulation starting at zero (the
     first output is the file's), the training pass reading the painting's finer layers into its code, the
     modulation trained, kept by a later init_from; modulation=none on a film file is one line."""
-    paintings = paintings_dir(tmp_path / "p")
-    vgg = f"loss.weights={_vgg16_file(tmp_path / 'vgg.pth', 1)}"
-    first = tmp_path / "first"
-    train(compose(arbitrary_overrides(photos_dir, paintings, vgg, "trainer.max_steps=1"), first))
-    plain = first / "export" / "arbitrary.safetensors"
+    paintings, vgg, plain = _one_step_model(photos_dir, tmp_path)
     net, meta = load_model_file(plain)
     assert meta["net"]["modulation"] == "none"
     grow = arbitrary_overrides(
