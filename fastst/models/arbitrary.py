@@ -340,8 +340,12 @@ class ArbitraryNet(nn.Module):
         """``y`` (the decoder's output, before the clamp) with each channel's mean and std the code's colour part."""
         if self.config.color != "match":
             return y
-        rgb = 2 * _CHANNELS[3]
-        return adain(y, code[:, rgb : rgb + 6])  # the colour part is a 3-channel code: RGB means, then stds
+        start, end = self._rgb_part()
+        return adain(y, code[:, start:end])  # the colour part is a 3-channel code: RGB means, then stds
+
+    def _rgb_part(self) -> tuple[int, int]:
+        """Where the colours sit in this net's code (``color: match``)."""
+        return next((start, end) for name, start, end in code_layout(self.config) if name == "rgb")
 
     def colours_at(self, photos: torch.Tensor, code: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
         """``code`` with its colour part ``strength`` of the way from the photos' own RGB means and stds to the
@@ -352,15 +356,28 @@ class ArbitraryNet(nn.Module):
         """
         if self.config.color != "match" or (isinstance(strength, (int, float)) and strength == 1.0):
             return code
-        rgb = 2 * _CHANNELS[3]
+        start, end = self._rgb_part()
         s = torch.as_tensor(strength, dtype=torch.float32, device=code.device).reshape(-1, 1)
         own = torch.cat(mean_std(photos), 1)
-        mixed = s * code[:, rgb : rgb + 6].float() + (1 - s) * own
-        return torch.cat([code[:, :rgb].float(), mixed, code[:, rgb + 6 :].float()], 1)
+        mixed = s * code[:, start:end].float() + (1 - s) * own
+        return torch.cat([code[:, :start].float(), mixed, code[:, end:].float()], 1)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [0, 1] (B x 3 x H x W) -> relu4_1 features (B x 512 x H/8 x W/8)."""
         return self.encoder(self.preprocess(images))
+
+    def encode_layers(self, images: torch.Tensor, layers: list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """RGB in [0, 1] -> the encoder's activations named ``layers`` (``relu1_1``, ...), stopping at the last.
+
+        ReLU outputs only: a conv's output is overwritten by the in-place ReLU after it."""
+        h, out = self.preprocess(images), {}
+        for name, layer in self.encoder.named_children():
+            h = layer(h)
+            if name in layers:
+                out[name] = h
+                if len(out) == len(layers):
+                    break
+        return out
 
     def encode_content(self, photos: torch.Tensor) -> torch.Tensor:
         """The photo's relu4_1-like features (B x 512 x H/8 x W/8): VGG's or the student's (``content_encoder``)."""
@@ -372,12 +389,7 @@ class ArbitraryNet(nn.Module):
         """Paintings (B x 3 x H x W in [0, 1], any size) -> style codes (B x 2C: means, then stds), fp32."""
         if self.film is None:
             return self.code_of(self.encode(paintings), paintings)
-        features, x = {}, self.preprocess(paintings)
-        for name, layer in self.encoder.named_children():
-            x = layer(x)
-            if name in FILM_LAYERS or name == "relu4_1":
-                features[name] = x
-        return self.code_of(features, paintings)
+        return self.code_of(self.encode_layers(paintings, (*FILM_LAYERS, "relu4_1")), paintings)
 
     def code_of(self, features: torch.Tensor | Mapping[str, torch.Tensor], paintings: torch.Tensor) -> torch.Tensor:
         """The style codes of ``paintings`` from their encoder ``features`` (relu4_1's, or a mapping of layer

@@ -62,15 +62,7 @@ class NetFeatures(nn.Module):
             )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.net.preprocess(images)
-        out: dict[str, torch.Tensor] = {}
-        for name, layer in self.net.encoder.named_children():
-            h = layer(h)
-            if name in self.layers:
-                out[name] = h
-                if len(out) == len(self.layers):
-                    break
-        return out
+        return self.net.encode_layers(images, self.layers)
 
 
 def copy_loss_weights(net: nn.Module, vgg: VGGEncoder, network: str, preprocessing: str | None) -> None:
