@@ -164,21 +164,16 @@ class VGGEncoder(nn.Module):
         ``layers`` (default: all requested at construction) must be a subset of those; the
         pass stops after the deepest of them.
         """
-        return named_activations(self.body, self.preprocess(x), self.layers if layers is None else layers)
-
-
-def named_activations(body: nn.Module, h: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-    """Run preprocessed ``h`` through ``body``'s named children, keeping the outputs named in ``layers`` and
-    stopping after the deepest of them (the VGG bodies here, and the arbitrary-style net's encoder)."""
-    wanted = set(layers)
-    out: dict[str, torch.Tensor] = {}
-    for name, layer in body.named_children():
-        h = layer(h)
-        if name in wanted:
-            out[name] = h
-            if len(out) == len(wanted):
-                break
-    return out
+        wanted = set(self.layers if layers is None else layers)
+        out: dict[str, torch.Tensor] = {}
+        h = self.preprocess(x)
+        for name, layer in self.body.named_children():
+            h = layer(h)
+            if name in wanted:
+                out[name] = h
+                if len(out) == len(wanted):
+                    break
+        return out
 
 
 def _file_state_dict(path: str) -> dict[str, torch.Tensor]:

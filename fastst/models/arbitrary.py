@@ -50,7 +50,6 @@ import torch
 from torch import nn
 
 from fastst.errors import ConfigError
-from fastst.losses.vgg import named_activations
 from fastst.models import NetConfig
 
 _BLOCKS = {"vgg16": (2, 2, 3, 3), "vgg19": (2, 2, 4, 4)}  # conv layers per block, up to block 4
@@ -371,7 +370,14 @@ class ArbitraryNet(nn.Module):
         """RGB in [0, 1] -> the encoder's activations named ``layers`` (``relu1_1``, ...), stopping at the last.
 
         ReLU outputs only: a conv's output is overwritten by the in-place ReLU after it."""
-        return named_activations(self.encoder, self.preprocess(images), layers)
+        h, out = self.preprocess(images), {}
+        for name, layer in self.encoder.named_children():
+            h = layer(h)
+            if name in layers:
+                out[name] = h
+                if len(out) == len(layers):
+                    break
+        return out
 
     def encode_content(self, photos: torch.Tensor) -> torch.Tensor:
         """The photo's relu4_1-like features (B x 512 x H/8 x W/8): VGG's or the student's (``content_encoder``)."""
