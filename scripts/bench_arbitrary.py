@@ -178,7 +178,7 @@ def quality(args: argparse.Namespace, photos: list[Path], paintings: list[Path])
             print(f"{painting.name}: peer terms cached", file=sys.stderr, flush=True)
             continue
         t = time.perf_counter()
-        code = model.encode(painting, args.style_size or None)
+        code = model.encode(painting, "default" if args.style_size is None else args.style_size or None)
         ys = [model(x, style_code=code, **strength) for x in xs]
         t_fastst += time.perf_counter() - t
         terms = {"fastst": [loss_terms(loss, y, x, layers=True) for x, y in zip(xs, ys)], "peer": peer_terms}
@@ -324,7 +324,11 @@ def main() -> None:
         metavar="LABEL=ARGS",
         help="speed: also time fastst with these extra flags, e.g. 'style 256=--style-size 256' (repeatable)",
     )
-    p.add_argument("--style-size", type=int, default=512, help="quality: the painting's long side for fastst's code")
+    p.add_argument(
+        "--style-size",
+        type=int,
+        help="quality: the painting's long side for fastst's code (default: the model's, as fastst stylize; 0: as it is)",
+    )
     p.add_argument("--strength", type=float, default=1.0, help="quality: fastst's --strength (torch backend only)")
     p.add_argument("--grid-photos", type=int, default=3)
     p.add_argument("--grid-cell", type=int, default=160)

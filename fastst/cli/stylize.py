@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--style-size",
         type=int,
-        default=512,
-        help="with --style-image: the long side (px) the painting is encoded at (default 512; 0 = as it is)",
+        default=None,
+        help="with --style-image: the long side (px) the painting is encoded at (default: the model's, the size "
+        "its training resized paintings to, or 512 if the file does not say; 0 = as it is)",
     )
     add_device(p)
     add_dtype(p, default="auto", auto=True)

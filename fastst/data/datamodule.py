@@ -448,6 +448,9 @@ class ContentDataModule(pl.LightningDataModule):
             "paintings": len(self.paintings),
             "photo_root": Path(str(self.root)).name if self.root else self.hf_args.get("name"),
             "photos": photos,
+            # the short side paintings were resized to before their crops: inference encodes a painting at
+            # this long side unless told otherwise (fastst.inference.paintings.model_style_size)
+            "painting_size": int(self.painting_transform.resize),
         }
 
     def preview_paintings(self) -> torch.Tensor:

@@ -270,7 +270,7 @@ def painting_choice(args: argparse.Namespace) -> dict[Path, float] | None:
     return out
 
 
-def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style_size: int) -> None:
+def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style_size: int | None) -> None:
     """Check ``--style-image`` against the model's family and encode the painting(s) once, before any work."""
     takes = bool(getattr(stylizer, "takes_painting", False))
     if takes and chosen is None:
@@ -285,7 +285,8 @@ def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style
         )
     if takes:
         try:  # one code for every photo and frame (a mix: the weighted sum of the paintings' codes)
-            stylizer.style_code = stylizer.encode(chosen, style_size or None)
+            size = "default" if style_size is None else style_size or None  # None: the model's; 0: as it is
+            stylizer.style_code = stylizer.encode(chosen, size)
         except ImageError as e:
             raise UsageError(f"--style-image {e}") from None
 
@@ -352,7 +353,7 @@ def run(args: argparse.Namespace) -> int:
             tile_stats_size=args.tile_stats_size,
             **options,
         )
-    use_paintings(stylizer, model, chosen, getattr(args, "style_size", 512))
+    use_paintings(stylizer, model, chosen, getattr(args, "style_size", None))
     if getattr(stylizer, "takes_painting", False) and "norm-ema" in str(args.stabilize):
         raise UsageError("--stabilize norm-ema: an arbitrary-style model has no instance norms to average; use blend")
     if style is None and stylizer.num_styles > 1:

@@ -268,7 +268,7 @@ class ArbitraryOrtStylizer(paintings.TakesPainting, OrtStylizer):
         spinning: bool = True,
         session: Any = None,
         style_image: Any = None,
-        style_size: int | None = paintings.STYLE_SIZE,
+        style_size: int | None | str = paintings.MODEL_STYLE_SIZE,
         style_code: Any = None,
         code_path: str | Path | None = None,
         **options: Any,
@@ -306,6 +306,8 @@ class ArbitraryOrtStylizer(paintings.TakesPainting, OrtStylizer):
             self.mix("given")
         if options:
             prepost.refuse_unknown(options, ())
+        if style_size == paintings.MODEL_STYLE_SIZE:
+            style_size = paintings.model_style_size(self.metadata)
         self.style_image, self.style_size, self.style_code = style_image, style_size, style_code
         self.codes = paintings.PaintingCodes(self._encode_array)
         self._options({})

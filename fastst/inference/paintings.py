@@ -5,9 +5,10 @@ An arbitrary-style net (:mod:`fastst.models.arbitrary`) takes the painting at in
 with ``color: match``). Both backends (torch,
 :class:`fastst.inference.stylizer.ArbitraryStylizer`; ONNX Runtime, :mod:`fastst.inference.ort`) share what is here:
 
-* reading a painting (a path or a PIL image): EXIF upright, RGB, long side ``style_size`` (default
-  :data:`STYLE_SIZE`, the size the AdaIN paper encodes paintings at); a file that cannot be read, or one
-  whose short side is below :data:`MIN_PAINTING` px, is an ``ImageError`` naming it;
+* reading a painting (a path or a PIL image): EXIF upright, RGB, long side ``style_size`` (default: the
+  model's, :func:`model_style_size`: the size its training resized paintings to, else :data:`STYLE_SIZE`,
+  the size the AdaIN paper encodes paintings at); a file that cannot be read, or one whose short side is
+  below :data:`MIN_PAINTING` px, is an ``ImageError`` naming it;
 * a mix of paintings: ``style_image`` is one painting, a list (equal weights) or ``{painting: weight}``;
   weights >= 0 with a positive sum, normalized to 1; the mixed code is the weighted sum of the codes
   (Huang and Belongie 2017, sec. 7);
@@ -34,7 +35,8 @@ from fastst.inference import prepost
 from fastst.io.images import _to_rgb, exif_upright, load_image, pil_to_array, resize_long_side
 
 FAMILY = "arbitrary"
-STYLE_SIZE = 512  # long side a painting is encoded at (px), unless style_size says otherwise
+STYLE_SIZE = 512  # long side a painting is encoded at (px) when neither style_size nor the model file says
+MODEL_STYLE_SIZE = "model"  # style_size's default: the model file's painting size (model_style_size)
 MIN_PAINTING = 64  # a painting with a shorter short side is refused: too few strokes to take statistics from
 MULTIPLE = 8  # the encoder's three 2x poolings
 MIN_SIZE = 16  # the decoder's smallest level is H/8: 2 px for its reflection padding of 1
@@ -46,6 +48,17 @@ Painting = str | Path | Image.Image
 def is_arbitrary(metadata: Mapping[str, Any]) -> bool:
     """Whether a model file's metadata is an arbitrary-style model's (it takes any painting)."""
     return str(metadata.get("family") or "") == FAMILY
+
+
+def model_style_size(metadata: Mapping[str, Any]) -> int:
+    """The long side (px) a model encodes paintings at by default: the short side its training resized them
+    to (``training_data.painting_size``, data.style_resize: 256 in the CPU recipe, 512 in the full one), or
+    :data:`STYLE_SIZE` for a file that does not say (written before fastst recorded it)."""
+    data = metadata.get("training_data")
+    size = data.get("painting_size") if isinstance(data, Mapping) else None
+    if isinstance(size, int) and not isinstance(size, bool) and size >= MIN_PAINTING:
+        return size
+    return STYLE_SIZE
 
 
 def painting_label(painting: Any) -> str:

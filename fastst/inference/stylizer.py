@@ -301,10 +301,12 @@ class ArbitraryStylizer(paintings.TakesPainting, Stylizer):
         net: torch.nn.Module,
         metadata: Mapping[str, Any] | None = None,
         style_image: Any = None,
-        style_size: int | None = paintings.STYLE_SIZE,
+        style_size: int | None | str = paintings.MODEL_STYLE_SIZE,
         style_code: Any = None,
         **kwargs: Any,
     ) -> None:
+        if style_size == paintings.MODEL_STYLE_SIZE:
+            style_size = paintings.model_style_size(metadata or {})
         self.style_image, self.style_size, self.style_code = style_image, style_size, style_code
         self.codes = paintings.PaintingCodes(self._encode_array)
         super().__init__(net, metadata, **kwargs)

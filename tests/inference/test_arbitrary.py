@@ -15,7 +15,9 @@ from PIL import Image
 from tests.conftest import ROOT, run_fastst, synthetic_image
 
 
-def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none", **net_config) -> Path:
+def make_arbitrary_file(
+    path: Path, seed: int = 0, color: str = "none", training_data: dict | None = None, **net_config
+) -> Path:
     """A random-weight arbitrary-style model file: a narrow decoder with a sigmoid output, so outputs vary."""
     from fastst import models
     from fastst.modelfile.weights import make_metadata, save_model_file
@@ -32,6 +34,8 @@ def make_arbitrary_file(path: Path, seed: int = 0, color: str = "none", **net_co
         if net.film is not None:  # modulation: film starts at zero; here it modulates
             torch.nn.init.normal_(net.film.linear.weight, std=0.02)
     meta = {"family": "arbitrary", "net": net.config.to_dict(), "style": {"name": "any"}, "loss": {}}
+    if training_data is not None:
+        meta["training_data"] = training_data
     return save_model_file(path, net.state_dict(), make_metadata(meta, steps=7, checkpoint="test.ckpt"))
 
 
@@ -220,6 +224,37 @@ def test_a_color_match_model_runs_the_same_on_onnx_runtime(files, tmp_path, bloc
     got = on_ort(x.numpy(), style_image=files["a"], strength=0.6)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
     assert abs(float(want.mean()) - float(load_stylizer(model, dtype="fp32")(x, style_image=files["b"]).mean())) > 0.01
+
+
+def test_the_painting_is_encoded_at_the_models_training_size_by_default(files, tmp_path) -> None:
+    """A model file that says its training resized paintings to 64 px encodes them at a 64 px long side unless
+    told otherwise, on both backends and in fastst stylize; a file that does not say: 512 (AdaIN's)."""
+    pytest.importorskip("onnxruntime")
+    from fastst import load_stylizer
+    from fastst.export.convert import export_onnx
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.modelfile.weights import load_model_file
+
+    data = {"style_root": "train", "paintings": 6, "photo_root": "photos", "photos": 9, "painting_size": 64}
+    model = make_arbitrary_file(tmp_path / "small.safetensors", training_data=data)
+    net, metadata = load_model_file(model)
+    export_onnx(net, tmp_path / "small.onnx", check_sizes=((32, 32),), metadata=metadata)
+    on_torch, on_ort = load_stylizer(model, dtype="fp32"), load_ort_stylizer(tmp_path / "small.onnx")
+    assert on_torch.style_size == on_ort.style_size == 64
+    assert load_stylizer(files["model"]).style_size == 512  # no painting_size in the file
+    at_64 = on_torch.encode(files["a"], 64)
+    np.testing.assert_allclose(on_torch.encode(files["a"]), at_64)
+    np.testing.assert_allclose(on_ort.encode(files["a"]), at_64, atol=1e-4)
+    assert np.abs(on_torch.encode(files["a"], 512) - at_64).max() > 1e-3  # the size matters for this painting
+    assert load_stylizer(model, style_size=512).style_size == 512  # an explicit size wins
+    for backend, path in (("torch", model), ("onnxruntime", tmp_path / "small.onnx")):
+        for flags, size in (((), 64), (("--style-size", "512"), 512), (("--style-size", "0"), None)):
+            out = tmp_path / f"{backend}{size}.png"
+            args = ("--style-image", files["a"], "--backend", backend, "--device", "cpu", *flags)
+            assert run_fastst("stylize", path, files["photo"], "-o", out, *args) == 0
+            want = on_torch(Image.open(files["photo"]), style_code=on_torch.encode(files["a"], size))
+            got = np.asarray(Image.open(out), dtype=np.int16)
+            assert np.abs(got - np.asarray(want, dtype=np.int16)).max() <= 2, (backend, flags)
 
 
 def test_styles_says_an_arbitrary_model_takes_any_painting(files, capsys) -> None:

@@ -45,6 +45,7 @@ def test_few_steps_export_a_model_file_that_says_what_it_is(photos_dir, tmp_path
         "callbacks.painting_val.size=32",
         "callbacks.painting_val.every_n_steps=1",
         "trainer.max_steps=2",
+        "data.style_resize=40",
     ]
     with caplog.at_level("INFO", logger="fastst.training.callbacks"):
         result = train(compose(overrides, out))
@@ -57,7 +58,13 @@ def test_few_steps_export_a_model_file_that_says_what_it_is(photos_dir, tmp_path
     net, meta = load_model_file(out / "export" / "arbitrary.safetensors")
     assert meta["family"] == "arbitrary" and meta["net"]["content_encoder"] == "vgg"
     assert meta["encoder"] == {"style": "vgg16 to relu4_1 (torchvision)", "content": "vgg16"}
-    assert meta["training_data"] == {"style_root": "wikiart_mini", "paintings": 6, "photo_root": "photos", "photos": 12}
+    assert meta["training_data"] == {
+        "style_root": "wikiart_mini",
+        "paintings": 6,
+        "photo_root": "photos",
+        "photos": 12,
+        "painting_size": 40,  # data.style_resize: stylize encodes paintings at this size by default
+    }
     # the end-of-training export writes the family's two graphs, and reports its int8 copy (shipped or why not)
     assert (out / "export" / "arbitrary.onnx").is_file() and (out / "export" / "arbitrary.code.onnx").is_file()
     report = json.loads((out / "export" / "arbitrary.export.json").read_text())
