@@ -327,7 +327,7 @@ def main() -> None:
     p.add_argument(
         "--style-size",
         type=int,
-        help="quality: the painting's long side for fastst's code (default: the model's, as fastst stylize; 0: as it is)",
+        help="quality: the painting's long side for fastst's code (default: the model's; 0: as it is)",
     )
     p.add_argument("--strength", type=float, default=1.0, help="quality: fastst's --strength (torch backend only)")
     p.add_argument("--grid-photos", type=int, default=3)
