@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from fastst.common.allocator import thp_mode
 from fastst.errors import ConfigError
 from fastst.losses.functional import gram_matrix
 from fastst.training.precision import resolve_matmul_precision, resolve_precision, speed_options
@@ -49,6 +50,58 @@ def test_keep_freed_memory_stops_refaulting_big_tensors():
     # huge pages where transparent huge pages are "always"); kept: the heap's pages are reused
     assert default["faults"] >= 32
     assert kept["faults"] * 10 <= default["faults"]
+
+
+# A child process touches a fresh 64 MB tensor once, as one fastst stylize run touches its activations, and
+# reports the minor page faults: 16384 pages of 4 KiB, or about 32 of 2 MiB on a huge-page heap. (A torch
+# tensor, as ONNX Runtime's buffers, comes from plain malloc; NumPy asks for huge pages for its own arrays.)
+_FIRST_TOUCH = """
+import json, resource, sys
+import torch
+from fastst.common.allocator import huge_page_heap
+applied = huge_page_heap() if sys.argv[1] == "huge" else False
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(16 * 2**20)
+print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+@pytest.mark.slow  # fresh interpreters: the heap's advice is process-wide
+@pytest.mark.skipif(thp_mode() not in ("madvise", "always"), reason="no transparent huge pages on this kernel")
+def test_huge_page_heap_faults_fresh_memory_in_2mb_pages():
+    def run(mode: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", _FIRST_TOUCH, mode], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    default, huge = run("default"), run("huge")
+    assert huge["applied"] and not default["applied"]
+    assert huge["faults"] <= 2000  # 32 pages of 2 MiB and a few hundred faults around them (not 16384)
+    if thp_mode() == "madvise":  # only memory that asks gets huge pages: glibc's default does not ask
+        assert default["faults"] >= 10 * huge["faults"]
+
+
+def test_stylize_asks_for_huge_pages_unless_told_not_to(monkeypatch, tmp_path):
+    """fastst stylize advises the heap before it loads the model; --no-huge-pages (or
+    --no-keep-freed-memory, which it needs) leaves the allocator alone."""
+    from fastst.cli.stylize import build_parser
+    from fastst.inference import batch, variants
+
+    calls = []
+
+    def model_chosen(*args, **kwargs):  # the model is loaded next: stop here with what was asked for
+        raise SystemExit(calls[:])
+
+    monkeypatch.setattr(batch, "huge_page_heap", lambda: calls.append("huge"))
+    monkeypatch.setattr(variants, "choose_variant", model_chosen)
+
+    photo = tmp_path / "p.png"
+    photo.write_bytes(b"")
+    for flags, want in (((), ["huge"]), (("--no-huge-pages",), []), (("--no-keep-freed-memory",), [])):
+        calls.clear()
+        args = build_parser().parse_args(["m.onnx", str(photo), "-o", str(tmp_path / "o.png"), *flags])
+        with pytest.raises(SystemExit) as stop:
+            batch.run(args)
+        assert stop.value.code == want, flags
 
 
 def test_speed_options_checked():
