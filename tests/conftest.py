@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ CONFIG_DIR = str(ROOT / "fastst" / "configs")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Downloads (style images) go to a throw-away cache, never the user's ~/.cache/fastst.
 os.environ["FASTST_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastst_cache_")
+atexit.register(shutil.rmtree, os.environ["FASTST_CACHE_DIR"], ignore_errors=True)  # not one left per test run
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
