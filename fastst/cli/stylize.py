@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="huge_pages",
         action="store_false",
         help="do not ask the kernel for 2 MiB pages (default on Linux with glibc: the heap is advised "
-        "MADV_HUGEPAGE, about 0.06 s less for one 1024 px photo; fastst/common/allocator.py)",
+        'MADV_HUGEPAGE: 0.05-0.07 s less for one 1024 px photo here; docs/deploy.md, "Huge pages")',
     )
     p.add_argument(
         "--png-compression",

@@ -59,11 +59,12 @@ def active() -> bool:
 
 
 # -- huge pages ---------------------------------------------------------------------------------------
-# A one-photo `fastst stylize` touches each page of its memory once: the ONNX Runtime sessions' packed
-# weights and the net's activations, about 170 MB at 1024 px, faulted in 4 KiB at a time (48,000 minor
-# faults, a fifth of the run). Where the kernel gives transparent huge pages to memory that asks for them
-# (/sys/kernel/mm/transparent_hugepage/enabled = [madvise], the common default), asking for them turns
-# that into about 100 faults of 2 MiB. glibc asks only when started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
+# A one-photo `fastst stylize` touches most of its memory once: the ONNX Runtime sessions' packed weights
+# and the net's activations come from fresh pages, faulted in 4 KiB at a time (86,000 minor faults for the
+# whole process at 1024 px; the stylize graph's first run 0.19 s against 0.14 s on 2 MiB pages). Where the
+# kernel gives transparent huge pages to memory that asks for them (/sys/kernel/mm/transparent_hugepage/enabled
+# = [madvise], the common default), asking for them leaves 14,000 faults and the run 0.07 s shorter (0.52 s ->
+# 0.45 s; docs/deploy.md, "Huge pages"). glibc asks only when started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
 # so ``huge_page_heap`` does it itself: with ``keep_freed_memory`` every large block comes from the heap
 # and stays there when freed, so it grows the heap once by ``size`` (address space: nothing is touched),
 # marks that range MADV_HUGEPAGE and frees it for the allocations that follow.

@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
     from fastst.inference.variants import choose_variant  # torch-free
 
     if args.keep_freed_memory and getattr(args, "huge_pages", True):
-        huge_page_heap()  # before the model's weights and activations: 2 MiB pages, a fifth fewer seconds at 1024 px
+        huge_page_heap()  # before the model's weights and activations: 2 MiB pages (docs/deploy.md, "Huge pages")
     refused = torch_only_options(args, jobs)
     variant = choose_variant(args.model, args.backend, torch_only=refused)
     backend, model = variant.backend, variant.path
