@@ -371,7 +371,9 @@ class ContentDataModule(pl.LightningDataModule):
         if self.source_kind == "folder":
             if not self.root:
                 raise DataError("data.root is not set: pass data.root=/path/to/photos (a folder searched recursively)")
-            return FolderSource(self.root, draft_size=self.transform.resize)
+            # JPEG draft decoding never below data.min_size: the size check sees the decoded image, and a photo
+            # large enough must not be refused because it was decoded small (data.resize < data.min_size)
+            return FolderSource(self.root, draft_size=max(self.transform.resize, self.transform.min_size))
         if not self.hf_args["name"]:
             raise DataError("data=hf needs data.name (a hub dataset, or 'imagefolder' with data.data_dir=DIR)")
         return HFSource(**self.hf_args)  # type: ignore[arg-type]

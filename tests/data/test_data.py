@@ -144,6 +144,14 @@ def test_datamodule_batches_and_preview(photos_dir: Path) -> None:
         ContentDataModule(root=str(photos_dir), batch_size=0)
 
 
+def test_a_resize_below_min_size_still_takes_photos_large_enough(photos_dir: Path) -> None:
+    """The JPEG photos are 96-140 x 80 px, data.min_size 64: with data.resize=32 the decoder must not draft them
+    to 48x40 and then refuse them as smaller than 64 px."""
+    dm = ContentDataModule(root=str(photos_dir), image_size=32, resize=32, batch_size=2, num_workers=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["skipped"] == []
+
+
 def test_hf_imagefolder_source(photos_dir: Path) -> None:
     flat = photos_dir / "train2014"  # imagefolder reads train*/ sub-folders as splits, so use a flat one
     src = HFSource("imagefolder", data_dir=str(flat), split="train")
