@@ -284,6 +284,13 @@ def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style
             "needs an arbitrary-style model (family arbitrary)"
         )
     if takes:
+        from fastst.inference.paintings import MIN_PAINTING
+
+        if style_size is not None and style_size != 0 and style_size < MIN_PAINTING:
+            raise UsageError(
+                f"--style-size {style_size}: give the painting's long side, at least {MIN_PAINTING} px "
+                "(or 0 to encode it as it is; leave it out for the model's own size)"
+            )
         try:  # one code for every photo and frame (a mix: the weighted sum of the paintings' codes)
             size = "default" if style_size is None else style_size or None  # None: the model's; 0: as it is
             stylizer.style_code = stylizer.encode(chosen, size)

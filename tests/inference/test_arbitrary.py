@@ -131,6 +131,10 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys, trained_model) -> None
     assert run_fastst("stylize", files["model"], files["photo"], "-o", out, *args) == 2
     [line] = _error_lines(capsys)
     assert "--mix" in line
+    args = ("--style-image", files["a"], "--style-size", "10")
+    assert run_fastst("stylize", files["model"], files["photo"], "-o", out, *args) == 2
+    [line] = _error_lines(capsys)
+    assert line.startswith("error: --style-size 10:") and "64 px" in line
     # a model of another family given a painting
     assert run_fastst("stylize", trained_model.model_file, files["photo"], "-o", out, "--style-image", files["a"]) == 2
     [line] = _error_lines(capsys)
