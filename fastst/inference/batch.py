@@ -277,6 +277,11 @@ def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style
         raise UsageError(
             f"{model} is an arbitrary-style model: pass the painting to take the style from with --style-image PAINTING"
         )
+    if not takes and style_size is not None:
+        raise UsageError(
+            f"--style-size: {model} renders the style(s) it was trained on; the painting's size applies to an "
+            "arbitrary-style model (family arbitrary) given --style-image"
+        )
     if not takes and chosen is not None:
         family = stylizer.metadata.get("family") or "johnson"
         raise UsageError(

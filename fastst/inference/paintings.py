@@ -23,6 +23,7 @@ padding), and ``strength`` interpolates the photo's own statistics and the paint
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,15 @@ def is_arbitrary(metadata: Mapping[str, Any]) -> bool:
 
 
 def model_style_size(metadata: Mapping[str, Any]) -> int:
-    """The long side (px) a model encodes paintings at by default: the short side its training resized them
-    to (``training_data.painting_size``, data.style_resize: 256 in the CPU recipe, 512 in the full one), or
-    :data:`STYLE_SIZE` for a file that does not say (written before fastst recorded it)."""
+    """The long side (px) a model encodes paintings at by default: the size its training resized them to
+    (``training_data.painting_size``: data.style_resize, 256 in the CPU recipe, 512 in the full one), used as the
+    long side (a painting then comes a little smaller than training saw it; the issue 25 targets were measured
+    so), at least :data:`MIN_PAINTING`; :data:`STYLE_SIZE` for a file that does not say (written before fastst
+    recorded it)."""
     data = metadata.get("training_data")
     size = data.get("painting_size") if isinstance(data, Mapping) else None
-    if isinstance(size, int) and not isinstance(size, bool) and size >= MIN_PAINTING:
-        return size
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return max(size, MIN_PAINTING)
     return STYLE_SIZE
 
 
@@ -68,7 +71,8 @@ def painting_label(painting: Any) -> str:
 
 
 def read_painting(painting: Painting, style_size: int | None) -> np.ndarray:
-    """A painting as a 1 x 3 x H x W float32 array in [0, 1], long side ``style_size`` (None: as it is).
+    """A painting as a 1 x 3 x H x W float32 array in [0, 1], long side ``style_size`` (None: as it is; a painting
+    so wide that its short side would fall below :data:`MIN_SIZE` px keeps that many).
 
     ``ImageError`` (naming the file) when it cannot be read or its short side is below :data:`MIN_PAINTING` px.
     """
@@ -83,6 +87,8 @@ def read_painting(painting: Painting, style_size: int | None) -> np.ndarray:
             f"{painting_label(painting)}: the painting is {img.width}x{img.height} px; "
             f"a style image needs at least {MIN_PAINTING} px on its short side"
         )
+    if style_size is not None:  # the code graph's reflection padding needs MIN_SIZE px: a wide painting stays larger
+        style_size = max(style_size, math.ceil(MIN_SIZE * max(img.size) / min(img.size)))
     return pil_to_array(resize_long_side(img, style_size))[None]
 
 
@@ -127,8 +133,8 @@ def check_style_size(style_size: Any) -> int | None:
         return None
     if not isinstance(style_size, int) or isinstance(style_size, bool) or style_size < MIN_PAINTING:
         raise InferenceError(
-            f"style_size must be a long side of at least {MIN_PAINTING} px (or 0: as the painting is), "
-            f"got {style_size!r}"
+            f'style_size must be a long side of at least {MIN_PAINTING} px, 0 (as the painting is), "model" '
+            f"(the model's own size) or \"default\" (the stylizer's), got {style_size!r}"
         )
     return style_size
 
@@ -191,8 +197,8 @@ class TakesPainting:
     """What the torch and the ONNX Runtime arbitrary-style stylizers share (mixed in before their base class):
     no style rows or stroke scales, the painting options checked on every call, and the painting's code.
 
-    The class using it sets ``style_image``, ``style_size``, ``style_code``, ``codes`` (a :class:`PaintingCodes`)
-    and ``code_dim``.
+    The class using it sets ``style_image``, ``style_size``, ``style_code``, ``codes`` (a :class:`PaintingCodes`),
+    ``code_dim`` and ``metadata`` (the model file's).
     """
 
     takes_painting = True  # fastst stylize / serve: the painting is an input
@@ -222,15 +228,25 @@ class TakesPainting:
         self.refuse_unsupported(o)
         for k in ARBITRARY_OPTIONS:
             o[k] = overrides.get(k, getattr(self, k))
-        o["style_size"] = check_style_size(o["style_size"])
+        o["style_size"] = self.resolve_style_size(o["style_size"])
         if o["style_code"] is not None:
             o["style_code"] = check_code(o["style_code"], self.code_dim)
         return o
 
+    def resolve_style_size(self, style_size: Any) -> int | None:
+        """A ``style_size`` option as a long side (None: the painting as it is): ``"default"`` is this stylizer's,
+        ``"model"`` the model file's (:func:`model_style_size`), 0 or None as it is, else at least
+        :data:`MIN_PAINTING` px."""
+        if style_size == "default":
+            return self.style_size
+        if style_size == MODEL_STYLE_SIZE:
+            return model_style_size(self.metadata)
+        return check_style_size(style_size)
+
     def encode(self, style_image: Any, style_size: int | None | str = "default") -> np.ndarray:
-        """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it."""
-        size = self.style_size if style_size == "default" else style_size
-        return self.codes(style_image, check_style_size(size))
+        """The (mixed) style code (1 x 2C float32) of ``style_image``: pass it as ``style_code=`` to reuse it.
+        ``style_size``: ``"default"`` (this stylizer's), ``"model"``, 0 or None (as it is) or a long side."""
+        return self.codes(style_image, self.resolve_style_size(style_size))
 
     def code_for(self, o: Mapping[str, Any]) -> np.ndarray:
         """The code a call with options ``o`` renders: ``style_code``, else the painting(s) encoded (cached)."""

@@ -305,7 +305,7 @@ class ArbitraryStylizer(paintings.TakesPainting, Stylizer):
         style_code: Any = None,
         **kwargs: Any,
     ) -> None:
-        if style_size == paintings.MODEL_STYLE_SIZE:
+        if style_size in (paintings.MODEL_STYLE_SIZE, "default"):  # the model's own size
             style_size = paintings.model_style_size(metadata or {})
         self.style_image, self.style_size, self.style_code = style_image, style_size, style_code
         self.codes = paintings.PaintingCodes(self._encode_array)

@@ -131,6 +131,9 @@ def test_cli_errors_are_one_line(files, tmp_path, capsys, trained_model) -> None
     assert run_fastst("stylize", files["model"], files["photo"], "-o", out, *args) == 2
     [line] = _error_lines(capsys)
     assert "--mix" in line
+    assert run_fastst("stylize", trained_model.model_file, files["photo"], "-o", out, "--style-size", "256") == 2
+    [line] = _error_lines(capsys)
+    assert line.startswith("error: --style-size:") and "arbitrary" in line
     args = ("--style-image", files["a"], "--style-size", "10")
     assert run_fastst("stylize", files["model"], files["photo"], "-o", out, *args) == 2
     [line] = _error_lines(capsys)
@@ -235,8 +238,10 @@ def test_the_painting_is_encoded_at_the_models_training_size_by_default(files, t
     told otherwise, on both backends and in fastst stylize; a file that does not say: 512 (AdaIN's)."""
     pytest.importorskip("onnxruntime")
     from fastst import load_stylizer
+    from fastst.errors import InferenceError
     from fastst.export.convert import export_onnx
     from fastst.inference.ort import load_ort_stylizer
+    from fastst.inference.paintings import model_style_size
     from fastst.modelfile.weights import load_model_file
 
     data = {"style_root": "train", "paintings": 6, "photo_root": "photos", "photos": 9, "painting_size": 64}
@@ -251,6 +256,18 @@ def test_the_painting_is_encoded_at_the_models_training_size_by_default(files, t
     np.testing.assert_allclose(on_ort.encode(files["a"]), at_64, atol=1e-4)
     assert np.abs(on_torch.encode(files["a"], 512) - at_64).max() > 1e-3  # the size matters for this painting
     assert load_stylizer(model, style_size=512).style_size == 512  # an explicit size wins
+    # the API's names for the choices: "model" (the file's), "default" (the stylizer's), 0 / None (as it is)
+    assert load_stylizer(model, style_size="default").style_size == 64
+    at_300 = load_stylizer(model, dtype="fp32", style_size=300)
+    np.testing.assert_allclose(at_300.encode(files["a"], "model"), at_64)
+    np.testing.assert_allclose(at_300.encode(files["a"]), at_300.encode(files["a"], 300))
+    x = torch.rand(1, 3, 32, 40)
+    by_name = at_300(x, style_image=files["a"], style_size="model")
+    np.testing.assert_allclose(by_name, on_torch(x, style_image=files["a"]))
+    with pytest.raises(InferenceError, match='"model"'):
+        at_300(x, style_image=files["a"], style_size=10)
+    data["painting_size"] = 40  # trained below the smallest painting fastst reads: coded at that smallest, 64
+    assert model_style_size({"training_data": data}) == 64 and model_style_size({}) == 512
     for backend, path in (("torch", model), ("onnxruntime", tmp_path / "small.onnx")):
         for flags, size in (((), 64), (("--style-size", "512"), 512), (("--style-size", "0"), None)):
             out = tmp_path / f"{backend}{size}.png"
@@ -259,6 +276,21 @@ def test_the_painting_is_encoded_at_the_models_training_size_by_default(files, t
             want = on_torch(Image.open(files["photo"]), style_code=on_torch.encode(files["a"], size))
             got = np.asarray(Image.open(out), dtype=np.int16)
             assert np.abs(got - np.asarray(want, dtype=np.int16)).max() <= 2, (backend, flags)
+
+
+def test_a_wide_painting_keeps_the_code_graphs_smallest_size(files, onnx_model, tmp_path) -> None:
+    """A 1280x64 painting coded at a 64 px long side would be 64x3 px, too small for the encoder's reflection
+    padding (a traceback from torch, an ONNX Runtime error): it is coded 16 px high instead, on both backends."""
+    from fastst import load_stylizer
+    from fastst.inference.ort import load_ort_stylizer
+    from fastst.inference.paintings import MIN_SIZE, read_painting
+
+    wide = tmp_path / "wide.png"
+    synthetic_image(9, (1280, 64)).save(wide)
+    assert read_painting(wide, 64).shape == (1, 3, MIN_SIZE, 320)
+    assert read_painting(wide, 512).shape == (1, 3, 26, 512)  # wide enough at that size: as asked
+    on_torch = load_stylizer(files["model"], dtype="fp32").encode(wide, 64)
+    np.testing.assert_allclose(load_ort_stylizer(onnx_model).encode(wide, 64), on_torch, atol=1e-4)
 
 
 def test_styles_says_an_arbitrary_model_takes_any_painting(files, capsys) -> None:
