@@ -68,7 +68,7 @@ def meta_file(k: int) -> str:
 
 def decode_for_cache(path: str | Path, size: int, min_size: int) -> np.ndarray:
     """Decode ``path`` into a 3 x size x size uint8 array; ``ImageError`` for a broken or too small image."""
-    img = load_image(path, draft_size=size)
+    img = load_image(path, draft_size=max(size, min_size))  # a draft never below --min-size (checked on it)
     if min(img.size) < min_size:
         raise ImageError(f"{path}: {img.width}x{img.height} is smaller than --min-size={min_size}")
     return CropTransform(size, None, "center", False, 1)(img, None, str(path)).numpy()

@@ -69,6 +69,15 @@ def test_build_skips_bad_files_and_matches_the_folder_transform(dirty_photos: Pa
         assert torch.equal(source.load(i), centre(folder.load(j), None, "x"))
 
 
+def test_a_size_below_min_size_still_takes_photos_large_enough(tmp_path: Path) -> None:
+    """fastst build-cache --size 32: a 200x150 JPEG must not be drafted to 50x38 and refused under --min-size 64."""
+    from fastst.data.cache import decode_for_cache
+
+    path = tmp_path / "p.jpg"
+    synthetic_image(3, (200, 150)).save(path, quality=90)
+    assert decode_for_cache(path, 32, 64).shape == (3, 32, 32)
+
+
 def test_cache_batches_and_preview(built: Path) -> None:
     module = dm(built, preview_size=40)
     batch = next(iter(module.train_dataloader()))
