@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,13 @@ def thp_mode(path: str = THP_ENABLED) -> str:
 def huge_page_heap(size: int = HEAP_SIZE) -> bool:
     """Make the next ``size`` bytes of the heap huge-page backed (see above); True if it took effect.
 
-    Needs glibc on Linux (:func:`keep_freed_memory` applies first). Pages are committed as they are touched,
-    2 MiB at a time. Call it before the big allocations (before loading a model). Idempotent."""
+    Needs glibc on Linux (:func:`keep_freed_memory` applies first) and the main thread (whose heap the advice
+    is on). Pages are committed as they are touched, 2 MiB at a time. Call it before the big allocations (before
+    loading a model). Idempotent."""
     if "huge" in _state:
         return _state["huge"]
+    if threading.current_thread() is not threading.main_thread():
+        return False  # another thread's malloc arena maps (and unmaps) 1 GiB on its own: the advice would be lost
     applied = False
     if thp_mode() in ("madvise", "always") and keep_freed_memory():
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -80,6 +80,25 @@ def test_huge_page_heap_faults_fresh_memory_in_2mb_pages():
         assert default["faults"] >= 10 * huge["faults"]
 
 
+_FROM_A_THREAD = """
+import json, threading
+from fastst.common.allocator import huge_page_heap
+got = []
+worker = threading.Thread(target=lambda: got.append(huge_page_heap()))
+worker.start()
+worker.join()
+print(json.dumps({"thread": got[0], "main": huge_page_heap()}))
+"""
+
+
+@pytest.mark.skipif(thp_mode() not in ("madvise", "always"), reason="no transparent huge pages on this kernel")
+def test_huge_page_heap_is_refused_off_the_main_thread():
+    """Another thread's malloc maps and unmaps 1 GiB on its own, so the advice would be lost: it says False there
+    and still works from the main thread afterwards."""
+    out = subprocess.run([sys.executable, "-c", _FROM_A_THREAD], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"thread": False, "main": True}
+
+
 def test_stylize_asks_for_huge_pages_unless_told_not_to(monkeypatch, tmp_path):
     """fastst stylize advises the heap before it loads the model; --no-huge-pages (or
     --no-keep-freed-memory, which it needs) leaves the allocator alone."""
