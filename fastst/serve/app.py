@@ -11,7 +11,8 @@ Routes (nothing else is served; no route takes a path from the client):
   ``style_image`` part (a painting: required by an arbitrary-style model, which renders it with ``strength``
   interpolating the photo's statistics and the painting's; other models refuse it with 400). The painting
   passes the same checks as the photo (format sniffing, ``max_pixels`` from the header, one upload limit
-  for both parts) and is decoded at its style size (512 px long side);
+  for both parts), is decoded at 512 px long side at most (or the model's style size, if larger) and is
+  encoded at the model's style size (the size its training resized paintings to; 512 for older files);
   the answer is the result as PNG (or JPEG, for the camera), with its timings in ``X-Fastst-*`` and
   ``Server-Timing`` headers, or ``{"error": "..."}`` with a 4xx/5xx status;
 * ``GET /healthz``: ``ok``.
@@ -256,7 +257,7 @@ def output_size(width: int, height: int, options: Options, limits: Limits) -> in
     return size
 
 
-PAINTING_SIZE = 512  # an uploaded painting is decoded at this long side (the style size it is encoded at)
+PAINTING_SIZE = 512  # an uploaded painting is decoded at most at this long side (or the model's style size)
 
 
 def stylize_upload(
@@ -282,7 +283,8 @@ def stylize_upload(
             opened = open_image(painting, limits.max_pixels)  # the photo's checks: sniffed format, header pixels
         except RequestError as e:
             raise RequestError(e.status, f"the painting (style_image): {e}") from None
-        style_image = load_image(opened, min(PAINTING_SIZE, max(opened.size)))
+        decode = max(PAINTING_SIZE, getattr(model.stylizer, "style_size", None) or 0)  # never upscaled to encode
+        style_image = load_image(opened, min(decode, max(opened.size)))
         del opened
     t1 = time.perf_counter()
     kwargs: dict[str, Any] = {"size": size, "strength": options.strength, "preserve_color": options.preserve_color}

@@ -8,7 +8,8 @@
 #   fastg  init_from fast, + the Gram term, the colour match (model.net.color=match), two    N_FG steps
 #          decoder blocks a scale and the photo term at 6, 192 px crops (on the CPU: docs/arbitrary_training.md,
 #          "A deeper light decoder", where blocks came at photo 12 first, then photo 6)
-#   fastm  init_from fastg, + the painting's finer layers in the decoder (model.net.modulation=film_blocks),  N_FM steps
+#   fastm  init_from fastg, + the painting's finer layers in the decoder (model.net.modulation=film_blocks), N_FM steps
+#          or T_FM, whichever comes first (fine-tune steps on a GPU were never timed)
 #          AdaIN's terms at a quarter, the Gram term at 3.5e6 (the end of the CPU chain that met the
 #          targets, scripts/recipes/arbitrary_fast_cpu.sh, in one stage instead of six)
 # Defaults sized for one call under the device's 10 min, an estimate: this script has never run on a GPU (no
@@ -19,7 +20,7 @@
 # Rehearse on the CPU (every stage rc 0): DEV=cpu T_TEACH=00:00:00:40 N_FT=3 T_FAST=00:00:00:40 N_FG=3 N_FM=3 bash gpu/run4.sh
 set -u
 T0=$(date +%s); DEV=${DEV:-cuda}; T_TEACH=${T_TEACH:-00:00:03:15}; N_FT=${N_FT:-600}; T_FAST=${T_FAST:-00:00:02:15}
-N_FG=${N_FG:-1200}; N_FM=${N_FM:-800}
+N_FG=${N_FG:-1200}; N_FM=${N_FM:-800}; T_FM=${T_FM:-00:00:01:30}
 OUT=${OUT:-/tmp/gpu_out4}; mkdir -p $OUT/res $OUT/models
 . "$(dirname "$0")/prelude.sh" runs4
 el "start on $(hostname); $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
@@ -52,5 +53,5 @@ tr fastg $FT model=arbitrary_fast init_from=$R/fast/export/arbitrary.safetensors
   callbacks.painting_val.every_n_steps=300
 tr fastm $FT model=arbitrary_fast init_from=$R/fastg/export/arbitrary.safetensors model.net.modulation=film_blocks \
   loss.content_weight=0.25 loss.style_weight=2.5 loss.photo_content_weight=6 loss.gram_style_weight=3500000 \
-  trainer.max_steps=$N_FM callbacks.painting_val.every_n_steps=300
+  trainer.max_steps=$N_FM +trainer.max_time=$T_FM callbacks.painting_val.every_n_steps=300
 ls -la $OUT/models; el "end"
