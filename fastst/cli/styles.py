@@ -88,6 +88,14 @@ def _describe_arbitrary(path: str, metadata: dict) -> int:
         "(fastst stylize MODEL PHOTO --style-image PAINTING [--style-image B --mix 0.7,0.3] [--strength S])"
     )
     print(f"  net: {', '.join(f'{k}={v}' for k, v in net.items())}")
+    from fastst.inference.paintings import model_style_size
+
+    said = (
+        "the size its training resized paintings to"
+        if "painting_size" in (metadata.get("training_data") or {})
+        else ("the default for files that do not record their training size")
+    )
+    print(f"  paintings coded at {model_style_size(metadata)} px long side unless --style-size ({said})")
     training = metadata.get("training") or {}
     if training:
         facts = [f"{k} {training[k]}" for k in ("steps", "batches_seen", "fastst_version") if k in training]

@@ -297,3 +297,4 @@ def test_styles_says_an_arbitrary_model_takes_any_painting(files, capsys) -> Non
     assert run_fastst("styles", "--model", files["model"]) == 0
     out = capsys.readouterr().out
     assert "takes any painting" in out and "--style-image" in out and "steps 7" in out
+    assert "paintings coded at 512 px long side unless --style-size (the default for files" in out
