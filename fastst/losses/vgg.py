@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastst.common.layers import named_activations
 from fastst.errors import (
     ConfigError,
     WeightsError,
@@ -164,16 +165,8 @@ class VGGEncoder(nn.Module):
         ``layers`` (default: all requested at construction) must be a subset of those; the
         pass stops after the deepest of them.
         """
-        wanted = set(self.layers if layers is None else layers)
-        out: dict[str, torch.Tensor] = {}
-        h = self.preprocess(x)
-        for name, layer in self.body.named_children():
-            h = layer(h)
-            if name in wanted:
-                out[name] = h
-                if len(out) == len(wanted):
-                    break
-        return out
+        wanted = self.layers if layers is None else layers
+        return named_activations(self.body.named_children(), self.preprocess(x), wanted)
 
 
 def _file_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -49,6 +49,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fastst.common.layers import named_activations
 from fastst.errors import ConfigError
 from fastst.models import NetConfig
 
@@ -370,14 +371,7 @@ class ArbitraryNet(nn.Module):
         """RGB in [0, 1] -> the encoder's activations named ``layers`` (``relu1_1``, ...), stopping at the last.
 
         ReLU outputs only: a conv's output is overwritten by the in-place ReLU after it."""
-        h, out = self.preprocess(images), {}
-        for name, layer in self.encoder.named_children():
-            h = layer(h)
-            if name in layers:
-                out[name] = h
-                if len(out) == len(layers):
-                    break
-        return out
+        return named_activations(self.encoder.named_children(), self.preprocess(images), layers)
 
     def encode_content(self, photos: torch.Tensor) -> torch.Tensor:
         """The photo's relu4_1-like features (B x 512 x H/8 x W/8): VGG's or the student's (``content_encoder``)."""
