@@ -38,7 +38,7 @@ from typing import Any
 
 from fastst.common.allocator import huge_page_heap, keep_freed_memory
 from fastst.common.options import size_or_none, style_choice
-from fastst.errors import UsageError
+from fastst.errors import InferenceError, UsageError
 from fastst.io.files import atomic_path, walk_files
 from fastst.io.images import IMAGE_EXTENSIONS, ImageError, load_image
 
@@ -289,16 +289,18 @@ def use_paintings(stylizer, model: Path, chosen: dict[Path, float] | None, style
             "needs an arbitrary-style model (family arbitrary)"
         )
     if takes:
-        from fastst.inference.paintings import MIN_PAINTING
+        from fastst.inference.paintings import MIN_PAINTING, check_style_size
 
-        if style_size is not None and style_size != 0 and style_size < MIN_PAINTING:
+        try:  # the stylizer's own rule, said with the flag's name
+            check_style_size(style_size)
+        except InferenceError:
             raise UsageError(
                 f"--style-size {style_size}: give the painting's long side, at least {MIN_PAINTING} px "
                 "(or 0 to encode it as it is; leave it out for the model's own size)"
-            )
+            ) from None
         try:  # one code for every photo and frame (a mix: the weighted sum of the paintings' codes)
-            size = "default" if style_size is None else style_size or None  # None: the model's; 0: as it is
-            stylizer.style_code = stylizer.encode(chosen, size)
+            # no flag: the stylizer's size (the model's); 0: the painting as it is
+            stylizer.style_code = stylizer.encode(chosen, "default" if style_size is None else style_size)
         except ImageError as e:
             raise UsageError(f"--style-image {e}") from None
 
