@@ -306,9 +306,8 @@ class ArbitraryOrtStylizer(paintings.TakesPainting, OrtStylizer):
             self.mix("given")
         if options:
             prepost.refuse_unknown(options, ())
-        if style_size in (paintings.MODEL_STYLE_SIZE, "default"):  # the model's own size
-            style_size = paintings.model_style_size(self.metadata)
-        self.style_image, self.style_size, self.style_code = style_image, style_size, style_code
+        self.style_image, self.style_code = style_image, style_code
+        self.style_size = paintings.initial_style_size(style_size, self.metadata)
         self.codes = paintings.PaintingCodes(self._encode_array)
         self._options({})
 

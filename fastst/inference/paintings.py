@@ -64,6 +64,12 @@ def model_style_size(metadata: Mapping[str, Any]) -> int:
     return STYLE_SIZE
 
 
+def initial_style_size(style_size: Any, metadata: Mapping[str, Any]) -> Any:
+    """A stylizer's ``style_size`` argument with ``"model"`` and ``"default"`` (the same thing when it is built)
+    as the model file's size; other values are checked on use (:meth:`TakesPainting.resolve_style_size`)."""
+    return model_style_size(metadata) if style_size in (MODEL_STYLE_SIZE, "default") else style_size
+
+
 def painting_label(painting: Any) -> str:
     if isinstance(painting, Image.Image):
         return f"painting ({painting.width}x{painting.height} image)"

@@ -305,9 +305,8 @@ class ArbitraryStylizer(paintings.TakesPainting, Stylizer):
         style_code: Any = None,
         **kwargs: Any,
     ) -> None:
-        if style_size in (paintings.MODEL_STYLE_SIZE, "default"):  # the model's own size
-            style_size = paintings.model_style_size(metadata or {})
-        self.style_image, self.style_size, self.style_code = style_image, style_size, style_code
+        self.style_image, self.style_code = style_image, style_code
+        self.style_size = paintings.initial_style_size(style_size, metadata or {})
         self.codes = paintings.PaintingCodes(self._encode_array)
         super().__init__(net, metadata, **kwargs)
         self.num_styles = 0
